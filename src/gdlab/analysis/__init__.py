@@ -1,0 +1,1 @@
+"""Curvature, stability limits and explanations computed from the data and the model."""

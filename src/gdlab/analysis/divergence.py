@@ -1,0 +1,54 @@
+"""One-line explanations of a diverged run, with the numbers that show the cause."""
+
+from __future__ import annotations
+
+import math
+
+from gdlab.analysis.curvature import Curvature
+
+MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
+
+
+def explain_divergence(
+    *,
+    epoch: int,
+    loss: float,
+    start_loss: float | None,
+    lr: float,
+    optimizer: str,
+    momentum: float,
+    curvature: Curvature | None,
+    raw_condition: float | None,
+    standardized: bool,
+) -> str:
+    """Say when the run diverged and the likely cause, e.g. lr against 2/λmax."""
+    if math.isfinite(loss) and start_loss:
+        what = f"the loss grew to {loss:.3g}, over 1000 times its start {start_loss:.3g}"
+    else:
+        what = "the loss became infinite or NaN"
+    parts = [f"Diverged at epoch {epoch}: {what}."]
+    if curvature is not None and optimizer in ("gd", "sgd", *MOMENTUM_OPTIMIZERS):
+        beta = momentum if optimizer in MOMENTUM_OPTIMIZERS else 0.0
+        limit = curvature.max_stable_lr_momentum(beta)
+        formula = "2/λmax" if beta == 0 else f"2(1+{beta:g})/λmax"
+        verdict = "above" if lr >= limit else "below"
+        parts.append(
+            f"lr={lr:g} is {verdict} the largest stable rate {formula} = {limit:.3g} "
+            f"(λmax = {curvature.lambda_max:.3g} of the loss Hessian);"
+            f" try --lr {_round_down(0.5 * limit)}."
+        )
+    else:
+        parts.append(f"lr={lr:g} is probably too large; try --lr {_round_down(lr / 10)}.")
+    if not standardized and raw_condition is not None and raw_condition > 100:
+        parts.append(
+            f"The features are not standardized (condition number {raw_condition:.3g}); "
+            f"drop --no-standardize."
+        )
+    parts.append("The last finite parameters were kept.")
+    return " ".join(parts)
+
+
+def _round_down(value: float) -> str:
+    """A rate a person would type: one significant digit, never above `value`."""
+    exponent = math.floor(math.log10(value))
+    return f"{math.floor(value / 10**exponent) * 10**exponent:.1g}"

@@ -1,0 +1,371 @@
+"""`gdlab.fit`: from arrays and option names to a trained model, in the data's own units."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, least_squares_curvature
+from gdlab.analysis.divergence import explain_divergence
+from gdlab.config import FitOptions, make_options
+from gdlab.data.arrays import FloatArray, as_matrix, as_vector, class_labels
+from gdlab.data.scaling import Scaler, expand_powers, original_units, power_names
+from gdlab.errors import GdlabError, GdlabWarning
+from gdlab.history import History
+from gdlab.losses import make_loss, wants_class_indices
+from gdlab.models import ModelSpec, build_model
+from gdlab.optim.registry import make_optimizer
+from gdlab.optim.schedules import make_schedule
+from gdlab.train.loop import Split, Stopping, train
+
+MAX_RECORDED_PARAMETERS = 20
+
+
+@dataclass
+class FitResult:
+    """A trained model with what it learned (`coef_`, `intercept_`) and how it got there."""
+
+    model: nn.Module
+    history: History
+    status: str
+    options: FitOptions
+    feature_names: list[str]
+    coef_: FloatArray | None
+    intercept_: FloatArray | None
+    classes_: list[int] | None
+    message: str = ""
+    warnings: list[str] = field(default_factory=list)
+    curvature: Curvature | None = None
+    x_scaler: Scaler | None = None
+    y_scaler: Scaler | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    generator: torch.Generator | None = None
+    custom_model: bool = False
+
+    @property
+    def n_iter_(self) -> int:
+        return len(self.history)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.parse(self.options.model)
+
+    @property
+    def expanded_names(self) -> list[str]:
+        return power_names(self.feature_names, self.spec.degree)
+
+    def decision_function(self, X: Any) -> FloatArray:
+        """Raw model outputs (n, outputs) in training space: logits for classifiers."""
+        matrix = self._matrix(X)
+        if self.x_scaler is not None:
+            matrix = self.x_scaler.transform(expand_powers(matrix, self.spec.degree))
+        parameter = next(self.model.parameters())
+        inputs = torch.as_tensor(matrix, dtype=parameter.dtype, device=parameter.device)
+        with torch.no_grad():
+            outputs = self.model(inputs).detach().cpu().double().numpy()
+        return np.asarray(outputs.reshape(len(matrix), -1), dtype=np.float64)
+
+    def predict(self, X: Any) -> FloatArray:
+        """Predicted values in the target's units, or predicted class labels."""
+        outputs = self.decision_function(X)
+        if self.classes_ is not None:
+            index = (outputs[:, 0] > 0).astype(int) if outputs.shape[1] == 1 else outputs.argmax(1)
+            return np.asarray(self.classes_, dtype=np.float64)[index]
+        if self.y_scaler is not None:
+            outputs = outputs * self.y_scaler.scale + self.y_scaler.shift
+        return np.asarray(outputs[:, 0], dtype=np.float64)
+
+    def predict_proba(self, X: Any) -> FloatArray:
+        """Class probabilities (n, classes), columns in the order of `classes_`."""
+        if self.classes_ is None:
+            raise GdlabError("predict_proba needs a classifier (loss bce or cross-entropy).")
+        outputs = torch.from_numpy(self.decision_function(X))
+        if outputs.shape[1] == 1:
+            positive = torch.sigmoid(outputs[:, 0])
+            return torch.stack([1 - positive, positive], dim=1).numpy()
+        return torch.softmax(outputs, dim=1).numpy()
+
+    def _matrix(self, X: Any) -> FloatArray:
+        if hasattr(X, "columns"):
+            missing = [name for name in self.feature_names if name not in X.columns]
+            if missing:
+                raise GdlabError(
+                    f"the model was trained on features {', '.join(self.feature_names)}; the data "
+                    f"lacks {', '.join(missing)}. Give data with the same feature columns."
+                )
+            X = X[self.feature_names]
+        matrix, _ = as_matrix(X)
+        if matrix.shape[1] != len(self.feature_names):
+            raise GdlabError(
+                f"the model was trained on {len(self.feature_names)} features "
+                f"({', '.join(self.feature_names)}); got {matrix.shape[1]} columns."
+            )
+        return matrix
+
+
+def fit(
+    X: Any,
+    y: Any,
+    *,
+    model: str | nn.Module = "linear",
+    loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    feature_names: list[str] | None = None,
+    on_epoch: Callable[[History], None] | None = None,
+    **options: Any,
+) -> FitResult:
+    """Fit a model by gradient descent; options are those of `gdlab fit` (see `gdlab.FitOptions`).
+
+    `model` is a name (linear, logistic, softmax, poly:K, mlp:H1,H2) or any `torch.nn.Module`
+    taking (n, d) inputs; with a module, `loss` may be any callable (outputs, targets) -> loss.
+
+    Example:
+        >>> result = fit([[1.0], [2.0], [3.0], [4.0]], [2.0, 4.0, 6.0, 8.0], lr=0.1, epochs=500)
+        >>> round(float(result.coef_[0, 0]), 3)
+        2.0
+    """
+    custom = isinstance(model, nn.Module)
+    custom_loss = None if loss is None or isinstance(loss, str) else loss
+    opts = make_options(
+        model="linear" if custom else model, loss=loss if isinstance(loss, str) else None, **options
+    )
+    matrix, names = as_matrix(X)
+    names = list(feature_names) if feature_names is not None else names
+    target = as_vector(y, len(matrix))
+    trainer = _Trainer(opts, matrix, target, names, custom_model=model if custom else None)
+    return trainer.run(custom_loss, on_epoch)
+
+
+class _Trainer:
+    """Prepares data in training space, builds the model and optimizer, trains, reports."""
+
+    def __init__(
+        self,
+        opts: FitOptions,
+        X: FloatArray,
+        y: FloatArray,
+        names: list[str],
+        custom_model: nn.Module | None,
+    ) -> None:
+        self.opts, self.names, self.custom_model = opts, names, custom_model
+        self.spec = ModelSpec.parse(opts.model)
+        self.warnings: list[str] = []
+        self.classes: list[int] | None = None
+        self.y = y
+        if opts.is_classifier and custom_model is None:
+            codes, self.classes = class_labels(y, "target")
+            if opts.resolved_loss == "bce" and len(self.classes) != 2:
+                raise GdlabError(
+                    f"loss bce needs exactly two classes; the target has {len(self.classes)} "
+                    f"({', '.join(map(str, self.classes))}). Use --model softmax."
+                )
+            self.y = codes.astype(np.float64)
+        self.Z = expand_powers(X, self.spec.degree)
+        n = len(self.Z)
+        n_val = round(n * opts.val_fraction)
+        if opts.val_fraction > 0 and (n_val < 1 or n_val >= n):
+            raise GdlabError(
+                f"--val-fraction {opts.val_fraction:g} of {n} rows leaves no training or no "
+                f"validation rows; choose a fraction between {1 / n:.2g} and {1 - 1 / n:.2g}."
+            )
+        order = np.random.default_rng(opts.seed).permutation(n) if n_val else np.arange(n)
+        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
+        n_train = len(self.train_rows)
+        if opts.batch_size is not None and opts.batch_size > n_train:
+            raise GdlabError(
+                f"--batch-size {opts.batch_size} is above the {n_train} training rows; use a "
+                f"value from 1 to {n_train}, or full."
+            )
+        Z_train = self.Z[self.train_rows]
+        self.x_scaler = Scaler.fit(Z_train, center=opts.intercept, enabled=opts.standardize)
+        constant = [
+            name
+            for name, spread in zip(power_names(names, self.spec.degree), Z_train.std(0), strict=True)
+            if spread == 0
+        ]
+        if constant:
+            self._warn(
+                f"feature {', '.join(constant)} is constant in the training rows; it cannot "
+                f"explain the target and gets coefficient 0 (or shares the intercept)."
+            )
+        regression = not opts.is_classifier
+        self.y_scaler = Scaler.fit(
+            self.y[self.train_rows, None],
+            center=opts.intercept,
+            enabled=opts.standardize and regression and custom_model is None,
+        )
+        self.curvature: Curvature | None = None
+        self.raw_condition: float | None = None
+        if custom_model is None and self.spec.is_linear_in_parameters and opts.resolved_loss == "mse":
+            self.curvature = least_squares_curvature(
+                self.x_scaler.transform(Z_train), intercept=opts.intercept
+            )
+            self.raw_condition = least_squares_curvature(
+                Z_train, intercept=opts.intercept
+            ).condition_number
+            if self.curvature.condition_number > ILL_CONDITIONED:
+                self._warn(
+                    f"the least-squares problem is ill-conditioned (condition number "
+                    f"{self.curvature.condition_number:.3g} of the loss Hessian"
+                    f"{' after standardization' if opts.standardize else ''}): gradient descent "
+                    f"needs about that many epochs per digit and the coefficients are poorly "
+                    f"determined. Use fewer or less correlated features, or a lower degree."
+                )
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, GdlabWarning, stacklevel=4)
+
+    def _device(self) -> torch.device:
+        wanted = self.opts.device
+        if wanted == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise GdlabError("--device cuda, but no CUDA device is available; use cpu or auto.")
+        return torch.device(wanted)
+
+    def _tensors(
+        self, rows: np.ndarray[Any, Any], loss: Callable[..., torch.Tensor], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = getattr(torch, self.opts.dtype)
+        X = torch.as_tensor(self.x_scaler.transform(self.Z[rows]), dtype=dtype, device=device)
+        target = self.y_scaler.transform(self.y[rows, None])
+        if wants_class_indices(loss):
+            return X, torch.as_tensor(target[:, 0], dtype=torch.long, device=device)
+        return X, torch.as_tensor(target, dtype=dtype, device=device)
+
+    def run(
+        self,
+        custom_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+        on_epoch: Callable[[History], None] | None,
+    ) -> FitResult:
+        opts, device = self.opts, self._device()
+        loss_fn = custom_loss if custom_loss is not None else make_loss(opts.resolved_loss)
+        outputs = len(self.classes) if opts.resolved_loss == "cross-entropy" and self.classes else 1
+        torch.manual_seed(opts.seed)  # first random draw: the modules' initial parameters
+        net = self.custom_model or build_model(
+            self.spec,
+            self.Z.shape[1],
+            outputs,
+            intercept=opts.intercept,
+            activation=opts.activation,
+        )
+        net.to(device=device, dtype=getattr(torch, opts.dtype))
+        X, y = self._tensors(self.train_rows, loss_fn, device)
+        split = Split(X, y)
+        if len(self.val_rows):
+            split.X_val, split.y_val = self._tensors(self.val_rows, loss_fn, device)
+        optimizer = make_optimizer(
+            opts.optimizer,
+            net.parameters(),
+            lr=opts.lr,
+            momentum=opts.momentum,
+            weight_decay=opts.weight_decay,
+        )
+        generator = torch.Generator().manual_seed(opts.seed)
+        outcome = train(
+            net,
+            loss_fn,
+            optimizer,
+            make_schedule(opts.schedule, opts.lr, opts.epochs),
+            split,
+            Stopping(opts.epochs, opts.tol, opts.patience),
+            batch_size=opts.batch_size,
+            generator=generator,
+            l1=opts.l1,
+            record=self._recorder(net),
+            on_epoch=on_epoch,
+        )
+        scale = self._loss_scale()
+        for losses in (outcome.history.train_loss, outcome.history.val_loss):
+            losses[:] = [value * scale for value in losses]
+        message = ""
+        if outcome.status == "diverged":
+            message = explain_divergence(
+                epoch=outcome.diverged_epoch or 0,
+                loss=(outcome.diverged_loss or math.inf) * scale,
+                start_loss=None if outcome.start_loss is None else outcome.start_loss * scale,
+                lr=opts.lr,
+                optimizer=opts.optimizer,
+                momentum=opts.momentum,
+                curvature=self.curvature,
+                raw_condition=self.raw_condition,
+                standardized=opts.standardize,
+            )
+        elif outcome.status == "max_epochs":
+            self._warn(
+                f"stopped at the epoch limit ({opts.epochs}) while the loss was still improving "
+                f"by more than tol={opts.tol:g} x loss; raise --epochs or --lr, or loosen --tol."
+            )
+        coef, intercept = self._coefficients(net)
+        return FitResult(
+            model=net,
+            history=outcome.history,
+            status=outcome.status,
+            options=opts,
+            feature_names=self.names,
+            coef_=coef,
+            intercept_=intercept,
+            classes_=self.classes,
+            message=message,
+            warnings=self.warnings,
+            curvature=self.curvature,
+            x_scaler=self.x_scaler,
+            y_scaler=self.y_scaler,
+            optimizer=optimizer,
+            generator=generator,
+            custom_model=self.custom_model is not None,
+        )
+
+    def _loss_scale(self) -> float:
+        """Losses are reported in the target's units: MSE scales by sy², MAE by sy."""
+        sy = float(self.y_scaler.scale[0])
+        return {"mse": sy**2, "mae": sy}.get(self.opts.resolved_loss, 1.0)
+
+    def _coefficients(self, net: nn.Module) -> tuple[FloatArray | None, FloatArray | None]:
+        if self.custom_model is not None or not isinstance(net, nn.Linear):
+            return None, None
+        weights = net.weight.detach().cpu().double().numpy()
+        bias = (
+            net.bias.detach().cpu().double().numpy()
+            if net.bias is not None
+            else np.zeros(weights.shape[0])
+        )
+        return original_units(weights, bias, self.x_scaler, self.y_scaler)
+
+    def _recorder(self, net: nn.Module) -> Callable[[], dict[str, float]] | None:
+        """Per-epoch parameter values for small models: coefficients in original units."""
+        if sum(p.numel() for p in net.parameters()) > MAX_RECORDED_PARAMETERS:
+            return None
+        if isinstance(net, nn.Linear) and self.custom_model is None:
+            names = power_names(self.names, self.spec.degree)
+
+            def coefficients() -> dict[str, float]:
+                coef, intercept = self._coefficients(net)
+                assert coef is not None and intercept is not None
+                row: dict[str, float] = {}
+                for k in range(coef.shape[0]):
+                    prefix = "" if coef.shape[0] == 1 else f"{self.classes[k] if self.classes else k}:"
+                    row |= {f"coef[{prefix}{name}]": float(v) for name, v in zip(names, coef[k])}
+                    if self.opts.intercept:
+                        row[f"intercept{'' if not prefix else '[' + prefix[:-1] + ']'}"] = float(
+                            intercept[k]
+                        )
+                return row
+
+            return coefficients
+
+        def raw() -> dict[str, float]:
+            return {
+                f"{name}[{i}]": float(v)
+                for name, p in net.named_parameters()
+                for i, v in enumerate(p.detach().cpu().flatten().tolist())
+            }
+
+        return raw

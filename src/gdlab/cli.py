@@ -1,0 +1,290 @@
+"""The command line. Training options come from `gdlab.config.OPTIONS`; torch loads lazily."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from gdlab.config import OPTIONS, FitOptions, Option, make_options
+from gdlab.errors import GdlabError, GdlabWarning
+
+if TYPE_CHECKING:
+    from gdlab.api import FitResult
+    from gdlab.history import History
+
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"gdlab: error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def warn(message: str) -> None:
+    click.echo(f"gdlab: warning: {message}", err=True)
+
+
+def _batch_size(value: str | None) -> int | None:
+    if value is None or value == "full":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise GdlabError(
+            f"The 'batch_size' option must be 'full' or an integer >= 1. Got {value!r} instead."
+        ) from None
+
+
+def _option_decorator(option: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One click option per row of the table, with its default shown in --help."""
+    flag = "--" + option.name.replace("_", "-")
+    if isinstance(option.default, bool):
+        return click.option(
+            f"{flag}/--no-{flag[2:]}", default=option.default, show_default=True, help=option.help
+        )
+    if option.name == "batch_size":
+        return click.option(flag, default="full", show_default=True, help=option.help + ": N|full")
+    kind: Any = str
+    if isinstance(option.default, float):
+        kind = float
+    elif isinstance(option.default, int):
+        kind = int
+    return click.option(
+        flag, type=kind, default=option.default, show_default=True, help=option.help
+    )
+
+
+def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(OPTIONS):
+        command = _option_decorator(option)(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gdlab")
+def cli() -> None:
+    """Train models by gradient descent and see every step."""
+
+
+@cli.command()
+def datasets() -> None:
+    """List the built-in data sets (use their names in place of a file)."""
+    from gdlab.data.builtin import DATASETS
+
+    for dataset in DATASETS.values():
+        click.echo(
+            f"{dataset.name:<15} target {dataset.target:<6} model {dataset.model:<9} "
+            f"{dataset.description}"
+        )
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--target", help="column to predict (default for built-in data sets: theirs)")
+@click.option("--features", help="comma-separated feature columns (default: every other column)")
+@training_options
+@click.option("--out", type=click.Path(path_type=Path), help="run folder  [default: runs/<time>]")
+@click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@click.option("--log-every", type=int, default=100, show_default=True, help="epochs between log lines")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout, nothing else")
+def fit(
+    data: str,
+    target: str | None,
+    features: str | None,
+    out: Path | None,
+    overwrite: bool,
+    log_every: int,
+    as_json: bool,
+    **raw: Any,
+) -> None:
+    """Fit a model to DATA (a CSV, Parquet, .npz or .npy file, or a built-in data set)."""
+    raw["batch_size"] = _batch_size(raw["batch_size"])
+    options = make_options(**raw)  # every option is checked before any data is read
+    if log_every < 1:
+        raise GdlabError(f"The 'log_every' option must be an integer >= 1. Got {log_every} instead.")
+    from gdlab.runs import check_out_dir, default_out_dir
+
+    out = out or default_out_dir()
+    check_out_dir(out, overwrite=overwrite)
+    source, frame, default_target = _load(data)
+    target = target or default_target
+    if target is None:
+        raise GdlabError(f"--target is required: name the column of {source} to predict.")
+    from gdlab.data.columns import select
+
+    columns = None if features is None else [name.strip() for name in features.split(",")]
+    X, y, names = select(frame, source, target, columns)
+    result = _train(X, y, names, options, log_every=log_every, quiet=as_json)
+    from gdlab.runs import save_run
+
+    summary = save_run(result, out, target=target, source=source)
+    for message in result.warnings:
+        warn(message)
+    if as_json:
+        keys = ("status", "epochs", "loss", "val_loss", "coef", "intercept", "out")
+        click.echo(json.dumps({key: summary[key] for key in keys if key in summary}))
+    else:
+        _print_result(result, summary, out)
+    if result.status == "diverged":
+        click.echo(f"gdlab: {result.message}", err=True)
+        sys.exit(EXIT_DIVERGED)
+    if result.status == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _load(data: str) -> tuple[str, Any, str | None]:
+    from gdlab.data.builtin import DATASETS
+    from gdlab.data.files import read_table
+
+    if data in DATASETS and not Path(data).exists():
+        dataset = DATASETS[data]
+        return dataset.name, read_table(dataset.path), dataset.target
+    return data, read_table(Path(data)), None
+
+
+def _train(
+    X: Any, y: Any, names: list[str], options: FitOptions, *, log_every: int, quiet: bool
+) -> FitResult:
+    from gdlab.api import fit as fit_model
+
+    progress = _Progress(options.epochs, log_every=log_every, quiet=quiet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GdlabWarning)  # printed once, after the run
+        try:
+            return fit_model(
+                X, y, feature_names=names, on_epoch=progress.update, **options.to_dict()
+            )
+        finally:
+            progress.close()
+
+
+class _Progress:
+    """Log lines every N epochs on stdout (stderr with --json); a bar on a terminal."""
+
+    def __init__(self, epochs: int, *, log_every: int, quiet: bool) -> None:
+        self.log_every, self.quiet = log_every, quiet
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=epochs, unit="epoch", leave=False, file=sys.stderr)
+
+    def update(self, history: History) -> None:
+        epoch, loss = history.epoch[-1], history.train_loss[-1]
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if epoch % self.log_every == 0:
+            values = "  ".join(f"{k}={v[-1]:.6g}" for k, v in list(history.params.items())[:6])
+            line = f"epoch {epoch:>6}  loss={loss:.6g}  {values}".rstrip()
+            if self.bar is not None:
+                self.bar.write(line, file=sys.stderr if self.quiet else sys.stdout)
+            else:
+                click.echo(line, err=self.quiet)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None:
+    click.echo(f"status: {summary['status']} after {summary['epochs']} epochs")
+    if summary["loss"] is not None:
+        click.echo(f"train loss: {summary['loss']:.6g}")
+    if summary.get("val_loss") is not None:
+        click.echo(f"validation loss: {summary['val_loss']:.6g}")
+    if "coef" in summary:
+        click.echo("coefficients (original units):")
+        for name, value in summary["coef"].items():
+            if isinstance(value, dict):
+                inner = ", ".join(f"{k}={v:.6g}" for k, v in value.items())
+                click.echo(f"  class {name}: {inner}; intercept={summary['intercept'][name]:.6g}")
+            else:
+                click.echo(f"  {name:<12} {value: .10g}")
+        if not isinstance(summary["intercept"], dict):
+            click.echo(f"  {'intercept':<12} {summary['intercept']: .10g}")
+    click.echo(f"wrote {out}/model.pt, history.csv, summary.json")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("data")
+@click.option("--out", type=click.Path(path_type=Path), help="CSV file to write (default: stdout)")
+@click.option("--overwrite", is_flag=True, help="allow --out to replace an existing file")
+def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None:
+    """Predict with the model of RUN_DIR on DATA; classifiers add class probabilities."""
+    if out is not None and out.exists() and not overwrite:
+        raise GdlabError(f"--out {out} exists; choose another file or pass --overwrite.")
+    from gdlab.runs import load_run
+
+    result, state = load_run(run_dir)
+    source, frame, _ = _load(data)
+    missing = [name for name in result.feature_names if name not in frame.columns]
+    if missing:
+        raise GdlabError(
+            f"{source} lacks the feature column {missing[0]!r}; the model was trained on "
+            f"{', '.join(result.feature_names)}. Give data with those columns."
+        )
+    from gdlab.data.columns import numeric_column
+
+    import numpy as np
+
+    X = np.column_stack([numeric_column(frame, name, source) for name in result.feature_names])
+    table = {"prediction": result.predict(X)}
+    if result.classes_ is not None:
+        probabilities = result.predict_proba(X)
+        table |= {f"proba_{c}": probabilities[:, k] for k, c in enumerate(result.classes_)}
+    lines = [",".join(table)] + [
+        ",".join(_cell(values[i]) for values in table.values()) for i in range(len(X))
+    ]
+    text = "\n".join(lines) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        from gdlab.atomic import write_text
+
+        write_text(out, text)
+        click.echo(f"wrote {len(X)} predictions to {out}", err=True)
+
+
+def _cell(value: float) -> str:
+    return repr(int(value)) if float(value).is_integer() and math.isfinite(value) else repr(float(value))
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
+def demo(out: Path) -> None:
+    """The tutorials' regression (y = 2x, nn.Linear, MSELoss, SGD lr=0.01, 1000 epochs), explained."""
+    from gdlab.demo import run_demo
+
+    run_demo(out, echo=click.echo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: input mistakes become one line on stderr and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="gdlab", standalone_mode=False)
+    except GdlabError as error:
+        fail(str(error))
+    except click.exceptions.NoSuchOption as error:
+        fail(f"{error.format_message()} See `gdlab {_command(argv)} --help`.")
+    except click.UsageError as error:
+        fail(error.format_message().replace("\n", " "))
+    except click.exceptions.Abort:
+        click.echo("gdlab: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("gdlab: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _command(argv: list[str] | None) -> str:
+    words = [word for word in (argv if argv is not None else sys.argv[1:]) if not word.startswith("-")]
+    return words[0] if words else ""

@@ -1,0 +1,205 @@
+"""Training options: one frozen dataclass validated against one table of constraints.
+
+The command line (`gdlab fit`) builds its options from `OPTIONS`, and `gdlab.fit` validates its
+keyword arguments with the same table, so the two can never disagree about what is allowed.
+String names (models, losses, optimizers, schedules) are checked here against their registries'
+names and resolved into objects by the training code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gdlab.errors import GdlabError
+
+OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+LOSSES = ("mse", "mae", "huber", "bce", "cross-entropy")
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "inverse-scaling")
+DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "cuda", "auto")
+MODEL_FORMS = "linear | logistic | softmax | poly:K | mlp:H1,H2,..."
+
+_MODEL_PATTERN = re.compile(r"^(linear|logistic|softmax|poly:[1-9][0-9]*|mlp:[1-9][0-9]*(,[1-9][0-9]*)*)$")
+_SCHEDULE_PATTERN = re.compile(
+    r"^(constant|cosine|step(:[1-9][0-9]*(,[0-9.eE+-]+)?)?|exponential(:[0-9.eE+-]+)?"
+    r"|inverse-scaling(:[0-9.eE+-]+)?)$"
+)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What one option accepts: a checker and the words used to describe it in messages."""
+
+    describe: str
+    check: Callable[[Any], bool]
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def real_in(low: float, high: float, *, low_open: bool = False, high_open: bool = True) -> Constraint:
+    """A finite float in an interval; `inf` as a bound means unbounded."""
+
+    def check(value: Any) -> bool:
+        if not _is_real(value):
+            return False
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return above and below
+
+    brackets = ("(" if low_open else "[", ")" if high_open else "]")
+    return Constraint(f"a float in the range {brackets[0]}{low:g}, {high:g}{brackets[1]}", check)
+
+
+def int_at_least(low: int) -> Constraint:
+    return Constraint(f"an integer >= {low}", lambda v: _is_int(v) and v >= low)
+
+
+def one_of(choices: Sequence[str]) -> Constraint:
+    return Constraint("one of " + ", ".join(choices), lambda v: v in choices)
+
+
+def matches(pattern: re.Pattern[str], forms: str) -> Constraint:
+    return Constraint(forms, lambda v: isinstance(v, str) and pattern.match(v) is not None)
+
+
+BOOLEAN = Constraint("True or False", lambda v: isinstance(v, bool))
+OPTIONAL_LOSS = Constraint(
+    "None (follow the model) or one of " + ", ".join(LOSSES), lambda v: v is None or v in LOSSES
+)
+BATCH_SIZE = Constraint(
+    "None (full batch) or an integer >= 1", lambda v: v is None or (_is_int(v) and v >= 1)
+)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One training option: its name, default, constraint and help text."""
+
+    name: str
+    default: Any
+    constraint: Constraint
+    help: str
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "linear", matches(_MODEL_PATTERN, MODEL_FORMS), "model to fit"),
+    Option("activation", "relu", one_of(ACTIVATIONS), "hidden-layer activation of mlp models"),
+    Option("intercept", True, BOOLEAN, "fit an intercept (bias) term"),
+    Option("loss", None, OPTIONAL_LOSS, "loss; default follows the model (mse, bce, cross-entropy)"),
+    Option("optimizer", "gd", one_of(OPTIMIZERS), "update rule; gd is p = p - lr * p.grad"),
+    Option("momentum", 0.9, real_in(0.0, 1.0), "momentum of the momentum and nesterov optimizers"),
+    Option("weight_decay", 0.0, real_in(0.0, math.inf), "L2 penalty added to the gradient"),
+    Option("l1", 0.0, real_in(0.0, math.inf), "L1 penalty on the weights, added to the loss"),
+    Option("lr", 0.01, real_in(0.0, math.inf, low_open=True), "learning rate"),
+    Option(
+        "schedule",
+        "constant",
+        matches(_SCHEDULE_PATTERN, "constant | step[:EVERY[,FACTOR]] | exponential[:GAMMA]"
+                " | cosine | inverse-scaling[:POWER]"),
+        "learning-rate schedule over epochs",
+    ),
+    Option("epochs", 1000, int_at_least(1), "passes over the training data"),
+    Option("batch_size", None, BATCH_SIZE, "rows per step; full batch when not set"),
+    Option("tol", 1e-8, real_in(0.0, math.inf), "stop when the loss improves by less than tol x loss"),
+    Option("patience", 10, int_at_least(1), "epochs without enough improvement before stopping"),
+    Option("val_fraction", 0.0, real_in(0.0, 1.0), "rows held out; early stopping watches them"),
+    Option("standardize", True, BOOLEAN, "train on standardized features and target"),
+    Option("seed", 0, int_at_least(0), "seed of initialisation and shuffling"),
+    Option("dtype", "float32", one_of(DTYPES), "floating-point type of the training tensors"),
+    Option("device", "auto", one_of(DEVICES), "where to train; auto picks cuda when available"),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def invalid(name: str, value: Any, allowed: str) -> GdlabError:
+    """The one message format for a rejected option (scikit-learn's wording)."""
+    return GdlabError(f"The '{name}' option must be {allowed}. Got {value!r} instead.")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Everything that decides how a model is trained; validated when constructed."""
+
+    model: str = "linear"
+    activation: str = "relu"
+    intercept: bool = True
+    loss: str | None = None
+    optimizer: str = "gd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    l1: float = 0.0
+    lr: float = 0.01
+    schedule: str = "constant"
+    epochs: int = 1000
+    batch_size: int | None = None
+    tol: float = 1e-8
+    patience: int = 10
+    val_fraction: float = 0.0
+    standardize: bool = True
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            option = OPTIONS_BY_NAME[field.name]
+            if isinstance(value, int) and not isinstance(value, bool) and option.default is not None:
+                if isinstance(option.default, float):
+                    object.__setattr__(self, field.name, float(value))
+                    value = float(value)
+            if not option.constraint.check(value):
+                raise invalid(field.name, value, option.constraint.describe)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        loss = self.resolved_loss
+        kind = self.model.split(":")[0]
+        if kind == "logistic" and loss != "bce":
+            raise GdlabError(f"The logistic model is trained with loss bce, not {loss}; drop --loss.")
+        if kind == "softmax" and loss != "cross-entropy":
+            raise GdlabError(
+                f"The softmax model is trained with loss cross-entropy, not {loss}; drop --loss."
+            )
+        if kind in ("linear", "poly") and loss in ("bce", "cross-entropy"):
+            raise GdlabError(
+                f"The {kind} model is a regression model; for loss {loss} use "
+                f"--model {'logistic' if loss == 'bce' else 'softmax'} (or an mlp)."
+            )
+
+    @property
+    def resolved_loss(self) -> str:
+        """The loss actually used: the one given, or the model's natural loss."""
+        if self.loss is not None:
+            return self.loss
+        return {"logistic": "bce", "softmax": "cross-entropy"}.get(self.model.split(":")[0], "mse")
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.resolved_loss in ("bce", "cross-entropy")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def make_options(**kwargs: Any) -> FitOptions:
+    """Build `FitOptions`, turning an unknown keyword into a message that lists the known ones."""
+    unknown = sorted(set(kwargs) - set(OPTIONS_BY_NAME))
+    if unknown:
+        raise GdlabError(
+            f"Unknown option {unknown[0]!r}; the options are: {', '.join(OPTIONS_BY_NAME)}."
+        )
+    return FitOptions(**kwargs)

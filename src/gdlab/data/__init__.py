@@ -1,0 +1,1 @@
+"""Loading, checking and scaling data; the built-in data sets."""

@@ -1,0 +1,78 @@
+"""Turn a table into a numeric feature matrix and target, naming the column and row of any problem."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gdlab.errors import GdlabError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from gdlab.data.arrays import FloatArray
+
+
+def select(
+    frame: pd.DataFrame, source: str, target: str, features: Sequence[str] | None
+) -> tuple[FloatArray, FloatArray, list[str]]:
+    """Return X (n, d), y (n,) as float64 and the feature names, or raise naming the problem."""
+    names = [str(column) for column in frame.columns]
+    frame = frame.set_axis(names, axis=1)
+    if target not in names:
+        raise GdlabError(
+            f"{source}: target column {target!r} not found; the columns are: {', '.join(names)}. "
+            f"Pass one of them to --target."
+        )
+    if features is None:
+        features = [name for name in names if name != target]
+    else:
+        missing = [name for name in features if name not in names]
+        if missing:
+            raise GdlabError(
+                f"{source}: feature column {missing[0]!r} not found; the columns are: "
+                f"{', '.join(names)}."
+            )
+        if target in features:
+            raise GdlabError(f"{source}: {target!r} is the target; remove it from --features.")
+    if not features:
+        raise GdlabError(
+            f"{source}: no feature columns (only the target {target!r}); add a feature column."
+        )
+    X = np.column_stack([numeric_column(frame, name, source) for name in features])
+    y = numeric_column(frame, target, source)
+    return X, y, list(features)
+
+
+def numeric_column(frame: pd.DataFrame, name: str, source: str) -> FloatArray:
+    """One column as finite float64 values; the first bad cell is quoted with its row."""
+    import pandas as pd
+
+    column = frame[name]
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna() & column.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise GdlabError(
+            f"{source}: column {name!r}, {_where(source, row)}: non-numeric value "
+            f"{column.iloc[row]!r}; replace it with a number or drop the row."
+        )
+    array = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = np.isfinite(array)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        what = "missing (NaN)" if np.isnan(array[row]) else "infinite"
+        raise GdlabError(
+            f"{source}: column {name!r}, {_where(source, row)}: value is {what}; "
+            f"fill or drop such rows before fitting."
+        )
+    return array
+
+
+def _where(source: str, row: int) -> str:
+    """Row in the words a user can find it by: CSV line number (header is line 1) or row index."""
+    if source.lower().endswith((".csv", ".tsv", ".txt")):
+        return f"row {row + 1} (line {row + 2})"
+    return f"row {row + 1}"

@@ -1,0 +1,126 @@
+"""Read a CSV, Parquet, .npz or .npy file into a table of named columns, with precise errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gdlab.errors import GdlabError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npz", ".npy")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Load a data file as a DataFrame; every failure is a `GdlabError` naming the file."""
+    if not path.exists():
+        raise GdlabError(f"{path}: no such file; check the path (or run `gdlab datasets`).")
+    if path.is_dir():
+        raise GdlabError(f"{path} is a folder, not a data file; give a CSV, Parquet, .npz or .npy.")
+    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise GdlabError(f"{path} is empty; give a file with a header row and data rows.")
+    if suffix in (".parquet", ".pq"):
+        frame = _read_parquet(path)
+    elif suffix == ".npy":
+        frame = _read_npy(path)
+    elif suffix == ".npz":
+        frame = _read_npz(path)
+    else:
+        frame = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+    if len(frame) == 0:
+        raise GdlabError(f"{path} has a header but no data rows; add rows of data.")
+    return frame
+
+
+def _read_delimited(path: Path, delimiter: str) -> pd.DataFrame:
+    import pandas as pd
+
+    _check_rectangular(path, delimiter)
+    try:
+        return pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", skip_blank_lines=True)
+    except pd.errors.EmptyDataError:
+        raise GdlabError(f"{path} is empty; give a file with a header row and data rows.") from None
+    except (pd.errors.ParserError, ValueError) as error:
+        raise GdlabError(f"{path} could not be parsed as CSV: {error}".replace("\n", " ")) from None
+
+
+def _check_rectangular(path: Path, delimiter: str) -> None:
+    """Every non-blank row must have as many fields as the header (pandas pads short rows)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            width = None
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if width is None:
+                    width = len(row)
+                elif len(row) != width:
+                    raise GdlabError(
+                        f"{path}, line {reader.line_num}: {len(row)} fields where the header has "
+                        f"{width}; make every row have {width} fields."
+                    )
+    except UnicodeDecodeError as error:
+        raise GdlabError(
+            f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8 CSV."
+        ) from None
+    except csv.Error as error:
+        raise GdlabError(f"{path} could not be parsed as CSV: {error}.") from None
+    if width is None:
+        raise GdlabError(f"{path} is empty; give a file with a header row and data rows.")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several unrelated types for a bad file
+        raise GdlabError(f"{path} is not a readable Parquet file ({type(error).__name__}).") from None
+
+
+def _read_npy(path: Path) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise GdlabError(f"{path} is not a readable .npy file ({error}).") from None
+    if array.ndim != 2:
+        raise GdlabError(
+            f"{path} holds a {array.ndim}-D array of shape {array.shape}; a .npy data file must be "
+            f"2-D (rows, columns), with the target as one of the columns c0, c1, ..."
+        )
+    return pd.DataFrame(array, columns=[f"c{i}" for i in range(array.shape[1])])
+
+
+def _read_npz(path: Path) -> pd.DataFrame:
+    """Arrays `X` (2-D) and `y` become columns x0.. and y; otherwise each 1-D array is a column."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError) as error:
+        raise GdlabError(f"{path} is not a readable .npz file ({error}).") from None
+    columns: dict[str, object] = {}
+    for name, array in arrays.items():
+        if array.ndim == 2:
+            for i in range(array.shape[1]):
+                columns[f"{name.lower()}{i}"] = array[:, i]
+        elif array.ndim == 1:
+            columns[name] = array
+        else:
+            raise GdlabError(f"{path}: array {name!r} is {array.ndim}-D; use 1-D or 2-D arrays.")
+    lengths = {name: len(column) for name, column in columns.items()}  # type: ignore[arg-type]
+    if len(set(lengths.values())) > 1:
+        raise GdlabError(f"{path}: arrays have different lengths {lengths}; make them equal.")
+    if not columns:
+        raise GdlabError(f"{path} holds no arrays; save X and y with numpy.savez.")
+    return pd.DataFrame(columns)

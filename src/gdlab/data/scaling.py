@@ -1,0 +1,71 @@
+"""Polynomial expansion and standardization, and the way back to the data's original units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gdlab.data.arrays import FloatArray
+
+
+def expand_powers(X: FloatArray, degree: int) -> FloatArray:
+    """Columns x, x^2, ..., x^degree for every feature (no interaction terms)."""
+    if degree == 1:
+        return X
+    return np.column_stack([X[:, j] ** k for j in range(X.shape[1]) for k in range(1, degree + 1)])
+
+
+def power_names(names: list[str], degree: int) -> list[str]:
+    if degree == 1:
+        return list(names)
+    return [name if k == 1 else f"{name}^{k}" for name in names for k in range(1, degree + 1)]
+
+
+@dataclass
+class Scaler:
+    """Affine map to the space the model trains in: z = (x - shift) / scale, per column.
+
+    Without an intercept the columns are only scaled (shift 0): centering would add an implicit
+    intercept to a model that must pass through the origin. A constant column is zero once
+    centered; its scale is set to infinity so that it stays zero on new data too and its
+    coefficient in original units is exactly 0.
+    """
+
+    shift: FloatArray
+    scale: FloatArray
+
+    @classmethod
+    def fit(cls, values: FloatArray, *, center: bool, enabled: bool) -> Scaler:
+        width = values.shape[1]
+        if not enabled:
+            return cls(np.zeros(width), np.ones(width))
+        shift = values.mean(axis=0) if center else np.zeros(width)
+        scale = values.std(axis=0) if center else np.sqrt((values**2).mean(axis=0))
+        constant = values.std(axis=0) == 0
+        scale = np.where(constant, np.inf if center else 1.0, np.where(scale > 0, scale, 1.0))
+        return cls(shift, scale)
+
+    def transform(self, values: FloatArray) -> FloatArray:
+        return (values - self.shift) / self.scale
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shift": self.shift.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> Scaler:
+        return cls(np.asarray(state["shift"]), np.asarray(state["scale"]))
+
+
+def original_units(
+    weights: FloatArray, bias: FloatArray, x_scaler: Scaler, y_scaler: Scaler
+) -> tuple[FloatArray, FloatArray]:
+    """Coefficients (outputs, d) and intercepts (outputs,) of the model in the data's own units.
+
+    The trained model is (y - my)/sy = W (x - mx)/sx + b, so y = (sy W / sx) x + my + sy b
+    - (sy W / sx) mx.
+    """
+    coef = weights * (y_scaler.scale[:, None] / x_scaler.scale[None, :])
+    intercept = y_scaler.shift + y_scaler.scale * bias - coef @ x_scaler.shift
+    return coef, intercept

@@ -1,0 +1,80 @@
+"""What a run recorded, one row per epoch, and its CSV form."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gdlab.atomic import write_text
+
+FIXED_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "grad_norm")
+
+
+@dataclass
+class History:
+    """Per epoch: the mean training loss over its steps, the validation loss after it, the rate,
+    the gradient norm of its last step, and (small models) each parameter's value after it."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    params: dict[str, list[float]] = field(default_factory=dict)
+
+    def append(
+        self,
+        epoch: int,
+        train_loss: float,
+        val_loss: float,
+        lr: float,
+        grad_norm: float,
+        params: dict[str, float] | None = None,
+    ) -> None:
+        self.epoch.append(epoch)
+        self.train_loss.append(train_loss)
+        self.val_loss.append(val_loss)
+        self.lr.append(lr)
+        self.grad_norm.append(grad_norm)
+        for name, value in (params or {}).items():
+            self.params.setdefault(name, []).append(value)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([*FIXED_COLUMNS, *self.params])
+        for i in range(len(self)):
+            row = [self.epoch[i], self.train_loss[i], self.val_loss[i], self.lr[i], self.grad_norm[i]]
+            writer.writerow([_format(v) for v in row] + [_format(v[i]) for v in self.params.values()])
+        return buffer.getvalue()
+
+    def save(self, path: Path) -> None:
+        write_text(path, self.to_csv())
+
+    @classmethod
+    def load(cls, path: Path) -> History:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        history = cls()
+        for row in rows:
+            history.append(
+                int(row["epoch"]),
+                *(_parse(row[name]) for name in FIXED_COLUMNS[1:]),
+                {name: _parse(v) for name, v in row.items() if name not in FIXED_COLUMNS},
+            )
+        return history
+
+
+def _format(value: float) -> str:
+    """repr round-trips floats exactly; an empty cell means 'not measured'."""
+    return "" if isinstance(value, float) and math.isnan(value) else repr(value)
+
+
+def _parse(text: str | None) -> float:
+    return float(text) if text else math.nan
