@@ -56,4 +56,6 @@ def test_demo_reaches_the_tutorial_loop_and_draws_its_figures(tmp_path: Path) ->
     assert any(str(tmp_path / "loss.png") in line for line in lines)
     # The hand-computed first step equals what autograd and the update produced.
     hand = next(line for line in "\n".join(lines).splitlines() if line.strip().startswith("w = "))
-    assert float(hand.rsplit("=", 1)[1]) == pytest.approx(result.history.params["coef[x]"][0], abs=1e-6)
+    assert float(hand.rsplit("=", 1)[1]) == pytest.approx(
+        result.history.params["coef[x]"][0], abs=1e-6
+    )

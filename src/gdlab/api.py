@@ -70,14 +70,15 @@ class FitResult:
         inputs = torch.as_tensor(matrix, dtype=parameter.dtype, device=parameter.device)
         with torch.no_grad():
             outputs = self.model(inputs).detach().cpu().double().numpy()
-        return np.asarray(outputs.reshape(len(matrix), -1), dtype=np.float64)
+        return np.asarray(outputs, dtype=np.float64).reshape(len(matrix), -1)
 
     def predict(self, X: Any) -> FloatArray:
         """Predicted values in the target's units, or predicted class labels."""
         outputs = self.decision_function(X)
         if self.classes_ is not None:
             index = (outputs[:, 0] > 0).astype(int) if outputs.shape[1] == 1 else outputs.argmax(1)
-            return np.asarray(self.classes_, dtype=np.float64)[index]
+            labels: FloatArray = np.asarray(self.classes_, dtype=np.float64)[index]
+            return labels
         if self.y_scaler is not None:
             outputs = outputs * self.y_scaler.scale + self.y_scaler.shift
         return np.asarray(outputs[:, 0], dtype=np.float64)
@@ -138,7 +139,9 @@ def fit(
     matrix, names = as_matrix(X)
     names = list(feature_names) if feature_names is not None else names
     target = as_vector(y, len(matrix))
-    trainer = _Trainer(opts, matrix, target, names, custom_model=model if custom else None)
+    trainer = _Trainer(
+        opts, matrix, target, names, custom_model=model if isinstance(model, nn.Module) else None
+    )
     return trainer.run(custom_loss, on_epoch)
 
 
@@ -186,7 +189,9 @@ class _Trainer:
         self.x_scaler = Scaler.fit(Z_train, center=opts.intercept, enabled=opts.standardize)
         constant = [
             name
-            for name, spread in zip(power_names(names, self.spec.degree), Z_train.std(0), strict=True)
+            for name, spread in zip(
+                power_names(names, self.spec.degree), Z_train.std(0), strict=True
+            )
             if spread == 0
         ]
         if constant:
@@ -199,10 +204,15 @@ class _Trainer:
             self.y[self.train_rows, None],
             center=opts.intercept,
             enabled=opts.standardize and regression and custom_model is None,
+            target=True,
         )
         self.curvature: Curvature | None = None
         self.raw_condition: float | None = None
-        if custom_model is None and self.spec.is_linear_in_parameters and opts.resolved_loss == "mse":
+        if (
+            custom_model is None
+            and self.spec.is_linear_in_parameters
+            and opts.resolved_loss == "mse"
+        ):
             self.curvature = least_squares_curvature(
                 self.x_scaler.transform(Z_train), intercept=opts.intercept
             )
@@ -351,8 +361,13 @@ class _Trainer:
                 assert coef is not None and intercept is not None
                 row: dict[str, float] = {}
                 for k in range(coef.shape[0]):
-                    prefix = "" if coef.shape[0] == 1 else f"{self.classes[k] if self.classes else k}:"
-                    row |= {f"coef[{prefix}{name}]": float(v) for name, v in zip(names, coef[k])}
+                    prefix = (
+                        "" if coef.shape[0] == 1 else f"{self.classes[k] if self.classes else k}:"
+                    )
+                    row |= {
+                        f"coef[{prefix}{name}]": float(v)
+                        for name, v in zip(names, coef[k], strict=True)
+                    }
                     if self.opts.intercept:
                         row[f"intercept{'' if not prefix else '[' + prefix[:-1] + ']'}"] = float(
                             intercept[k]

@@ -92,8 +92,12 @@ def datasets() -> None:
 @training_options
 @click.option("--out", type=click.Path(path_type=Path), help="run folder  [default: runs/<time>]")
 @click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
-@click.option("--log-every", type=int, default=100, show_default=True, help="epochs between log lines")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout, nothing else")
+@click.option(
+    "--log-every", type=int, default=100, show_default=True, help="epochs between log lines"
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="print one JSON object on stdout, nothing else"
+)
 def fit(
     data: str,
     target: str | None,
@@ -106,9 +110,16 @@ def fit(
 ) -> None:
     """Fit a model to DATA (a CSV, Parquet, .npz or .npy file, or a built-in data set)."""
     raw["batch_size"] = _batch_size(raw["batch_size"])
+    from gdlab.data.builtin import DATASETS
+
+    model_given = click.get_current_context().get_parameter_source("model")
+    if data in DATASETS and model_given is click.core.ParameterSource.DEFAULT:
+        raw["model"] = DATASETS[data].model  # each built-in set comes with its natural model
     options = make_options(**raw)  # every option is checked before any data is read
     if log_every < 1:
-        raise GdlabError(f"The 'log_every' option must be an integer >= 1. Got {log_every} instead.")
+        raise GdlabError(
+            f"The 'log_every' option must be an integer >= 1. Got {log_every} instead."
+        )
     from gdlab.runs import check_out_dir, default_out_dir
 
     out = out or default_out_dir()
@@ -224,7 +235,7 @@ def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None
         raise GdlabError(f"--out {out} exists; choose another file or pass --overwrite.")
     from gdlab.runs import load_run
 
-    result, state = load_run(run_dir)
+    result, _ = load_run(run_dir)
     source, frame, _ = _load(data)
     missing = [name for name in result.feature_names if name not in frame.columns]
     if missing:
@@ -232,9 +243,9 @@ def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None
             f"{source} lacks the feature column {missing[0]!r}; the model was trained on "
             f"{', '.join(result.feature_names)}. Give data with those columns."
         )
-    from gdlab.data.columns import numeric_column
-
     import numpy as np
+
+    from gdlab.data.columns import numeric_column
 
     X = np.column_stack([numeric_column(frame, name, source) for name in result.feature_names])
     table = {"prediction": result.predict(X)}
@@ -255,13 +266,19 @@ def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None
 
 
 def _cell(value: float) -> str:
-    return repr(int(value)) if float(value).is_integer() and math.isfinite(value) else repr(float(value))
+    return (
+        repr(int(value))
+        if float(value).is_integer() and math.isfinite(value)
+        else repr(float(value))
+    )
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True
+)
 def demo(out: Path) -> None:
-    """The tutorials' regression (y = 2x, nn.Linear, MSELoss, SGD lr=0.01, 1000 epochs), explained."""
+    """The tutorial regression: y = 2x, nn.Linear, MSELoss, SGD lr=0.01, 1000 epochs."""
     from gdlab.demo import run_demo
 
     run_demo(out, echo=click.echo)
@@ -286,5 +303,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _command(argv: list[str] | None) -> str:
-    words = [word for word in (argv if argv is not None else sys.argv[1:]) if not word.startswith("-")]
+    words = [
+        word for word in (argv if argv is not None else sys.argv[1:]) if not word.startswith("-")
+    ]
     return words[0] if words else ""

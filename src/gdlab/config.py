@@ -25,7 +25,9 @@ DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 MODEL_FORMS = "linear | logistic | softmax | poly:K | mlp:H1,H2,..."
 
-_MODEL_PATTERN = re.compile(r"^(linear|logistic|softmax|poly:[1-9][0-9]*|mlp:[1-9][0-9]*(,[1-9][0-9]*)*)$")
+_MODEL_PATTERN = re.compile(
+    r"^(linear|logistic|softmax|poly:[1-9][0-9]*|mlp:[1-9][0-9]*(,[1-9][0-9]*)*)$"
+)
 _SCHEDULE_PATTERN = re.compile(
     r"^(constant|cosine|step(:[1-9][0-9]*(,[0-9.eE+-]+)?)?|exponential(:[0-9.eE+-]+)?"
     r"|inverse-scaling(:[0-9.eE+-]+)?)$"
@@ -48,7 +50,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def real_in(low: float, high: float, *, low_open: bool = False, high_open: bool = True) -> Constraint:
+def real_in(
+    low: float, high: float, *, low_open: bool = False, high_open: bool = True
+) -> Constraint:
     """A finite float in an interval; `inf` as a bound means unbounded."""
 
     def check(value: Any) -> bool:
@@ -56,7 +60,7 @@ def real_in(low: float, high: float, *, low_open: bool = False, high_open: bool 
             return False
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
-        return above and below
+        return bool(above and below)
 
     brackets = ("(" if low_open else "[", ")" if high_open else "]")
     return Constraint(f"a float in the range {brackets[0]}{low:g}, {high:g}{brackets[1]}", check)
@@ -97,7 +101,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("model", "linear", matches(_MODEL_PATTERN, MODEL_FORMS), "model to fit"),
     Option("activation", "relu", one_of(ACTIVATIONS), "hidden-layer activation of mlp models"),
     Option("intercept", True, BOOLEAN, "fit an intercept (bias) term"),
-    Option("loss", None, OPTIONAL_LOSS, "loss; default follows the model (mse, bce, cross-entropy)"),
+    Option(
+        "loss", None, OPTIONAL_LOSS, "loss; default follows the model (mse, bce, cross-entropy)"
+    ),
     Option("optimizer", "gd", one_of(OPTIMIZERS), "update rule; gd is p = p - lr * p.grad"),
     Option("momentum", 0.9, real_in(0.0, 1.0), "momentum of the momentum and nesterov optimizers"),
     Option("weight_decay", 0.0, real_in(0.0, math.inf), "L2 penalty added to the gradient"),
@@ -106,13 +112,18 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "schedule",
         "constant",
-        matches(_SCHEDULE_PATTERN, "constant | step[:EVERY[,FACTOR]] | exponential[:GAMMA]"
-                " | cosine | inverse-scaling[:POWER]"),
+        matches(
+            _SCHEDULE_PATTERN,
+            "constant | step[:EVERY[,FACTOR]] | exponential[:GAMMA]"
+            " | cosine | inverse-scaling[:POWER]",
+        ),
         "learning-rate schedule over epochs",
     ),
     Option("epochs", 1000, int_at_least(1), "passes over the training data"),
     Option("batch_size", None, BATCH_SIZE, "rows per step; full batch when not set"),
-    Option("tol", 1e-8, real_in(0.0, math.inf), "stop when the loss improves by less than tol x loss"),
+    Option(
+        "tol", 1e-8, real_in(0.0, math.inf), "stop when the loss improves by less than tol x loss"
+    ),
     Option("patience", 10, int_at_least(1), "epochs without enough improvement before stopping"),
     Option("val_fraction", 0.0, real_in(0.0, 1.0), "rows held out; early stopping watches them"),
     Option("standardize", True, BOOLEAN, "train on standardized features and target"),
@@ -157,10 +168,9 @@ class FitOptions:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             option = OPTIONS_BY_NAME[field.name]
-            if isinstance(value, int) and not isinstance(value, bool) and option.default is not None:
-                if isinstance(option.default, float):
-                    object.__setattr__(self, field.name, float(value))
-                    value = float(value)
+            if _is_int(value) and isinstance(option.default, float):
+                value = float(value)  # 1 is a fine learning rate: store it as 1.0
+                object.__setattr__(self, field.name, value)
             if not option.constraint.check(value):
                 raise invalid(field.name, value, option.constraint.describe)
         self._check_combinations()
@@ -169,7 +179,9 @@ class FitOptions:
         loss = self.resolved_loss
         kind = self.model.split(":")[0]
         if kind == "logistic" and loss != "bce":
-            raise GdlabError(f"The logistic model is trained with loss bce, not {loss}; drop --loss.")
+            raise GdlabError(
+                f"The logistic model is trained with loss bce, not {loss}; drop --loss."
+            )
         if kind == "softmax" and loss != "cross-entropy":
             raise GdlabError(
                 f"The softmax model is trained with loss cross-entropy, not {loss}; drop --loss."

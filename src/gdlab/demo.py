@@ -46,9 +46,9 @@ def first_step(seed: int = SEED) -> str:
     torch.manual_seed(seed)
     layer = nn.Linear(1, 1)
     w, b = float(layer.weight.item()), float(layer.bias.item())
-    errors = [w * x[0] + b - y for x, y in zip(X_TRAIN, Y_TRAIN)]
+    errors = [w * x[0] + b - y for x, y in zip(X_TRAIN, Y_TRAIN, strict=True)]
     loss = sum(e * e for e in errors) / len(errors)
-    grad_w = sum(2 * e * x[0] for e, x in zip(errors, X_TRAIN)) / len(errors)
+    grad_w = sum(2 * e * x[0] for e, x in zip(errors, X_TRAIN, strict=True)) / len(errors)
     grad_b = sum(2 * e for e in errors) / len(errors)
     return "\n".join(
         [
@@ -70,7 +70,9 @@ def run_demo(out: Path, *, echo: Callable[[str], None] = print) -> FitResult:
         epoch = history.epoch[-1]
         if epoch == 1 or epoch % 100 == 0:
             w, b = history.params["coef[x]"][-1], history.params["intercept"][-1]
-            echo(f"epoch {epoch:>4}  weight={w:.6f}  bias={b:.6f}  loss={history.train_loss[-1]:.6g}")
+            echo(
+                f"epoch {epoch:>4}  weight={w:.6f}  bias={b:.6f}  loss={history.train_loss[-1]:.6g}"
+            )
 
     echo(first_step())
     with warnings.catch_warnings():
@@ -92,7 +94,10 @@ def run_demo(out: Path, *, echo: Callable[[str], None] = print) -> FitResult:
     history = result.history
     echo("")
     predictions = result.predict(X_TRAIN)
-    echo("predictions: " + ", ".join(f"x={x[0]:g} -> {p:.4f}" for x, p in zip(X_TRAIN, predictions)))
+    echo(
+        "predictions: "
+        + ", ".join(f"x={x[0]:g} -> {p:.4f}" for x, p in zip(X_TRAIN, predictions, strict=True))
+    )
     assert result.coef_ is not None and result.intercept_ is not None
     w, b = float(result.coef_[0, 0]), float(result.intercept_[0])
     echo(f"fitted line: y = {w:.4f} x {b:+.4f}   (the exact answer is y = 2 x + 0)\n")

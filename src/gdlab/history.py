@@ -50,8 +50,16 @@ class History:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow([*FIXED_COLUMNS, *self.params])
         for i in range(len(self)):
-            row = [self.epoch[i], self.train_loss[i], self.val_loss[i], self.lr[i], self.grad_norm[i]]
-            writer.writerow([_format(v) for v in row] + [_format(v[i]) for v in self.params.values()])
+            row = [
+                self.epoch[i],
+                self.train_loss[i],
+                self.val_loss[i],
+                self.lr[i],
+                self.grad_norm[i],
+            ]
+            writer.writerow(
+                [_format(v) for v in row] + [_format(v[i]) for v in self.params.values()]
+            )
         return buffer.getvalue()
 
     def save(self, path: Path) -> None:
@@ -65,7 +73,10 @@ class History:
         for row in rows:
             history.append(
                 int(row["epoch"]),
-                *(_parse(row[name]) for name in FIXED_COLUMNS[1:]),
+                _parse(row["train_loss"]),
+                _parse(row["val_loss"]),
+                _parse(row["lr"]),
+                _parse(row["grad_norm"]),
                 {name: _parse(v) for name, v in row.items() if name not in FIXED_COLUMNS},
             )
         return history

@@ -137,7 +137,9 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
         ).to(getattr(torch, options.dtype))
         model.load_state_dict(state["model_state"])
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as error:
-        raise GdlabError(f"{path} is damaged or not a gdlab model ({type(error).__name__}).") from None
+        raise GdlabError(
+            f"{path} is damaged or not a gdlab model ({type(error).__name__})."
+        ) from None
     history_path = run_dir / HISTORY_FILE
     history = History.load(history_path) if history_path.is_file() else History()
     x_scaler = Scaler.from_dict(state["x_scaler"]) if state["x_scaler"] else None

@@ -23,7 +23,9 @@ class BuiltinDataset:
 DATASETS = {
     dataset.name: dataset
     for dataset in (
-        BuiltinDataset("tutorial-line", "y", "linear", "4 points on y = 2x, the tutorials' example"),
+        BuiltinDataset(
+            "tutorial-line", "y", "linear", "4 points on y = 2x, the tutorials' example"
+        ),
         BuiltinDataset(
             "noisy-plane", "y", "linear", "200 rows, y = 3 + 1.5 x1 - 2 x2 + N(0, 1) noise"
         ),

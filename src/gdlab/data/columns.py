@@ -1,4 +1,4 @@
-"""Turn a table into a numeric feature matrix and target, naming the column and row of any problem."""
+"""Turn a table into numeric features and a target, naming the column and row of any problem."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ def numeric_column(frame: pd.DataFrame, name: str, source: str) -> FloatArray:
     import pandas as pd
 
     column = frame[name]
+    if column.dtype.kind == "c":
+        raise GdlabError(
+            f"{source}: column {name!r} is complex; gdlab fits real numbers only "
+            f"(take .real or abs)."
+        )
     values = pd.to_numeric(column, errors="coerce")
     bad = values.isna() & column.notna()
     if bad.any():

@@ -80,7 +80,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as error:  # pyarrow raises several unrelated types for a bad file
-        raise GdlabError(f"{path} is not a readable Parquet file ({type(error).__name__}).") from None
+        raise GdlabError(
+            f"{path} is not a readable Parquet file ({type(error).__name__})."
+        ) from None
 
 
 def _read_npy(path: Path) -> pd.DataFrame:

@@ -37,14 +37,18 @@ class Scaler:
     scale: FloatArray
 
     @classmethod
-    def fit(cls, values: FloatArray, *, center: bool, enabled: bool) -> Scaler:
+    def fit(
+        cls, values: FloatArray, *, center: bool, enabled: bool, target: bool = False
+    ) -> Scaler:
+        """Fit to `values` (rows, columns); a constant target keeps scale 1 (nothing vanishes)."""
         width = values.shape[1]
         if not enabled:
             return cls(np.zeros(width), np.ones(width))
         shift = values.mean(axis=0) if center else np.zeros(width)
         scale = values.std(axis=0) if center else np.sqrt((values**2).mean(axis=0))
         constant = values.std(axis=0) == 0
-        scale = np.where(constant, np.inf if center else 1.0, np.where(scale > 0, scale, 1.0))
+        vanish = np.inf if center and not target else 1.0
+        scale = np.where(constant, vanish, np.where(scale > 0, scale, 1.0))
         return cls(shift, scale)
 
     def transform(self, values: FloatArray) -> FloatArray:

@@ -12,7 +12,7 @@ def gd_update(
 ) -> None:
     """One step of plain gradient descent, in place.
 
-    .. math:: p \\leftarrow p - \\mathrm{lr} \\cdot (\\nabla_p L + \\mathrm{weight\\_decay} \\cdot p)
+    p <- p - lr * (dL/dp + weight_decay * p)
 
     `add_(grad, alpha=-lr)` is `p - lr * grad` computed as torch.optim.SGD computes it, so the two
     produce bit-identical trajectories.

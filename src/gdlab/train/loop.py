@@ -66,7 +66,7 @@ def train(
     on_epoch: Callable[[History], None] | None = None,
 ) -> Outcome:
     """Train in place; on divergence the parameters are rolled back to the last finite ones."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     last_good = [p.detach().clone() for p in params]
     best_state: list[torch.Tensor] | None = None
     history = History()
@@ -94,7 +94,7 @@ def train(
                 loss = loss_fn(model(X), y)
                 objective = loss + l1 * l1_penalty(model) if l1 else loss
                 optimizer.zero_grad()
-                objective.backward()
+                objective.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 value = loss.item()
                 if not math.isfinite(value):
@@ -109,7 +109,9 @@ def train(
             if not all(bool(torch.isfinite(p).all()) for p in params):
                 return _diverged(history, epoch + 1, math.inf, start_loss, params, last_good)
             val_loss = _evaluate(model, loss_fn, data)
-            history.append(epoch + 1, train_loss, val_loss, lr, _grad_norm(params), record and record())
+            history.append(
+                epoch + 1, train_loss, val_loss, lr, _grad_norm(params), record and record()
+            )
             if on_epoch is not None:
                 on_epoch(history)
             watched = val_loss if monitor_validation else train_loss
@@ -161,4 +163,6 @@ def _grad_norm(params: list[torch.Tensor]) -> float:
     grads = [p.grad.detach() for p in params if p.grad is not None]
     if not grads:
         return math.nan
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    return float(
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    )

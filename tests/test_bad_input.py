@@ -1,0 +1,169 @@
+"""Every bad input gets one line on stderr naming the problem, exit code 2, and nothing written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import CliRun
+
+GOOD = "x1,x2,y\n1,2,3\n2,1,4\n3,5,2\n4,4,8\n5,0,1\n"
+
+# name: (files to create {name: text or array}, argv after `fit`, words the message must contain)
+CASES: dict[str, tuple[dict[str, object], list[str], list[str]]] = {
+    "missing file": ({}, ["nope.csv", "--target", "y"], ["nope.csv", "no such file"]),
+    "empty file": ({"d.csv": ""}, ["d.csv", "--target", "y"], ["d.csv", "empty"]),
+    "header only": ({"d.csv": "x,y\n"}, ["d.csv", "--target", "y"], ["no data rows"]),
+    "target not found": ({"d.csv": GOOD}, ["d.csv", "--target", "z"], ["'z'", "x1, x2, y"]),
+    "feature not found": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--features", "x1,q"],
+        ["'q'", "not found"],
+    ),
+    "non-numeric feature": (
+        {"d.csv": "x,y\n1,2\nabc,3\n"},
+        ["d.csv", "--target", "y"],
+        ["'x'", "'abc'", "line 3"],
+    ),
+    "nan value": (
+        {"d.csv": "x,y\n1,2\n,3\n"},
+        ["d.csv", "--target", "y"],
+        ["'x'", "line 3", "NaN"],
+    ),
+    "infinite value": (
+        {"d.csv": "x,y\n1,2\n2,inf\n"},
+        ["d.csv", "--target", "y"],
+        ["'y'", "line 3", "infinite"],
+    ),
+    "ragged row": (
+        {"d.csv": "x,y\n1,2\n2,3,4\n"},
+        ["d.csv", "--target", "y"],
+        ["line 3", "3 fields"],
+    ),
+    "short row": ({"d.csv": "x,y\n1,2\n5\n"}, ["d.csv", "--target", "y"], ["line 3", "1 fields"]),
+    "zero features": ({"d.csv": "y\n1\n2\n"}, ["d.csv", "--target", "y"], ["no feature columns"]),
+    "one class": (
+        {"d.csv": "x,c\n1,1\n2,1\n"},
+        ["d.csv", "--target", "c", "--model", "logistic"],
+        ["only one class"],
+    ),
+    "non-integer labels": (
+        {"d.csv": "x,c\n1,0\n2,0.5\n"},
+        ["d.csv", "--target", "c", "--model", "logistic"],
+        ["integer class labels", "0.5"],
+    ),
+    "three classes for logistic": (
+        {"d.csv": "x,c\n1,0\n2,1\n3,2\n"},
+        ["d.csv", "--target", "c", "--model", "logistic"],
+        ["two classes", "softmax"],
+    ),
+    "1-D npy": ({"d.npy": np.arange(4.0)}, ["d.npy", "--target", "c0"], ["1-D", "2-D"]),
+    "complex npy": (
+        {"d.npy": np.ones((3, 2), dtype=complex)},
+        ["d.npy", "--target", "c1"],
+        ["complex"],
+    ),
+    "not parquet": ({"d.parquet": "hello"}, ["d.parquet", "--target", "y"], ["Parquet"]),
+    "lr zero": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--lr", "0"], ["'lr'", "(0, inf)"]),
+    "lr nan": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--lr", "nan"], ["'lr'", "nan"]),
+    "lr text": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--lr", "fast"], ["'fast'"]),
+    "epochs zero": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--epochs", "0"], ["'epochs'"]),
+    "batch size zero": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--batch-size", "0"],
+        ["'batch_size'"],
+    ),
+    "batch size above n": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--batch-size", "50"],
+        ["50", "1 to 5"],
+    ),
+    "unknown model": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--model", "tree"],
+        ["'tree'", "poly:K"],
+    ),
+    "unknown optimizer": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--optimizer", "lbfgs"],
+        ["'lbfgs'", "adamw"],
+    ),
+    "model and loss disagree": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--loss", "bce"],
+        ["regression", "logistic"],
+    ),
+    "unknown flag": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--speed", "3"], ["--speed"]),
+}
+
+
+def _create(folder: Path, files: dict[str, object]) -> None:
+    for name, content in files.items():
+        if isinstance(content, np.ndarray):
+            np.save(folder / name, content)
+        else:
+            (folder / name).write_text(str(content))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_clear_line(
+    gdlab: Callable[..., CliRun], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    files, argv, words = CASES[case]
+    monkeypatch.chdir(tmp_path)
+    _create(tmp_path, files)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    run = gdlab("fit", *argv, "--out", "run")
+    assert run.code == 2
+    assert run.out == ""
+    assert run.err.startswith("gdlab: error: ") and run.err.count("\n") == 1, run.err
+    assert "Traceback" not in run.err
+    for word in words:
+        assert word in run.err, (word, run.err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_invalid_options_are_rejected_before_the_data_is_read(gdlab, tmp_path: Path) -> None:
+    run = gdlab("fit", str(tmp_path / "missing.csv"), "--target", "y", "--epochs", "-3")
+    assert run.code == 2 and "'epochs'" in run.err and "missing.csv" not in run.err
+
+
+def test_a_full_out_folder_is_not_touched_without_overwrite(gdlab, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    run = gdlab("fit", "tutorial-line", "--out", str(out), "--epochs", "5")
+    assert run.code == 2 and "--overwrite" in run.err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert (
+        gdlab("fit", "tutorial-line", "--out", str(out), "--epochs", "5", "--overwrite").code == 0
+    )
+    assert (out / "keep.txt").read_text() == "mine" and (out / "model.pt").exists()
+
+
+def test_predicting_with_other_features_is_refused(gdlab, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert gdlab("fit", "noisy-plane", "--out", str(out), "--epochs", "20").code == 0
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"x1": [1.0], "z": [2.0]}).to_csv(other, index=False)
+    run = gdlab("predict", str(out), str(other), "--out", str(tmp_path / "p.csv"))
+    assert run.code == 2 and "'x2'" in run.err and "x1, x2" in run.err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_constant_feature_warns_and_gets_finite_coefficients(gdlab, tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("x,k,y\n1,7,2\n2,7,4\n3,7,6\n4,7,8\n")
+    run = gdlab("fit", str(data), "--target", "y", "--out", str(tmp_path / "r"), "--json",
+                "--lr", "0.3", "--epochs", "300")  # fmt: skip
+    assert run.code == 0
+    assert "gdlab: warning: feature k is constant" in run.err
+    import json
+
+    summary = json.loads(run.out)
+    assert summary["coef"]["k"] == 0.0
+    assert summary["coef"]["x"] == pytest.approx(2.0, abs=1e-4)
