@@ -56,9 +56,8 @@ def _option_decorator(option: Option) -> Callable[[Callable[..., Any]], Callable
         kind = float
     elif isinstance(option.default, int):
         kind = int
-    return click.option(
-        flag, type=kind, default=option.default, show_default=True, help=option.help
-    )
+    described = option.help if kind is not str else f"{option.help} ({option.constraint.describe})"
+    return click.option(flag, type=kind, default=option.default, show_default=True, help=described)
 
 
 def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
