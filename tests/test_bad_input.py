@@ -97,6 +97,16 @@ CASES: dict[str, tuple[dict[str, object], list[str], list[str]]] = {
         ["d.csv", "--target", "y", "--loss", "bce"],
         ["regression", "logistic"],
     ),
+    "bad schedule argument": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--schedule", "exponential:1.5"],
+        ["'schedule'", "0 < GAMMA <= 1"],
+    ),
+    "unparsable schedule": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--schedule", "step:10,e-e"],
+        ["'schedule'"],
+    ),
     "unknown flag": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--speed", "3"], ["--speed"]),
 }
 

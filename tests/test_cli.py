@@ -69,6 +69,26 @@ def test_diverged_run_exits_1_and_explains_itself(gdlab, tmp_path: Path) -> None
     assert summary["status"] == "diverged"
 
 
+def test_parquet_npz_and_npy_give_the_same_fit_as_csv(gdlab, tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(DATASETS["noisy-plane"].path)
+    frame.to_parquet(tmp_path / "d.parquet")
+    np.savez(tmp_path / "d.npz", x1=frame.x1.to_numpy(), x2=frame.x2.to_numpy(), y=frame.y)
+    np.save(tmp_path / "d.npy", frame.to_numpy())
+    fits = {}
+    for name, target in (("d.parquet", "y"), ("d.npz", "y"), ("d.npy", "c2")):
+        run = gdlab("fit", str(tmp_path / name), "--target", target, "--lr", "0.3", "--json",
+                    "--out", str(tmp_path / f"run-{name}"))  # fmt: skip
+        assert run.code == 0, run.err
+        fits[name] = list(json.loads(run.out)["coef"].values())
+    reference = json.loads(gdlab("fit", "noisy-plane", "--lr", "0.3", "--json",
+                                 "--out", str(tmp_path / "csv")).out)  # fmt: skip
+    for coef in fits.values():
+        assert coef == list(reference["coef"].values())
+
+
 def test_datasets_lists_every_builtin(gdlab) -> None:
     run = gdlab("datasets")
     assert [line.split()[0] for line in run.out.splitlines()] == list(DATASETS)

@@ -176,6 +176,7 @@ class FitOptions:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
+        self._check_schedule()
         loss = self.resolved_loss
         kind = self.model.split(":")[0]
         if kind == "logistic" and loss != "bce":
@@ -191,6 +192,25 @@ class FitOptions:
                 f"The {kind} model is a regression model; for loss {loss} use "
                 f"--model {'logistic' if loss == 'bce' else 'softmax'} (or an mlp)."
             )
+
+    def _check_schedule(self) -> None:
+        name, _, argument = self.schedule.partition(":")
+        try:
+            values = [float(part) for part in argument.split(",")] if argument else []
+        except ValueError:
+            values = [math.nan]
+        ranges = {
+            "step": "EVERY >= 1 epochs and 0 < FACTOR <= 1, e.g. step:100,0.5",
+            "exponential": "0 < GAMMA <= 1, e.g. exponential:0.99",
+            "inverse-scaling": "POWER >= 0, e.g. inverse-scaling:0.25",
+        }
+        valid: dict[str, Callable[[list[float]], bool]] = {
+            "step": lambda v: v[0] >= 1 and (len(v) == 1 or 0 < v[1] <= 1),
+            "exponential": lambda v: 0 < v[0] <= 1,
+            "inverse-scaling": lambda v: v[0] >= 0,
+        }
+        if values and not (all(map(math.isfinite, values)) and valid[name](values)):
+            raise invalid("schedule", self.schedule, f"{name} with {ranges[name]}")
 
     @property
     def resolved_loss(self) -> str:
