@@ -11,15 +11,20 @@ from gdlab.config import FitOptions
 from gdlab.errors import GdlabError, GdlabWarning
 
 if TYPE_CHECKING:
-    from gdlab.api import FitResult, fit
+    from gdlab.api import fit
+    from gdlab.result import FitResult
 
 __all__ = ["FitOptions", "FitResult", "GdlabError", "GdlabWarning", "fit"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("fit", "FitResult"):
-        from gdlab import api
+    if name == "fit":
+        from gdlab.api import fit
 
-        return getattr(api, name)
+        return fit
+    if name == "FitResult":
+        from gdlab.result import FitResult
+
+        return FitResult
     raise AttributeError(f"module 'gdlab' has no attribute {name!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,92 +22,10 @@ from gdlab.losses import make_loss, wants_class_indices
 from gdlab.models import ModelSpec, build_model
 from gdlab.optim.registry import make_optimizer
 from gdlab.optim.schedules import make_schedule
+from gdlab.result import FitResult
 from gdlab.train.loop import Split, Stopping, train
 
 MAX_RECORDED_PARAMETERS = 20
-
-
-@dataclass
-class FitResult:
-    """A trained model with what it learned (`coef_`, `intercept_`) and how it got there."""
-
-    model: nn.Module
-    history: History
-    status: str
-    options: FitOptions
-    feature_names: list[str]
-    coef_: FloatArray | None
-    intercept_: FloatArray | None
-    classes_: list[int] | None
-    message: str = ""
-    warnings: list[str] = field(default_factory=list)
-    curvature: Curvature | None = None
-    x_scaler: Scaler | None = None
-    y_scaler: Scaler | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    generator: torch.Generator | None = None
-    custom_model: bool = False
-
-    @property
-    def n_iter_(self) -> int:
-        return len(self.history)
-
-    @property
-    def spec(self) -> ModelSpec:
-        return ModelSpec.parse(self.options.model)
-
-    @property
-    def expanded_names(self) -> list[str]:
-        return power_names(self.feature_names, self.spec.degree)
-
-    def decision_function(self, X: Any) -> FloatArray:
-        """Raw model outputs (n, outputs) in training space: logits for classifiers."""
-        matrix = self._matrix(X)
-        if self.x_scaler is not None:
-            matrix = self.x_scaler.transform(expand_powers(matrix, self.spec.degree))
-        parameter = next(self.model.parameters())
-        inputs = torch.as_tensor(matrix, dtype=parameter.dtype, device=parameter.device)
-        with torch.no_grad():
-            outputs = self.model(inputs).detach().cpu().double().numpy()
-        return np.asarray(outputs, dtype=np.float64).reshape(len(matrix), -1)
-
-    def predict(self, X: Any) -> FloatArray:
-        """Predicted values in the target's units, or predicted class labels."""
-        outputs = self.decision_function(X)
-        if self.classes_ is not None:
-            index = (outputs[:, 0] > 0).astype(int) if outputs.shape[1] == 1 else outputs.argmax(1)
-            labels: FloatArray = np.asarray(self.classes_, dtype=np.float64)[index]
-            return labels
-        if self.y_scaler is not None:
-            outputs = outputs * self.y_scaler.scale + self.y_scaler.shift
-        return np.asarray(outputs[:, 0], dtype=np.float64)
-
-    def predict_proba(self, X: Any) -> FloatArray:
-        """Class probabilities (n, classes), columns in the order of `classes_`."""
-        if self.classes_ is None:
-            raise GdlabError("predict_proba needs a classifier (loss bce or cross-entropy).")
-        outputs = torch.from_numpy(self.decision_function(X))
-        if outputs.shape[1] == 1:
-            positive = torch.sigmoid(outputs[:, 0])
-            return torch.stack([1 - positive, positive], dim=1).numpy()
-        return torch.softmax(outputs, dim=1).numpy()
-
-    def _matrix(self, X: Any) -> FloatArray:
-        if hasattr(X, "columns"):
-            missing = [name for name in self.feature_names if name not in X.columns]
-            if missing:
-                raise GdlabError(
-                    f"the model was trained on features {', '.join(self.feature_names)}; the data "
-                    f"lacks {', '.join(missing)}. Give data with the same feature columns."
-                )
-            X = X[self.feature_names]
-        matrix, _ = as_matrix(X)
-        if matrix.shape[1] != len(self.feature_names):
-            raise GdlabError(
-                f"the model was trained on {len(self.feature_names)} features "
-                f"({', '.join(self.feature_names)}); got {matrix.shape[1]} columns."
-            )
-        return matrix
 
 
 def fit(

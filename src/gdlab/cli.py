@@ -16,8 +16,8 @@ from gdlab.config import OPTIONS, FitOptions, Option, make_options
 from gdlab.errors import GdlabError, GdlabWarning
 
 if TYPE_CHECKING:
-    from gdlab.api import FitResult
     from gdlab.history import History
+    from gdlab.result import FitResult
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from gdlab.api import FitResult
 from gdlab.atomic import write_bytes, write_text
 from gdlab.config import FitOptions
 from gdlab.data.scaling import Scaler
 from gdlab.errors import GdlabError
 from gdlab.history import History
 from gdlab.models import ModelSpec, build_model
+from gdlab.result import FitResult
 
 FORMAT = 1
 MODEL_FILE, HISTORY_FILE, SUMMARY_FILE = "model.pt", "history.csv", "summary.json"
