@@ -206,12 +206,11 @@ class _Trainer:
             batch_size=opts.batch_size,
             generator=generator,
             l1=opts.l1,
+            loss_scale=self._loss_scale(),
             record=self._recorder(net),
             on_epoch=on_epoch,
         )
         scale = self._loss_scale()
-        for losses in (outcome.history.train_loss, outcome.history.val_loss):
-            losses[:] = [value * scale for value in losses]
         message = ""
         if outcome.status == "diverged":
             message = explain_divergence(

@@ -62,10 +62,14 @@ def train(
     batch_size: int | None,
     generator: torch.Generator,
     l1: float = 0.0,
+    loss_scale: float = 1.0,
     record: Callable[[], dict[str, float]] | None = None,
     on_epoch: Callable[[History], None] | None = None,
 ) -> Outcome:
-    """Train in place; on divergence the parameters are rolled back to the last finite ones."""
+    """Train in place; on divergence the parameters are rolled back to the last finite ones.
+
+    `loss_scale` converts recorded losses to the target's units (training may run standardized).
+    """
     params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     last_good = [p.detach().clone() for p in params]
     best_state: list[torch.Tensor] | None = None
@@ -110,7 +114,12 @@ def train(
                 return _diverged(history, epoch + 1, math.inf, start_loss, params, last_good)
             val_loss = _evaluate(model, loss_fn, data)
             history.append(
-                epoch + 1, train_loss, val_loss, lr, _grad_norm(params), record and record()
+                epoch + 1,
+                train_loss * loss_scale,
+                val_loss * loss_scale,
+                lr,
+                _grad_norm(params),
+                record() if record else None,
             )
             if on_epoch is not None:
                 on_epoch(history)
