@@ -103,6 +103,17 @@ def test_options_table_dataclass_and_cli_agree() -> None:
         assert option.constraint.check(option.default), option.name
 
 
+def test_torch_free_name_lists_match_the_registries() -> None:
+    # config.py names optimizers, losses and activations without importing torch; these copies
+    # must stay equal to the registries that the training code resolves them with.
+    from gdlab import config, losses, models
+    from gdlab.optim import registry
+
+    assert tuple(registry.OPTIMIZERS) == config.OPTIMIZERS
+    assert tuple(losses.LOSSES) == config.LOSSES
+    assert tuple(models.ACTIVATIONS) == config.ACTIVATIONS
+
+
 def test_help_does_not_import_torch() -> None:
     code = (
         "import sys; from gdlab.cli import main\n"

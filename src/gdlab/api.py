@@ -196,6 +196,7 @@ class _Trainer:
             weight_decay=opts.weight_decay,
         )
         generator = torch.Generator().manual_seed(opts.seed)
+        scale = self._loss_scale()
         outcome = train(
             net,
             loss_fn,
@@ -206,11 +207,10 @@ class _Trainer:
             batch_size=opts.batch_size,
             generator=generator,
             l1=opts.l1,
-            loss_scale=self._loss_scale(),
+            loss_scale=scale,
             record=self._recorder(net),
             on_epoch=on_epoch,
         )
-        scale = self._loss_scale()
         message = ""
         if outcome.status == "diverged":
             message = explain_divergence(

@@ -236,17 +236,12 @@ def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None
 
     result, _ = load_run(run_dir)
     source, frame, _ = _load(data)
-    missing = [name for name in result.feature_names if name not in frame.columns]
-    if missing:
-        raise GdlabError(
-            f"{source} lacks the feature column {missing[0]!r}; the model was trained on "
-            f"{', '.join(result.feature_names)}. Give data with those columns."
-        )
-    import numpy as np
+    from gdlab.data.columns import feature_matrix
 
-    from gdlab.data.columns import numeric_column
-
-    X = np.column_stack([numeric_column(frame, name, source) for name in result.feature_names])
+    trained_on = ", ".join(result.feature_names)
+    X = feature_matrix(
+        frame, source, result.feature_names, hint=f"the model was trained on {trained_on}"
+    )
     table = {"prediction": result.predict(X)}
     if result.classes_ is not None:
         probabilities = result.predict_proba(X)

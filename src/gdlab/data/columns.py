@@ -28,22 +28,24 @@ def select(
         )
     if features is None:
         features = [name for name in names if name != target]
-    else:
-        missing = [name for name in features if name not in names]
-        if missing:
-            raise GdlabError(
-                f"{source}: feature column {missing[0]!r} not found; the columns are: "
-                f"{', '.join(names)}."
-            )
-        if target in features:
-            raise GdlabError(f"{source}: {target!r} is the target; remove it from --features.")
+    elif target in features:
+        raise GdlabError(f"{source}: {target!r} is the target; remove it from --features.")
     if not features:
         raise GdlabError(
             f"{source}: no feature columns (only the target {target!r}); add a feature column."
         )
-    X = np.column_stack([numeric_column(frame, name, source) for name in features])
-    y = numeric_column(frame, target, source)
-    return X, y, list(features)
+    X = feature_matrix(frame, source, features, hint=f"the columns are: {', '.join(names)}")
+    return X, numeric_column(frame, target, source), list(features)
+
+
+def feature_matrix(
+    frame: pd.DataFrame, source: str, features: Sequence[str], *, hint: str
+) -> FloatArray:
+    """The named columns as an (n, d) float64 matrix; a missing column is named with `hint`."""
+    missing = [name for name in features if name not in frame.columns]
+    if missing:
+        raise GdlabError(f"{source}: feature column {missing[0]!r} not found; {hint}.")
+    return np.column_stack([numeric_column(frame, name, source) for name in features])
 
 
 def numeric_column(frame: pd.DataFrame, name: str, source: str) -> FloatArray:

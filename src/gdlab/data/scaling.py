@@ -44,9 +44,10 @@ class Scaler:
         width = values.shape[1]
         if not enabled:
             return cls(np.zeros(width), np.ones(width))
+        spread = values.std(axis=0)
         shift = values.mean(axis=0) if center else np.zeros(width)
-        scale = values.std(axis=0) if center else np.sqrt((values**2).mean(axis=0))
-        constant = values.std(axis=0) == 0
+        scale = spread if center else np.sqrt((values**2).mean(axis=0))
+        constant = spread == 0
         vanish = np.inf if center and not target else 1.0
         scale = np.where(constant, vanish, np.where(scale > 0, scale, 1.0))
         return cls(shift, scale)

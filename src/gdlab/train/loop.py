@@ -72,7 +72,8 @@ def train(
     """
     params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     last_good = [p.detach().clone() for p in params]
-    best_state: list[torch.Tensor] | None = None
+    # Early stopping on validation keeps the best epoch's parameters in buffers allocated once.
+    best_state = [p.detach().clone() for p in params] if data.X_val is not None else None
     history = History()
     n = data.X.shape[0]
     size = n if batch_size is None else batch_size
@@ -86,9 +87,7 @@ def train(
             lr = schedule(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.no_grad():
-                for saved, p in zip(last_good, params, strict=True):
-                    saved.copy_(p)
+            _restore(last_good, params)  # the point to roll back to if this epoch diverges
             order = None if size >= n else torch.randperm(n, generator=generator)
             total, steps = 0.0, 0
             for begin in range(0, n, size):
@@ -126,8 +125,8 @@ def train(
             watched = val_loss if monitor_validation else train_loss
             if best == math.inf or watched < best - stopping.tol * abs(best):
                 best, waited = watched, 0
-                if monitor_validation:
-                    best_state = [p.detach().clone() for p in params]
+                if best_state is not None:
+                    _restore(best_state, params)
             else:
                 waited += 1
                 if waited >= stopping.patience:
@@ -137,7 +136,7 @@ def train(
         _restore(params, last_good)
         return Outcome("interrupted", history, start_loss=start_loss)
     if best_state is not None:
-        _restore(params, best_state)  # early stopping keeps the epoch with the best validation loss
+        _restore(params, best_state)
     return Outcome(status, history, start_loss=start_loss)
 
 
@@ -156,9 +155,10 @@ def _diverged(
 
 
 @torch.no_grad()
-def _restore(params: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
-    for p, value in zip(params, saved, strict=True):
-        p.copy_(value)
+def _restore(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    """Copy `sources` into `targets` in place (also used to save into preallocated buffers)."""
+    for target, source in zip(targets, sources, strict=True):
+        target.copy_(source)
 
 
 @torch.no_grad()
