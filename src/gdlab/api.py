@@ -14,16 +14,17 @@ from torch import nn
 from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, least_squares_curvature
 from gdlab.analysis.divergence import explain_divergence
 from gdlab.config import FitOptions, make_options
-from gdlab.data.arrays import FloatArray, as_matrix, as_vector, class_labels
+from gdlab.data.arrays import FloatArray, as_matrix, as_vector, class_labels, fingerprint
 from gdlab.data.scaling import Scaler, expand_powers, original_units, power_names
 from gdlab.errors import GdlabError, GdlabWarning
 from gdlab.history import History
+from gdlab.interrupts import Interrupts
 from gdlab.losses import make_loss, wants_class_indices
 from gdlab.models import ModelSpec, build_model
 from gdlab.optim.registry import make_optimizer
 from gdlab.optim.schedules import make_schedule
 from gdlab.result import FitResult
-from gdlab.train.loop import Split, Stopping, train
+from gdlab.train.loop import LoopState, Split, Stopping, train
 
 MAX_RECORDED_PARAMETERS = 20
 
@@ -36,12 +37,22 @@ def fit(
     loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     feature_names: list[str] | None = None,
     on_epoch: Callable[[History], None] | None = None,
+    resume: FitResult | None = None,
+    stop: Callable[[], bool] | None = None,
+    checkpoint: Callable[[FitResult], object] | None = None,
+    checkpoint_every: int = 0,
     **options: Any,
 ) -> FitResult:
     """Fit a model by gradient descent; options are those of `gdlab fit` (see `gdlab.FitOptions`).
 
     `model` is a name (linear, logistic, softmax, poly:K, mlp:H1,H2) or any `torch.nn.Module`
     taking (n, d) inputs; with a module, `loss` may be any callable (outputs, targets) -> loss.
+
+    `resume` continues an earlier result (its model, optimizer, RNG and loop state, scalers and
+    classes) up to `epochs`; on the same data this equals one uninterrupted run bit for bit.
+    `stop` is polled after every step; by default Ctrl-C and SIGTERM stop the run cleanly with
+    status "interrupted". `checkpoint` receives a resumable result every `checkpoint_every`
+    epochs.
 
     Example:
         >>> result = fit([[1.0], [2.0], [3.0], [4.0]], [2.0, 4.0, 6.0, 8.0], lr=0.1, epochs=500)
@@ -56,10 +67,22 @@ def fit(
     matrix, names = as_matrix(X)
     names = list(feature_names) if feature_names is not None else names
     target = as_vector(y, len(matrix))
+    if resume is not None and resume.custom_model != custom:
+        raise GdlabError("resume: give the same kind of model (named or nn.Module) as before.")
     trainer = _Trainer(
-        opts, matrix, target, names, custom_model=model if isinstance(model, nn.Module) else None
+        opts,
+        matrix,
+        target,
+        names,
+        custom_model=model if isinstance(model, nn.Module) else None,
+        previous=resume,
     )
-    return trainer.run(custom_loss, on_epoch)
+    if stop is not None:
+        return trainer.run(custom_loss, on_epoch, stop, checkpoint, checkpoint_every)
+    with Interrupts() as interrupts:
+        return trainer.run(
+            custom_loss, on_epoch, interrupts.requested, checkpoint, checkpoint_every
+        )
 
 
 class _Trainer:
@@ -72,14 +95,19 @@ class _Trainer:
         y: FloatArray,
         names: list[str],
         custom_model: nn.Module | None,
+        previous: FitResult | None = None,
     ) -> None:
         self.opts, self.names, self.custom_model = opts, names, custom_model
+        self.previous = previous
         self.spec = ModelSpec.parse(opts.model)
         self.warnings: list[str] = []
         self.classes: list[int] | None = None
+        self.fingerprint = fingerprint(X, y)
         self.y = y
         if opts.is_classifier and custom_model is None:
-            codes, self.classes = class_labels(y, "target")
+            codes, self.classes = class_labels(
+                y, "target", previous.classes_ if previous is not None else None
+            )
             if opts.resolved_loss == "bce" and len(self.classes) != 2:
                 raise GdlabError(
                     f"loss bce needs exactly two classes; the target has {len(self.classes)} "
@@ -103,7 +131,17 @@ class _Trainer:
                 f"value from 1 to {n_train}, or full."
             )
         Z_train = self.Z[self.train_rows]
-        self.x_scaler = Scaler.fit(Z_train, center=opts.intercept, enabled=opts.standardize)
+        regression = not opts.is_classifier
+        if previous is not None and previous.x_scaler and previous.y_scaler:
+            self.x_scaler, self.y_scaler = previous.x_scaler, previous.y_scaler
+        else:
+            self.x_scaler = Scaler.fit(Z_train, center=opts.intercept, enabled=opts.standardize)
+            self.y_scaler = Scaler.fit(
+                self.y[self.train_rows, None],
+                center=opts.intercept,
+                enabled=opts.standardize and regression and custom_model is None,
+                target=True,
+            )
         constant = [
             name
             for name, spread in zip(
@@ -116,13 +154,6 @@ class _Trainer:
                 f"feature {', '.join(constant)} is constant in the training rows; it cannot "
                 f"explain the target and gets coefficient 0 (or shares the intercept)."
             )
-        regression = not opts.is_classifier
-        self.y_scaler = Scaler.fit(
-            self.y[self.train_rows, None],
-            center=opts.intercept,
-            enabled=opts.standardize and regression and custom_model is None,
-            target=True,
-        )
         self.curvature: Curvature | None = None
         self.raw_condition: float | None = None
         if (
@@ -171,32 +202,61 @@ class _Trainer:
         self,
         custom_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
         on_epoch: Callable[[History], None] | None,
+        stop: Callable[[], bool],
+        checkpoint: Callable[[FitResult], object] | None = None,
+        checkpoint_every: int = 0,
     ) -> FitResult:
-        opts, device = self.opts, self._device()
+        opts, device, previous = self.opts, self._device(), self.previous
         loss_fn = custom_loss if custom_loss is not None else make_loss(opts.resolved_loss)
-        outputs = len(self.classes) if opts.resolved_loss == "cross-entropy" and self.classes else 1
-        torch.manual_seed(opts.seed)  # first random draw: the modules' initial parameters
-        net = self.custom_model or build_model(
-            self.spec,
-            self.Z.shape[1],
-            outputs,
-            intercept=opts.intercept,
-            activation=opts.activation,
-        )
-        net.to(device=device, dtype=getattr(torch, opts.dtype))
+        if previous is not None and previous.optimizer and previous.generator:
+            net, optimizer, generator = previous.model, previous.optimizer, previous.generator
+            net.to(device=device, dtype=getattr(torch, opts.dtype))
+            optimizer.load_state_dict(optimizer.state_dict())  # moves its state to the device
+            state, history = previous.loop_state or LoopState(), previous.history.copy()
+        else:
+            net = self._build_model(device)
+            optimizer = make_optimizer(
+                opts.optimizer,
+                net.parameters(),
+                lr=opts.lr,
+                momentum=opts.momentum,
+                weight_decay=opts.weight_decay,
+            )
+            generator = torch.Generator().manual_seed(opts.seed)
+            state, history = LoopState(), History()
         X, y = self._tensors(self.train_rows, loss_fn, device)
         split = Split(X, y)
         if len(self.val_rows):
             split.X_val, split.y_val = self._tensors(self.val_rows, loss_fn, device)
-        optimizer = make_optimizer(
-            opts.optimizer,
-            net.parameters(),
-            lr=opts.lr,
-            momentum=opts.momentum,
-            weight_decay=opts.weight_decay,
-        )
-        generator = torch.Generator().manual_seed(opts.seed)
         scale = self._loss_scale()
+
+        def result(status: str, state: LoopState, history: History, message: str) -> FitResult:
+            coef, intercept = self._coefficients(net)
+            return FitResult(
+                model=net,
+                history=history,
+                status=status,
+                options=opts,
+                feature_names=self.names,
+                coef_=coef,
+                intercept_=intercept,
+                classes_=self.classes,
+                message=message,
+                warnings=self.warnings,
+                curvature=self.curvature,
+                x_scaler=self.x_scaler,
+                y_scaler=self.y_scaler,
+                optimizer=optimizer,
+                generator=generator,
+                custom_model=self.custom_model is not None,
+                loop_state=state,
+                fingerprint=self.fingerprint,
+            )
+
+        def save_point(state: LoopState, history: History) -> None:
+            if checkpoint is not None:
+                checkpoint(result("running", state, history, ""))
+
         outcome = train(
             net,
             loss_fn,
@@ -210,13 +270,19 @@ class _Trainer:
             loss_scale=scale,
             record=self._recorder(net),
             on_epoch=on_epoch,
+            state=state,
+            history=history,
+            stop=stop,
+            checkpoint=save_point,
+            checkpoint_every=checkpoint_every,
         )
         message = ""
         if outcome.status == "diverged":
+            start = outcome.state.start_loss
             message = explain_divergence(
                 epoch=outcome.diverged_epoch or 0,
                 loss=(outcome.diverged_loss or math.inf) * scale,
-                start_loss=None if outcome.start_loss is None else outcome.start_loss * scale,
+                start_loss=None if start is None else start * scale,
                 lr=opts.lr,
                 optimizer=opts.optimizer,
                 momentum=opts.momentum,
@@ -229,25 +295,20 @@ class _Trainer:
                 f"stopped at the epoch limit ({opts.epochs}) while the loss was still improving "
                 f"by more than tol={opts.tol:g} x loss; raise --epochs or --lr, or loosen --tol."
             )
-        coef, intercept = self._coefficients(net)
-        return FitResult(
-            model=net,
-            history=outcome.history,
-            status=outcome.status,
-            options=opts,
-            feature_names=self.names,
-            coef_=coef,
-            intercept_=intercept,
-            classes_=self.classes,
-            message=message,
-            warnings=self.warnings,
-            curvature=self.curvature,
-            x_scaler=self.x_scaler,
-            y_scaler=self.y_scaler,
-            optimizer=optimizer,
-            generator=generator,
-            custom_model=self.custom_model is not None,
+        return result(outcome.status, outcome.state, outcome.history, message)
+
+    def _build_model(self, device: torch.device) -> nn.Module:
+        opts = self.opts
+        outputs = len(self.classes) if opts.resolved_loss == "cross-entropy" and self.classes else 1
+        torch.manual_seed(opts.seed)  # first random draw: the modules' initial parameters
+        net = self.custom_model or build_model(
+            self.spec,
+            self.Z.shape[1],
+            outputs,
+            intercept=opts.intercept,
+            activation=opts.activation,
         )
+        return net.to(device=device, dtype=getattr(torch, opts.dtype))
 
     def _loss_scale(self) -> float:
         """Losses are reported in the target's units: MSE scales by sy², MAE by sy."""

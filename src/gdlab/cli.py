@@ -7,6 +7,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -85,40 +86,81 @@ def datasets() -> None:
 
 
 @cli.command()
-@click.argument("data")
+@click.argument("data", required=False)
 @click.option("--target", help="column to predict (default for built-in data sets: theirs)")
 @click.option("--features", help="comma-separated feature columns (default: every other column)")
 @training_options
 @click.option("--out", type=click.Path(path_type=Path), help="run folder  [default: runs/<time>]")
 @click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
 @click.option(
-    "--log-every", type=int, default=100, show_default=True, help="epochs between log lines"
+    "--resume",
+    type=click.Path(path_type=Path),
+    help="continue the run in this folder (to --epochs); data and options come from it",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="epochs between checkpoints (0: only at the end or when stopped)",
+)
+@click.option(
+    "--log-every",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="epochs between log lines",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="print one JSON object on stdout, nothing else"
 )
 def fit(
-    data: str,
+    data: str | None,
     target: str | None,
     features: str | None,
     out: Path | None,
     overwrite: bool,
+    resume: Path | None,
+    checkpoint_every: int,
     log_every: int,
     as_json: bool,
     **raw: Any,
 ) -> None:
-    """Fit a model to DATA (a CSV, Parquet, .npz or .npy file, or a built-in data set)."""
+    """Fit a model to DATA (a CSV, Parquet, .npz or .npy file, or a built-in data set).
+
+    Ctrl-C or SIGTERM stops after the current step and saves the run; `--resume RUN_DIR`
+    continues it exactly where it stopped.
+    """
     raw["batch_size"] = _batch_size(raw["batch_size"])
+    for name, value, low in (
+        ("log_every", log_every, 1),
+        ("checkpoint_every", checkpoint_every, 0),
+    ):
+        if value < low:
+            raise GdlabError(
+                f"The '{name}' option must be an integer >= {low}. Got {value} instead."
+            )
+    context = click.get_current_context()
+    given = {
+        name: value
+        for name, value in raw.items()
+        if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    }
+    columns = None if features is None else [name.strip() for name in features.split(",")]
+    run = _RunSettings(checkpoint_every, log_every, as_json)
+    if resume is not None:
+        _resume(resume, data, target, columns, given, out, run)
+        return
+    if data is None:
+        raise GdlabError(
+            "DATA is missing: give a CSV, Parquet, .npz or .npy file or a built-in data set "
+            "(gdlab datasets), or --resume RUN_DIR."
+        )
     from gdlab.data.builtin import DATASETS
 
-    model_given = click.get_current_context().get_parameter_source("model")
-    if data in DATASETS and model_given is click.core.ParameterSource.DEFAULT:
+    if data in DATASETS and "model" not in given:
         raw["model"] = DATASETS[data].model  # each built-in set comes with its natural model
     options = make_options(**raw)  # every option is checked before any data is read
-    if log_every < 1:
-        raise GdlabError(
-            f"The 'log_every' option must be an integer >= 1. Got {log_every} instead."
-        )
     from gdlab.runs import check_out_dir, default_out_dir
 
     out = out or default_out_dir()
@@ -129,24 +171,126 @@ def fit(
         raise GdlabError(f"--target is required: name the column of {source} to predict.")
     from gdlab.data.columns import select
 
-    columns = None if features is None else [name.strip() for name in features.split(",")]
     X, y, names = select(frame, source, target, columns)
-    result = _train(X, y, names, options, log_every=log_every, quiet=as_json)
+    from gdlab.runs import RunLock
+
+    with RunLock(out):
+        check_out_dir(out, overwrite=overwrite)  # another process may have filled it meanwhile
+        saved = _SavedRun(out, target, source, _data_path(data))
+        _run(X, y, names, options, saved, run, previous=None)
+
+
+@dataclass(frozen=True)
+class _RunSettings:
+    checkpoint_every: int
+    log_every: int
+    as_json: bool
+
+
+@dataclass(frozen=True)
+class _SavedRun:
+    """Where a run is written and what it records about its data."""
+
+    out: Path
+    target: str
+    source: str
+    data_path: str | None
+
+
+def _data_path(data: str) -> str | None:
+    """An absolute path for a file (a resumed run finds it from anywhere); None for built-ins."""
+    from gdlab.data.builtin import DATASETS
+
+    if data in DATASETS and not Path(data).exists():
+        return None
+    return str(Path(data).resolve())
+
+
+def _resume(
+    run_dir: Path,
+    data: str | None,
+    target: str | None,
+    columns: list[str] | None,
+    given: dict[str, Any],
+    out: Path | None,
+    run: _RunSettings,
+) -> None:
+    if out is not None and out.resolve() != run_dir.resolve():
+        raise GdlabError("--resume writes into the run's own folder; drop --out.")
+    from gdlab.runs import MODEL_FILE, RunLock, load_run, resume_options
+
+    if not run_dir.is_dir():
+        raise GdlabError(f"--resume {run_dir}: no such run folder.")
+    with RunLock(run_dir):
+        previous, state = load_run(run_dir)
+        options, notes = resume_options(state, given, run_dir / MODEL_FILE)
+        for name, value, saved in (("target", target, state["target"]),
+                                   ("features", columns, state["features"])):  # fmt: skip
+            if value is not None and value != saved:
+                raise GdlabError(
+                    f"{run_dir} was trained with --{name} {saved}; drop --{name} to resume."
+                )
+        data = data or state["data_path"] or state["data"]
+        assert data is not None
+        source, frame, _ = _load(data)
+        from gdlab.data.arrays import as_matrix, as_vector, fingerprint
+        from gdlab.data.columns import select
+
+        X, y, names = select(frame, source, state["target"], state["features"])
+        matrix = as_matrix(X)[0]
+        if fingerprint(matrix, as_vector(y, len(matrix))) != state["fingerprint"]:
+            raise GdlabError(
+                f"{source} is not the data {run_dir} was trained on (its rows or values "
+                f"differ); resume with the original data, or start a new run."
+            )
+        for note in notes:
+            warn(note)
+        if not run.as_json:
+            click.echo(
+                f"resuming {run_dir} after epoch {len(previous.history)} of {options.epochs}"
+            )
+        saved = _SavedRun(run_dir, state["target"], state["data"], state["data_path"])
+        _run(X, y, names, options, saved, run, previous=previous)
+
+
+def _run(
+    X: Any,
+    y: Any,
+    names: list[str],
+    options: FitOptions,
+    saved: _SavedRun,
+    run: _RunSettings,
+    previous: FitResult | None,
+) -> None:
+    """Train with checkpoints, save, report; Ctrl-C and SIGTERM end in a saved, resumable run."""
+    from gdlab.interrupts import Interrupts
     from gdlab.runs import save_run
 
-    summary = save_run(result, out, target=target, source=source)
+    def save(result: FitResult) -> dict[str, Any]:
+        return save_run(
+            result, saved.out, target=saved.target, source=saved.source, data_path=saved.data_path
+        )
+
+    with Interrupts() as interrupts:  # also covers the final save: a second Ctrl-C waits for it
+        result = _train(X, y, names, options, run, previous, interrupts.requested, save)
+        summary = save(result)
     for message in result.warnings:
         warn(message)
-    if as_json:
+    if run.as_json:
         keys = ("status", "epochs", "loss", "val_loss", "coef", "intercept", "out")
         click.echo(json.dumps({key: summary[key] for key in keys if key in summary}))
     else:
-        _print_result(result, summary, out)
+        _print_result(result, summary, saved.out)
     if result.status == "diverged":
         click.echo(f"gdlab: {result.message}", err=True)
         sys.exit(EXIT_DIVERGED)
     if result.status == "interrupted":
-        sys.exit(EXIT_INTERRUPTED)
+        click.echo(
+            f"gdlab: interrupted after epoch {len(result.history)}; continue with: "
+            f"gdlab fit --resume {saved.out}",
+            err=True,
+        )
+        sys.exit(interrupts.exit_code)
 
 
 def _load(data: str) -> tuple[str, Any, str | None]:
@@ -160,16 +304,32 @@ def _load(data: str) -> tuple[str, Any, str | None]:
 
 
 def _train(
-    X: Any, y: Any, names: list[str], options: FitOptions, *, log_every: int, quiet: bool
+    X: Any,
+    y: Any,
+    names: list[str],
+    options: FitOptions,
+    run: _RunSettings,
+    previous: FitResult | None,
+    stop: Callable[[], bool],
+    save: Callable[[FitResult], object],
 ) -> FitResult:
     from gdlab.api import fit as fit_model
 
-    progress = _Progress(options.epochs, log_every=log_every, quiet=quiet)
+    done = len(previous.history) if previous is not None else 0
+    progress = _Progress(options.epochs, done, log_every=run.log_every, quiet=run.as_json)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GdlabWarning)  # printed once, after the run
         try:
             return fit_model(
-                X, y, feature_names=names, on_epoch=progress.update, **options.to_dict()
+                X,
+                y,
+                feature_names=names,
+                on_epoch=progress.update,
+                resume=previous,
+                stop=stop,
+                checkpoint=save,
+                checkpoint_every=run.checkpoint_every,
+                **options.to_dict(),
             )
         finally:
             progress.close()
@@ -178,13 +338,13 @@ def _train(
 class _Progress:
     """Log lines every N epochs on stdout (stderr with --json); a bar on a terminal."""
 
-    def __init__(self, epochs: int, *, log_every: int, quiet: bool) -> None:
+    def __init__(self, epochs: int, done: int, *, log_every: int, quiet: bool) -> None:
         self.log_every, self.quiet = log_every, quiet
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=epochs, unit="epoch", leave=False, file=sys.stderr)
+            self.bar = tqdm(total=epochs, initial=done, unit="epoch", leave=False, file=sys.stderr)
 
     def update(self, history: History) -> None:
         epoch, loss = history.epoch[-1], history.train_loss[-1]
@@ -288,10 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{error.format_message()} See `gdlab {_command(argv)} --help`.")
     except click.UsageError as error:
         fail(error.format_message().replace("\n", " "))
-    except click.exceptions.Abort:
-        click.echo("gdlab: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):  # outside training: nothing to save
         click.echo("gdlab: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
 

@@ -7,6 +7,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gdlab.atomic import write_text
 
@@ -41,6 +42,26 @@ class History:
         self.grad_norm.append(grad_norm)
         for name, value in (params or {}).items():
             self.params.setdefault(name, []).append(value)
+
+    def copy(self) -> History:
+        return History.from_dict(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists (what a checkpoint stores)."""
+        return {
+            "epoch": list(self.epoch),
+            "train_loss": list(self.train_loss),
+            "val_loss": list(self.val_loss),
+            "lr": list(self.lr),
+            "grad_norm": list(self.grad_norm),
+            "params": {name: list(values) for name, values in self.params.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        fields = {name: list(data[name]) for name in ("epoch", *FIXED_COLUMNS[1:])}
+        params = {name: list(values) for name, values in data["params"].items()}
+        return cls(**fields, params=params)
 
     def __len__(self) -> int:
         return len(self.epoch)

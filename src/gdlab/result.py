@@ -16,6 +16,7 @@ from gdlab.data.scaling import Scaler, expand_powers, power_names
 from gdlab.errors import GdlabError
 from gdlab.history import History
 from gdlab.models import ModelSpec
+from gdlab.train.loop import LoopState
 
 
 @dataclass
@@ -38,6 +39,8 @@ class FitResult:
     optimizer: torch.optim.Optimizer | None = None
     generator: torch.Generator | None = None
     custom_model: bool = False
+    loop_state: LoopState | None = None
+    fingerprint: str | None = None
 
     @property
     def n_iter_(self) -> int:

@@ -1,4 +1,11 @@
-"""A run's folder: model.pt (enough to predict and to continue), history.csv, summary.json."""
+"""A run's folder: model.pt (enough to predict and to continue), history.csv, summary.json.
+
+model.pt is the checkpoint: options, data fingerprint, scalers, model, optimizer, RNG and loop
+states, and the history itself, so that one atomic file always describes one consistent point
+of the run; history.csv and summary.json are views of it for people and other tools. A lock
+file keeps two processes out of one folder; the operating system drops it with its process, so
+a killed run never blocks the next one.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import filelock
 import torch
 
 from gdlab.atomic import write_bytes, write_text
@@ -17,10 +25,15 @@ from gdlab.data.scaling import Scaler
 from gdlab.errors import GdlabError
 from gdlab.history import History
 from gdlab.models import ModelSpec, build_model
+from gdlab.optim.registry import make_optimizer
 from gdlab.result import FitResult
+from gdlab.train.loop import LoopState
 
-FORMAT = 1
+FORMAT = 2
 MODEL_FILE, HISTORY_FILE, SUMMARY_FILE = "model.pt", "history.csv", "summary.json"
+LOCK_FILE = ".gdlab.lock"
+# Options a resumed run may change; every other option is part of what was trained.
+RESUMABLE_OPTIONS = ("epochs", "tol", "patience", "device")
 
 
 def default_out_dir(root: Path = Path("runs")) -> Path:
@@ -36,7 +49,7 @@ def check_out_dir(out: Path, *, overwrite: bool) -> None:
     """Refuse a folder that holds anything unless overwriting was asked for."""
     if out.exists() and not out.is_dir():
         raise GdlabError(f"--out {out} is a file; give a folder path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and not overwrite:
         raise GdlabError(
             f"--out {out} exists and is not empty; choose another folder or pass --overwrite."
         )
@@ -92,8 +105,36 @@ def coefficients(result: FitResult) -> dict[str, Any]:
     }
 
 
-def save_run(result: FitResult, out: Path, *, target: str, source: str) -> dict[str, Any]:
-    """Write the three files atomically and return the summary."""
+class RunLock:
+    """Hold `folder`/.gdlab.lock for the life of a run; a folder in use is refused at once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.lock: filelock.BaseFileLock | None = None
+
+    def __enter__(self) -> RunLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(self.folder / LOCK_FILE, timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise GdlabError(
+                f"{self.folder} is in use by another gdlab process (lock {LOCK_FILE}); wait for "
+                f"it to finish or choose another folder."
+            ) from None
+        self.lock = lock
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def save_run(
+    result: FitResult, out: Path, *, target: str, source: str, data_path: str | None = None
+) -> dict[str, Any]:
+    """Write the checkpoint, history and summary, each atomically, and return the summary."""
+    loop = result.loop_state.to_dict() if result.loop_state is not None else None
     state = {
         "format": FORMAT,
         "options": result.options.to_dict(),
@@ -109,23 +150,34 @@ def save_run(result: FitResult, out: Path, *, target: str, source: str) -> dict[
         "generator_state": result.generator.get_state() if result.generator else None,
         "epochs_done": len(result.history),
         "status": result.status,
+        "loop_state": loop,
+        "history": result.history.to_dict(),
+        "fingerprint": result.fingerprint,
+        "data": source,
+        "data_path": data_path,
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = summary(result, out, target=target, source=source)
-    write_bytes(out / MODEL_FILE, buffer.getvalue())
+    write_bytes(out / MODEL_FILE, buffer.getvalue())  # first: the views never run ahead of it
     result.history.save(out / HISTORY_FILE)
     write_text(out / SUMMARY_FILE, json.dumps(data, indent=2) + "\n")
     return data
 
 
 def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
-    """Rebuild a run's model for prediction; a missing or damaged file names itself."""
+    """Rebuild a run (model, optimizer, RNG, loop state, history) to predict with or continue.
+
+    A missing, truncated or foreign file is refused with a message naming it.
+    """
     path = run_dir / MODEL_FILE
     if not path.is_file():
         raise GdlabError(f"{run_dir} is not a gdlab run folder: {MODEL_FILE} is missing.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint holds tensors and plain values, never code to run
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError("format")
         options = FitOptions(**state["options"])
         spec = ModelSpec.parse(options.model)
         model = build_model(
@@ -136,14 +188,27 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
             activation=options.activation,
         ).to(getattr(torch, options.dtype))
         model.load_state_dict(state["model_state"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as error:
+        optimizer = make_optimizer(
+            options.optimizer,
+            model.parameters(),
+            lr=options.lr,
+            momentum=options.momentum,
+            weight_decay=options.weight_decay,
+        )
+        if state["optimizer_state"] is not None:
+            optimizer.load_state_dict(state["optimizer_state"])
+        generator = torch.Generator()
+        if state["generator_state"] is not None:
+            generator.set_state(state["generator_state"])
+        loop = LoopState.from_dict(state["loop_state"]) if state["loop_state"] else None
+        history = History.from_dict(state["history"])
+        x_scaler = Scaler.from_dict(state["x_scaler"]) if state["x_scaler"] else None
+        y_scaler = Scaler.from_dict(state["y_scaler"]) if state["y_scaler"] else None
+    except Exception as error:  # any unpickling failure means the same thing to the user
         raise GdlabError(
-            f"{path} is damaged or not a gdlab model ({type(error).__name__})."
+            f"{path} is damaged, truncated or not a gdlab {FORMAT} checkpoint "
+            f"({type(error).__name__}); nothing was changed. Start a new run in another folder."
         ) from None
-    history_path = run_dir / HISTORY_FILE
-    history = History.load(history_path) if history_path.is_file() else History()
-    x_scaler = Scaler.from_dict(state["x_scaler"]) if state["x_scaler"] else None
-    y_scaler = Scaler.from_dict(state["y_scaler"]) if state["y_scaler"] else None
     result = FitResult(
         model=model,
         history=history,
@@ -155,8 +220,50 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
         classes_=state["classes"],
         x_scaler=x_scaler,
         y_scaler=y_scaler,
+        optimizer=optimizer,
+        generator=generator,
+        loop_state=loop,
+        fingerprint=state["fingerprint"],
     )
     return result, state
+
+
+def resume_options(
+    state: dict[str, Any], given: dict[str, Any], path: Path
+) -> tuple[FitOptions, list[str]]:
+    """The saved options with the resumable ones the command gives; any other change refused.
+
+    Returns the options and notes for the user (e.g. a schedule that depends on --epochs).
+    """
+    saved = dict(state["options"])
+    for name, value in given.items():
+        if name in RESUMABLE_OPTIONS or value == saved[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        raise GdlabError(
+            f"{path} was trained with {flag} {saved[name]}, this command gives {value}; only "
+            f"{', '.join('--' + o for o in RESUMABLE_OPTIONS)} may change on --resume. Drop "
+            f"{flag}, or start a new run."
+        )
+    options = FitOptions(**(saved | {k: v for k, v in given.items() if k in RESUMABLE_OPTIONS}))
+    done = int(state["epochs_done"])
+    if state["status"] == "diverged":
+        raise GdlabError(
+            f"{path} is from a diverged run; resuming would diverge again. Start a new run with a "
+            f"lower --lr."
+        )
+    if options.epochs < done:
+        raise GdlabError(
+            f"--epochs {options.epochs} is below the {done} epochs {path.parent} has done; give "
+            f"--epochs above {done} to train further."
+        )
+    notes = []
+    if options.schedule == "cosine" and options.epochs != saved["epochs"] and done:
+        notes.append(
+            f"the cosine schedule now spans {options.epochs} epochs; the {done} epochs already "
+            f"done followed a {saved['epochs']}-epoch schedule."
+        )
+    return options, notes
 
 
 def _n_outputs(result: FitResult) -> int:

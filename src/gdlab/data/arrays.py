@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -49,14 +50,37 @@ def as_vector(y: Any, n_rows: int) -> FloatArray:
     return array
 
 
-def class_labels(y: FloatArray, source: str) -> tuple[IntArray, list[int]]:
-    """Integer class labels mapped to 0..K-1, and the original labels in order."""
+def fingerprint(X: FloatArray, y: FloatArray) -> str:
+    """A digest of the training data, so that a resumed run can tell it got the same data."""
+    digest = hashlib.sha256()
+    for array in (X, y):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def class_labels(
+    y: FloatArray, source: str, known: list[int] | None = None
+) -> tuple[IntArray, list[int]]:
+    """Integer class labels mapped to 0..K-1, and the original labels in order.
+
+    With `known` (a model trained before), labels map onto those classes and no others.
+    """
     if not np.all(y == np.round(y)):
         row = int(np.flatnonzero(y != np.round(y))[0])
         raise GdlabError(
             f"{source}: a classification target needs integer class labels; row {row + 1} has "
             f"{y[row]!r}. Encode the classes as 0, 1, 2, ... (or use a regression loss)."
         )
+    if known is not None:
+        unseen = sorted(set(np.unique(y.astype(np.int64)).tolist()) - set(known))
+        if unseen:
+            raise GdlabError(
+                f"{source}: class {unseen[0]} is not one of the model's classes "
+                f"({', '.join(map(str, known))}); train a new model to add classes."
+            )
+        codes = np.searchsorted(np.asarray(known), y.astype(np.int64))
+        return codes.astype(np.int64), list(known)
     classes, codes = np.unique(y.astype(np.int64), return_inverse=True)
     if len(classes) < 2:
         raise GdlabError(

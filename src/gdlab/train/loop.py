@@ -1,7 +1,9 @@
-"""The training loop: batches, steps, stopping rules and the divergence guard.
+"""The training loop: batches, steps, stopping rules, the divergence guard and checkpoints.
 
 It computes and returns data (a history, a status and when it stopped); the caller decides what
-to print. Each step is the tutorials' loop: forward, loss, zero_grad, backward, optimizer.step().
+to print and what to write. Each step is the tutorials' loop: forward, loss, zero_grad,
+backward, optimizer.step(). Everything the loop carries from one step to the next lives in a
+`LoopState`, so a run stopped anywhere (even inside an epoch) continues bit for bit.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,14 +43,44 @@ class Stopping:
 
 
 @dataclass
+class LoopState:
+    """Where the loop is: enough, with the model, optimizer and RNG states, to continue exactly.
+
+    `position` > 0 means the run stopped inside an epoch: `order` is that epoch's row order,
+    `total`/`seen` its running loss sum, and `epoch_start` the parameters to roll back to if
+    the rest of the epoch diverges. `current` holds the last parameters when the model was set
+    to the best validation epoch at the end.
+    """
+
+    epoch: int = 0
+    start_loss: float | None = None
+    best: float = math.inf
+    waited: int = 0
+    best_params: list[torch.Tensor] | None = None
+    order: torch.Tensor | None = None
+    position: int = 0
+    total: float = 0.0
+    seen: int = 0
+    epoch_start: list[torch.Tensor] | None = None
+    current: list[torch.Tensor] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> LoopState:
+        return cls(**{name: state[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass
 class Outcome:
     """How training ended. `status` is converged, max_epochs, diverged or interrupted."""
 
     status: str
     history: History
+    state: LoopState
     diverged_epoch: int | None = None
     diverged_loss: float | None = None
-    start_loss: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -65,93 +98,118 @@ def train(
     loss_scale: float = 1.0,
     record: Callable[[], dict[str, float]] | None = None,
     on_epoch: Callable[[History], None] | None = None,
+    state: LoopState | None = None,
+    history: History | None = None,
+    stop: Callable[[], bool] | None = None,
+    checkpoint: Callable[[LoopState, History], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> Outcome:
-    """Train in place; on divergence the parameters are rolled back to the last finite ones.
+    """Train in place from `state` (a fresh start by default) until `stopping` or `stop()`.
 
-    `loss_scale` converts recorded losses to the target's units (training may run standardized).
+    `stop` is polled after every optimisation step; `checkpoint` is called every
+    `checkpoint_every` epochs. On divergence the parameters are rolled back to the last finite
+    ones. `loss_scale` converts recorded losses to the target's units (training may run
+    standardized).
     """
+    state = state or LoopState()
+    history = history or History()
     params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
+    if state.current is not None:
+        _restore(params, state.current)
+        state.current = None
     last_good = [p.detach().clone() for p in params]
+    if state.epoch_start is not None:
+        _restore(last_good, state.epoch_start)
     # Early stopping on validation keeps the best epoch's parameters in buffers allocated once.
-    best_state = [p.detach().clone() for p in params] if data.X_val is not None else None
-    history = History()
+    monitor_validation = data.X_val is not None
+    if monitor_validation and state.best_params is None:
+        state.best_params = [p.detach().clone() for p in params]
     n = data.X.shape[0]
     size = n if batch_size is None else batch_size
-    start_loss: float | None = None
-    best, waited = math.inf, 0
-    status = "max_epochs"
-    monitor_validation = data.X_val is not None
 
-    try:
-        for epoch in range(stopping.epochs):
-            lr = schedule(epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+    def stopped(status: str) -> Outcome:
+        return Outcome(status, history, state)
+
+    while state.epoch < stopping.epochs:
+        if state.waited >= stopping.patience:
+            break
+        epoch = state.epoch
+        lr = schedule(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if state.position == 0:
             _restore(last_good, params)  # the point to roll back to if this epoch diverges
-            order = None if size >= n else torch.randperm(n, generator=generator)
-            total, steps = 0.0, 0
-            for begin in range(0, n, size):
-                rows = None if order is None else order[begin : begin + size].to(data.X.device)
-                X = data.X if rows is None else data.X[rows]
-                y = data.y if rows is None else data.y[rows]
-                loss = loss_fn(model(X), y)
-                objective = loss + l1 * l1_penalty(model) if l1 else loss
-                optimizer.zero_grad()
-                objective.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-                value = loss.item()
-                if not math.isfinite(value):
-                    return _diverged(history, epoch + 1, value, start_loss, params, last_good)
-                total += value * X.shape[0]
-                steps += X.shape[0]
-            train_loss = total / steps
-            if start_loss is None:
-                start_loss = train_loss
-            elif start_loss > 0 and train_loss > DIVERGENCE_FACTOR * start_loss:
-                return _diverged(history, epoch + 1, train_loss, start_loss, params, last_good)
-            if not all(bool(torch.isfinite(p).all()) for p in params):
-                return _diverged(history, epoch + 1, math.inf, start_loss, params, last_good)
-            val_loss = _evaluate(model, loss_fn, data)
-            history.append(
-                epoch + 1,
-                train_loss * loss_scale,
-                val_loss * loss_scale,
-                lr,
-                _grad_norm(params),
-                record() if record else None,
+            state.order = None if size >= n else torch.randperm(n, generator=generator)
+            state.total, state.seen = 0.0, 0
+        while state.position < n:
+            begin = state.position
+            rows = (
+                None if state.order is None else state.order[begin : begin + size].to(data.X.device)
             )
-            if on_epoch is not None:
-                on_epoch(history)
-            watched = val_loss if monitor_validation else train_loss
-            if best == math.inf or watched < best - stopping.tol * abs(best):
-                best, waited = watched, 0
-                if best_state is not None:
-                    _restore(best_state, params)
-            else:
-                waited += 1
-                if waited >= stopping.patience:
-                    status = "converged"
-                    break
-    except KeyboardInterrupt:
-        _restore(params, last_good)
-        return Outcome("interrupted", history, start_loss=start_loss)
-    if best_state is not None:
-        _restore(params, best_state)
-    return Outcome(status, history, start_loss=start_loss)
+            X = data.X if rows is None else data.X[rows]
+            y = data.y if rows is None else data.y[rows]
+            loss = loss_fn(model(X), y)
+            objective = loss + l1 * l1_penalty(model) if l1 else loss
+            optimizer.zero_grad()
+            objective.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                return _diverged(history, state, epoch + 1, value, params, last_good)
+            state.total += value * X.shape[0]
+            state.seen += X.shape[0]
+            state.position = min(begin + size, n)
+            if state.position < n and stop is not None and stop():
+                state.epoch_start = [t.clone() for t in last_good]
+                return stopped("interrupted")
+        state.position, state.order, state.epoch_start = 0, None, None
+        train_loss = state.total / state.seen
+        if state.start_loss is None:
+            state.start_loss = train_loss
+        elif state.start_loss > 0 and train_loss > DIVERGENCE_FACTOR * state.start_loss:
+            return _diverged(history, state, epoch + 1, train_loss, params, last_good)
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            return _diverged(history, state, epoch + 1, math.inf, params, last_good)
+        val_loss = _evaluate(model, loss_fn, data)
+        history.append(
+            epoch + 1,
+            train_loss * loss_scale,
+            val_loss * loss_scale,
+            lr,
+            _grad_norm(params),
+            record() if record else None,
+        )
+        state.epoch = epoch + 1
+        if on_epoch is not None:
+            on_epoch(history)
+        watched = val_loss if monitor_validation else train_loss
+        if state.best == math.inf or watched < state.best - stopping.tol * abs(state.best):
+            state.best, state.waited = watched, 0
+            if state.best_params is not None:
+                _restore(state.best_params, params)
+        else:
+            state.waited += 1
+        if stop is not None and stop():
+            return stopped("interrupted")
+        if checkpoint is not None and checkpoint_every and state.epoch % checkpoint_every == 0:
+            checkpoint(state, history)
+    status = "converged" if state.waited >= stopping.patience else "max_epochs"
+    if state.best_params is not None:
+        state.current = [p.detach().clone() for p in params]
+        _restore(params, state.best_params)
+    return stopped(status)
 
 
 def _diverged(
     history: History,
+    state: LoopState,
     epoch: int,
     loss: float,
-    start_loss: float | None,
     params: list[torch.Tensor],
     last_good: list[torch.Tensor],
 ) -> Outcome:
     _restore(params, last_good)
-    return Outcome(
-        "diverged", history, diverged_epoch=epoch, diverged_loss=loss, start_loss=start_loss
-    )
+    return Outcome("diverged", history, state, diverged_epoch=epoch, diverged_loss=loss)
 
 
 @torch.no_grad()

@@ -1,0 +1,56 @@
+"""Ctrl-C and SIGTERM become a request to stop at the next step, never an exception mid-step.
+
+While an `Interrupts` block is active (main thread only: Python delivers signals there), the
+first SIGINT or SIGTERM sets a flag that the training loop polls after every optimisation
+step; the run then saves itself and exits with 128 + the signal number. Later signals, which
+would otherwise arrive in the middle of that save, are acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType, TracebackType
+from typing import Any
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupts:
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for number in HANDLED:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def requested(self) -> bool:
+        return self.received is not None
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 130 after SIGINT, 143 after SIGTERM."""
+        return 128 + int(self.received or signal.SIGINT)
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = number
+            message = "stopping after this step; saving the run (the files stay intact)"
+        else:
+            message = "still saving; please wait, nothing will be lost"
+        sys.stderr.write(f"\ngdlab: {signal.Signals(number).name}: {message}\n")
+        sys.stderr.flush()
