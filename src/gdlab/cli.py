@@ -274,6 +274,8 @@ def _run(
     with Interrupts() as interrupts:  # also covers the final save: a second Ctrl-C waits for it
         result = _train(X, y, names, options, run, previous, interrupts.requested, save)
         summary = save(result)
+        if result.status == "interrupted":
+            interrupts.ignore_from_now()  # the process ends below; nothing left to interrupt
     for message in result.warnings:
         warn(message)
     if run.as_json:
@@ -448,6 +450,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{error.format_message()} See `gdlab {_command(argv)} --help`.")
     except click.UsageError as error:
         fail(error.format_message().replace("\n", " "))
+    except OSError as error:  # a disk that is full, read-only or gone: the old files are intact
+        where = f" {error.filename}" if error.filename else ""
+        fail(f"could not read or write{where}: {error.strerror or error}; nothing was replaced.")
     except (click.exceptions.Abort, KeyboardInterrupt):  # outside training: nothing to save
         click.echo("gdlab: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)

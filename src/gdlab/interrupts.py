@@ -38,6 +38,12 @@ class Interrupts:
             signal.signal(number, handler)
         self._previous.clear()
 
+    def ignore_from_now(self) -> None:
+        """For a process about to exit after a saved interrupt: more Ctrl-C has nothing to stop."""
+        for number in self._previous:
+            signal.signal(number, signal.SIG_IGN)
+        self._previous.clear()
+
     def requested(self) -> bool:
         return self.received is not None
 

@@ -111,8 +111,10 @@ class RunLock:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.lock: filelock.BaseFileLock | None = None
+        self.created = False
 
     def __enter__(self) -> RunLock:
+        self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(self.folder / LOCK_FILE, timeout=0)
         try:
@@ -125,9 +127,14 @@ class RunLock:
         self.lock = lock
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.lock is not None:
-            self.lock.release()
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if self.lock is None:
+            return
+        self.lock.release()
+        lock_file = self.folder / LOCK_FILE
+        if kind is not None and self.created and list(self.folder.iterdir()) == [lock_file]:
+            lock_file.unlink()  # a run that failed before writing anything leaves no trace
+            self.folder.rmdir()
 
 
 def save_run(

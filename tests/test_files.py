@@ -1,0 +1,89 @@
+"""Writes are atomic: a failure in the middle of one leaves the old file and no partial file."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gdlab import atomic
+from tests.conftest import CliRun
+
+
+def failing_fsync(fd: int) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "summary.json"
+    atomic.write_text(target, "old contents\n")
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)  # the data is written, not yet durable
+    with pytest.raises(OSError, match="No space"):
+        atomic.write_text(target, "new contents, half written\n")
+    assert target.read_text() == "old contents\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_an_interrupted_rename_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "model.pt"
+    atomic.write_bytes(target, b"old")
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_new_file_gets_the_permissions_of_a_plain_write(tmp_path: Path) -> None:
+    atomic.write_text(tmp_path / "a.csv", "x\n")
+    (tmp_path / "b.csv").write_text("x\n")
+    assert (tmp_path / "a.csv").stat().st_mode == (tmp_path / "b.csv").stat().st_mode
+    os.chmod(tmp_path / "a.csv", 0o600)
+    atomic.write_text(tmp_path / "a.csv", "y\n")
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("failing_write", [1, 2, 3])
+def test_a_run_whose_disk_fails_keeps_every_earlier_file(
+    gdlab: Callable[..., CliRun],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failing_write: int,
+) -> None:
+    """Overwrite a finished run; the n-th file write fails: every file is old or new, whole."""
+    out = tmp_path / "run"
+    assert gdlab("fit", "tutorial-line", "--epochs", "5", "--out", str(out)).code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = 0
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == failing_write:
+            failing_fsync(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    run = gdlab("fit", "tutorial-line", "--epochs", "9", "--lr", "0.02", "--out", str(out),
+                "--overwrite")  # fmt: skip
+    assert run.code == 2 and "No space left on device" in run.err
+    assert run.err.count("\n") == 1 and "Traceback" not in run.err
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(after) == set(before)  # no temporary file left behind
+    written = ["model.pt", "history.csv", "summary.json"]
+    for k, name in enumerate(written, start=1):
+        if k >= failing_write:
+            assert after[name] == before[name], name
+        else:
+            assert after[name] != before[name], name
