@@ -12,9 +12,18 @@ from gdlab.errors import GdlabError, GdlabWarning
 
 if TYPE_CHECKING:
     from gdlab.api import fit
+    from gdlab.estimators import GDClassifier, GDRegressor
     from gdlab.result import FitResult
 
-__all__ = ["FitOptions", "FitResult", "GdlabError", "GdlabWarning", "fit"]
+__all__ = [
+    "FitOptions",
+    "FitResult",
+    "GDClassifier",
+    "GDRegressor",
+    "GdlabError",
+    "GdlabWarning",
+    "fit",
+]
 __version__ = "0.1.0"
 
 
@@ -27,4 +36,14 @@ def __getattr__(name: str) -> Any:
         from gdlab.result import FitResult
 
         return FitResult
+    if name in ("GDRegressor", "GDClassifier"):
+        try:
+            from gdlab import estimators
+        except ModuleNotFoundError as error:
+            if (error.name or "").split(".")[0] != "sklearn":
+                raise
+            raise ImportError(
+                f"gdlab.{name} needs scikit-learn: pip install 'gdlab[sklearn]'"
+            ) from None
+        return getattr(estimators, name)
     raise AttributeError(f"module 'gdlab' has no attribute {name!r}")

@@ -38,6 +38,7 @@ def fit(
     feature_names: list[str] | None = None,
     on_epoch: Callable[[History], None] | None = None,
     resume: FitResult | None = None,
+    classes: list[int] | None = None,
     stop: Callable[[], bool] | None = None,
     checkpoint: Callable[[FitResult], object] | None = None,
     checkpoint_every: int = 0,
@@ -50,6 +51,7 @@ def fit(
 
     `resume` continues an earlier result (its model, optimizer, RNG and loop state, scalers and
     classes) up to `epochs`; on the same data this equals one uninterrupted run bit for bit.
+    `classes` lists every class label when y may lack some (training on batches of rows).
     `stop` is polled after every step; by default Ctrl-C and SIGTERM stop the run cleanly with
     status "interrupted". `checkpoint` receives a resumable result every `checkpoint_every`
     epochs.
@@ -76,6 +78,7 @@ def fit(
         names,
         custom_model=model if isinstance(model, nn.Module) else None,
         previous=resume,
+        classes=classes,
     )
     if stop is not None:
         return trainer.run(custom_loss, on_epoch, stop, checkpoint, checkpoint_every)
@@ -96,6 +99,7 @@ class _Trainer:
         names: list[str],
         custom_model: nn.Module | None,
         previous: FitResult | None = None,
+        classes: list[int] | None = None,
     ) -> None:
         self.opts, self.names, self.custom_model = opts, names, custom_model
         self.previous = previous
@@ -106,7 +110,7 @@ class _Trainer:
         self.y = y
         if opts.is_classifier and custom_model is None:
             codes, self.classes = class_labels(
-                y, "target", previous.classes_ if previous is not None else None
+                y, "target", previous.classes_ if previous is not None else classes
             )
             if opts.resolved_loss == "bce" and len(self.classes) != 2:
                 raise GdlabError(

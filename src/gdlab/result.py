@@ -42,6 +42,20 @@ class FitResult:
     loop_state: LoopState | None = None
     fingerprint: str | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable: a torch.Generator is stored as its state tensor."""
+        state = dict(self.__dict__)
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("generator") is not None:
+            generator = torch.Generator()
+            generator.set_state(state["generator"])
+            state["generator"] = generator
+        self.__dict__.update(state)
+
     @property
     def n_iter_(self) -> int:
         return len(self.history)
