@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -138,3 +139,16 @@ def test_bad_arrays_are_refused_with_the_fix() -> None:
         gdlab.fit(np.ones((4, 1), dtype=complex), np.ones(4))
     with pytest.raises(gdlab.GdlabError, match="Unknown option 'learning_rate'"):
         gdlab.fit(np.ones((4, 1)), np.ones(4), learning_rate=0.1)
+
+
+def test_features_near_the_float64_limit_are_standardized_without_overflow() -> None:
+    """Found by the malformed-file tests: squares of 1e300 overflow; moments must not."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 2)) * [1e300, 1.0]
+    y = X @ [2e-300, 3.0] + 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow along the way
+        result = gdlab.fit(X, y, lr=0.3, epochs=2000, dtype="float64")
+    assert result.status == "converged"
+    np.testing.assert_allclose(result.coef_[0], [2e-300, 3.0], rtol=1e-6)
+    assert result.intercept_[0] == pytest.approx(1.0, abs=1e-6)

@@ -146,12 +146,11 @@ class _Trainer:
                 enabled=opts.standardize and regression and custom_model is None,
                 target=True,
             )
+        same = (Z_train == Z_train[:1]).all(axis=0)
         constant = [
             name
-            for name, spread in zip(
-                power_names(names, self.spec.degree), Z_train.std(0), strict=True
-            )
-            if spread == 0
+            for name, fixed in zip(power_names(names, self.spec.degree), same, strict=True)
+            if fixed
         ]
         if constant:
             self._warn(
@@ -317,7 +316,7 @@ class _Trainer:
     def _loss_scale(self) -> float:
         """Losses are reported in the target's units: MSE scales by sy², MAE by sy."""
         sy = float(self.y_scaler.scale[0])
-        return {"mse": sy**2, "mae": sy}.get(self.opts.resolved_loss, 1.0)
+        return {"mse": sy * sy, "mae": sy}.get(self.opts.resolved_loss, 1.0)  # inf, not an error
 
     def _coefficients(self, net: nn.Module) -> tuple[FloatArray | None, FloatArray | None]:
         if self.custom_model is not None or not isinstance(net, nn.Linear):

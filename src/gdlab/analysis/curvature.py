@@ -38,9 +38,13 @@ class Curvature:
 def least_squares_hessian(X: FloatArray, *, intercept: bool) -> FloatArray:
     """2 AᵀA / n, computed in float64."""
     A = np.column_stack([X, np.ones(len(X))]) if intercept else X
-    return 2.0 * (A.T @ A) / len(A)
+    with np.errstate(over="ignore"):  # raw data beyond 1e154: inf, handled by the caller
+        return 2.0 * (A.T @ A) / len(A)
 
 
 def least_squares_curvature(X: FloatArray, *, intercept: bool) -> Curvature:
-    eigenvalues = np.linalg.eigvalsh(least_squares_hessian(X, intercept=intercept))
+    hessian = least_squares_hessian(X, intercept=intercept)
+    if not np.isfinite(hessian).all():  # values near 1e154 or more: their squares overflow
+        return Curvature(float("inf"), 0.0)
+    eigenvalues = np.linalg.eigvalsh(hessian)
     return Curvature(float(eigenvalues[-1]), max(float(eigenvalues[0]), 0.0))

@@ -58,7 +58,14 @@ def numeric_column(frame: pd.DataFrame, name: str, source: str) -> FloatArray:
             f"{source}: column {name!r} is complex; gdlab fits real numbers only "
             f"(take .real or abs)."
         )
-    values = pd.to_numeric(column, errors="coerce")
+    try:
+        values = pd.to_numeric(column, errors="coerce")
+    except Exception as error:  # e.g. damaged text in an Arrow-backed column of a Parquet file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise GdlabError(
+            f"{source}: column {name!r} cannot be read as numbers ({reason}); check the file, "
+            f"or rewrite the column as numbers."
+        ) from None
     bad = values.isna() & column.notna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])

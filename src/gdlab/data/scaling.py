@@ -44,10 +44,14 @@ class Scaler:
         width = values.shape[1]
         if not enabled:
             return cls(np.zeros(width), np.ones(width))
-        spread = values.std(axis=0)
-        shift = values.mean(axis=0) if center else np.zeros(width)
-        scale = spread if center else np.sqrt((values**2).mean(axis=0))
-        constant = spread == 0
+        # Moments of values / peak, times peak: no overflow for values up to float64's limit.
+        peak = np.abs(values).max(axis=0)
+        peak = np.where(peak > 0, peak, 1.0)
+        unit = values / peak
+        spread = unit.std(axis=0) * peak
+        shift = unit.mean(axis=0) * peak if center else np.zeros(width)
+        scale = spread if center else np.sqrt((unit**2).mean(axis=0)) * peak
+        constant = (values == values[:1]).all(axis=0)
         vanish = np.inf if center and not target else 1.0
         scale = np.where(constant, vanish, np.where(scale > 0, scale, 1.0))
         return cls(shift, scale)
