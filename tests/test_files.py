@@ -87,3 +87,19 @@ def test_a_run_whose_disk_fails_keeps_every_earlier_file(
             assert after[name] == before[name], name
         else:
             assert after[name] != before[name], name
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    from gdlab.runs import claim_default_out_dir
+
+    folders = [claim_default_out_dir(tmp_path / "runs") for _ in range(3)]
+    assert len(set(folders)) == 3 and all(folder.is_dir() for folder in folders)
+
+
+def test_a_run_without_out_that_fails_leaves_no_folder(
+    gdlab: Callable[..., CliRun], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = gdlab("fit", "tutorial-line", "--batch-size", "1000")  # fails after the folder is made
+    assert run.code == 2 and "--batch-size 1000" in run.err
+    assert list((tmp_path / "runs").iterdir()) == []

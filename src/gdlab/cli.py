@@ -161,10 +161,10 @@ def fit(
     if data in DATASETS and "model" not in given:
         raw["model"] = DATASETS[data].model  # each built-in set comes with its natural model
     options = make_options(**raw)  # every option is checked before any data is read
-    from gdlab.runs import check_out_dir, default_out_dir
+    from gdlab.runs import check_out_dir, claim_default_out_dir
 
-    out = out or default_out_dir()
-    check_out_dir(out, overwrite=overwrite)
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
     source, frame, default_target = _load(data)
     target = target or default_target
     if target is None:
@@ -174,7 +174,9 @@ def fit(
     X, y, names = select(frame, source, target, columns)
     from gdlab.runs import RunLock
 
-    with RunLock(out):
+    claimed = out is None
+    out = out or claim_default_out_dir()
+    with RunLock(out, created=claimed):
         check_out_dir(out, overwrite=overwrite)  # another process may have filled it meanwhile
         saved = _SavedRun(out, target, source, _data_path(data))
         _run(X, y, names, options, saved, run, previous=None)

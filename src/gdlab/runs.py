@@ -10,6 +10,7 @@ a killed run never blocks the next one.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 from datetime import datetime
@@ -36,13 +37,18 @@ LOCK_FILE = ".gdlab.lock"
 RESUMABLE_OPTIONS = ("epochs", "tol", "patience", "device")
 
 
-def default_out_dir(root: Path = Path("runs")) -> Path:
+def claim_default_out_dir(root: Path = Path("runs")) -> Path:
+    """Create and return runs/<time>[-k]; mkdir is atomic, so parallel runs get distinct folders."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate, k = root / stamp, 1
-    while candidate.exists():
-        k += 1
-        candidate = root / f"{stamp}-{k}"
-    return candidate
+    root.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count(1):
+        candidate = root / (stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")
 
 
 def check_out_dir(out: Path, *, overwrite: bool) -> None:
@@ -108,13 +114,13 @@ def coefficients(result: FitResult) -> dict[str, Any]:
 class RunLock:
     """Hold `folder`/.gdlab.lock for the life of a run; a folder in use is refused at once."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, created: bool = False) -> None:
         self.folder = folder
         self.lock: filelock.BaseFileLock | None = None
-        self.created = False
+        self.created = created  # by this process: removed again if the run fails before writing
 
     def __enter__(self) -> RunLock:
-        self.created = not self.folder.exists()
+        self.created = self.created or not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(self.folder / LOCK_FILE, timeout=0)
         try:
