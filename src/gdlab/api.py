@@ -21,7 +21,7 @@ from gdlab.history import History
 from gdlab.interrupts import Interrupts
 from gdlab.losses import make_loss, wants_class_indices
 from gdlab.models import ModelSpec, build_model
-from gdlab.optim.registry import make_optimizer
+from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.result import FitResult
 from gdlab.train.loop import LoopState, Split, Stopping, train
@@ -218,13 +218,7 @@ class _Trainer:
             state, history = previous.loop_state or LoopState(), previous.history.copy()
         else:
             net = self._build_model(device)
-            optimizer = make_optimizer(
-                opts.optimizer,
-                net.parameters(),
-                lr=opts.lr,
-                momentum=opts.momentum,
-                weight_decay=opts.weight_decay,
-            )
+            optimizer = optimizer_for(opts, net.parameters())
             generator = torch.Generator().manual_seed(opts.seed)
             state, history = LoopState(), History()
         X, y = self._tensors(self.train_rows, loss_fn, device)

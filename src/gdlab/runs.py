@@ -26,7 +26,7 @@ from gdlab.data.scaling import Scaler
 from gdlab.errors import GdlabError
 from gdlab.history import History
 from gdlab.models import ModelSpec, build_model
-from gdlab.optim.registry import make_optimizer
+from gdlab.optim.registry import optimizer_for
 from gdlab.result import FitResult
 from gdlab.train.loop import LoopState
 
@@ -201,13 +201,7 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
             activation=options.activation,
         ).to(getattr(torch, options.dtype))
         model.load_state_dict(state["model_state"])
-        optimizer = make_optimizer(
-            options.optimizer,
-            model.parameters(),
-            lr=options.lr,
-            momentum=options.momentum,
-            weight_decay=options.weight_decay,
-        )
+        optimizer = optimizer_for(options, model.parameters())
         if state["optimizer_state"] is not None:
             optimizer.load_state_dict(state["optimizer_state"])
         generator = torch.Generator()

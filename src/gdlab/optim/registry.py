@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from gdlab.config import FitOptions
 from gdlab.optim.gd import GradientDescent
 
 Factory = Callable[[Iterable[torch.Tensor], float, float, float], torch.optim.Optimizer]
@@ -30,3 +31,14 @@ def make_optimizer(
     name: str, params: Iterable[torch.Tensor], *, lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
     return OPTIMIZERS[name](params, lr, momentum, weight_decay)
+
+
+def optimizer_for(options: FitOptions, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """The optimizer that `options` name, over `params`."""
+    return make_optimizer(
+        options.optimizer,
+        params,
+        lr=options.lr,
+        momentum=options.momentum,
+        weight_decay=options.weight_decay,
+    )
