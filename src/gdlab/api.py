@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -71,7 +72,7 @@ def fit(
     target = as_vector(y, len(matrix))
     if resume is not None and resume.custom_model != custom:
         raise GdlabError("resume: give the same kind of model (named or nn.Module) as before.")
-    trainer = _Trainer(
+    trainer = Trainer(
         opts,
         matrix,
         target,
@@ -88,7 +89,7 @@ def fit(
         )
 
 
-class _Trainer:
+class Trainer:
     """Prepares data in training space, builds the model and optimizer, trains, reports."""
 
     def __init__(
@@ -107,6 +108,8 @@ class _Trainer:
         self.warnings: list[str] = []
         self.classes: list[int] | None = None
         self.fingerprint = fingerprint(X, y)
+        self.lr_choice = ""
+        self.X = X
         self.y = y
         if opts.is_classifier and custom_model is None:
             codes, self.classes = class_labels(
@@ -209,6 +212,8 @@ class _Trainer:
         checkpoint: Callable[[FitResult], object] | None = None,
         checkpoint_every: int = 0,
     ) -> FitResult:
+        if isinstance(self.opts.lr, str):
+            self._choose_rate()
         opts, device, previous = self.opts, self._device(), self.previous
         loss_fn = custom_loss if custom_loss is not None else make_loss(opts.resolved_loss)
         if previous is not None and previous.optimizer and previous.generator:
@@ -248,6 +253,7 @@ class _Trainer:
                 custom_model=self.custom_model is not None,
                 loop_state=state,
                 fingerprint=self.fingerprint,
+                lr_choice=self.lr_choice,
             )
 
         def save_point(state: LoopState, history: History) -> None:
@@ -258,7 +264,7 @@ class _Trainer:
             net,
             loss_fn,
             optimizer,
-            make_schedule(opts.schedule, opts.lr, opts.epochs),
+            make_schedule(opts.schedule, opts.rate, opts.epochs),
             split,
             Stopping(opts.epochs, opts.tol, opts.patience),
             batch_size=opts.batch_size,
@@ -280,7 +286,7 @@ class _Trainer:
                 epoch=outcome.diverged_epoch or 0,
                 loss=(outcome.diverged_loss or math.inf) * scale,
                 start_loss=None if start is None else start * scale,
-                lr=opts.lr,
+                lr=opts.rate,
                 optimizer=opts.optimizer,
                 momentum=opts.momentum,
                 curvature=self.curvature,
@@ -294,10 +300,29 @@ class _Trainer:
             )
         return result(outcome.status, outcome.state, outcome.history, message)
 
-    def _build_model(self, device: torch.device) -> nn.Module:
+    def _choose_rate(self) -> None:
+        """lr='auto': the curvature's rate for least squares, else the range test's (capped)."""
+        if self.custom_model is not None:
+            raise GdlabError("lr 'auto' needs a named model; give a number for a custom module.")
+        from gdlab.rates import advise_trainer
+
+        advice = advise_trainer(self)
+        self.opts = dataclasses.replace(self.opts, lr=advice.recommended_lr)
+        self.lr_choice = f"lr auto: {advice.recommended_lr:.3g}, {advice.reason}"
+
+    def initial_problem(
+        self, seed: int | None = None
+    ) -> tuple[nn.Module, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Split]:
+        """The model at its initial point (from `seed`, default the options'), loss and data."""
+        device = self._device()
+        loss_fn = make_loss(self.opts.resolved_loss)
+        net = self._build_model(device, self.opts.seed if seed is None else seed)
+        return net, loss_fn, Split(*self._tensors(self.train_rows, loss_fn, device))
+
+    def _build_model(self, device: torch.device, seed: int | None = None) -> nn.Module:
         opts = self.opts
         outputs = len(self.classes) if opts.resolved_loss == "cross-entropy" and self.classes else 1
-        torch.manual_seed(opts.seed)  # first random draw: the modules' initial parameters
+        torch.manual_seed(opts.seed if seed is None else seed)  # the modules' initial draw
         net = self.custom_model or build_model(
             self.spec,
             self.Z.shape[1],

@@ -43,6 +43,23 @@ def _batch_size(value: str | None) -> int | None:
         ) from None
 
 
+class _Rate(click.ParamType):  # type: ignore[type-arg]
+    """A positive number or the word auto."""
+
+    name = "FLOAT|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "auto" or isinstance(value, float):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number or 'auto'.", param, ctx)
+
+
+_RATE = _Rate()
+
+
 def _option_decorator(option: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """One click option per row of the table, with its default shown in --help."""
     flag = "--" + option.name.replace("_", "-")
@@ -52,6 +69,9 @@ def _option_decorator(option: Option) -> Callable[[Callable[..., Any]], Callable
         )
     if option.name == "batch_size":
         return click.option(flag, default="full", show_default=True, help=option.help + ": N|full")
+    if option.name == "lr":
+        return click.option(flag, type=_RATE, default=option.default, show_default=True,
+                            help=option.help)  # fmt: skip
     kind: Any = str
     if isinstance(option.default, float):
         kind = float
@@ -61,10 +81,18 @@ def _option_decorator(option: Option) -> Callable[[Callable[..., Any]], Callable
     return click.option(flag, type=kind, default=option.default, show_default=True, help=described)
 
 
-def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def training_options(
+    command: Callable[..., Any], exclude: tuple[str, ...] = ()
+) -> Callable[..., Any]:
     for option in reversed(OPTIONS):
-        command = _option_decorator(option)(command)
+        if option.name not in exclude:
+            command = _option_decorator(option)(command)
     return command
+
+
+def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of `gdlab fit` that describe the model and its training, less the rate."""
+    return training_options(command, exclude=("lr",))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -278,6 +306,8 @@ def _run(
         summary = save(result)
         if result.status == "interrupted":
             interrupts.ignore_from_now()  # the process ends below; nothing left to interrupt
+    if result.lr_choice:
+        click.echo(f"gdlab: {result.lr_choice}", err=True)
     for message in result.warnings:
         warn(message)
     if run.as_json:
@@ -295,6 +325,103 @@ def _run(
             err=True,
         )
         sys.exit(interrupts.exit_code)
+
+
+@cli.command("lr")
+@click.argument("data")
+@click.option("--target", help="column to predict (default for built-in data sets: theirs)")
+@click.option("--features", help="comma-separated feature columns (default: every other column)")
+@model_options
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="range tests, one per initialisation seed")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path),
+              help="folder for lr.png and lr.json  [default: runs/<time>]")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object, nothing else")
+def lr_command(
+    data: str,
+    target: str | None,
+    features: str | None,
+    seeds: int,
+    out: Path | None,
+    overwrite: bool,
+    as_json: bool,
+    **raw: Any,
+) -> None:
+    """Predict good learning rates for a model on DATA, before training it."""
+    raw["batch_size"] = _batch_size(raw["batch_size"])
+    X, y, names, options = _data_and_options(data, target, features, raw | {"lr": "auto"})
+    from gdlab.runs import check_out_dir, claim_default_out_dir
+
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
+    from gdlab.rates import advise
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GdlabWarning)
+        advice = advise(X, y, seeds=seeds, feature_names=names, **options.to_dict())
+    out = out or claim_default_out_dir()
+    from gdlab.atomic import write_text
+    from gdlab.plot.rates import range_test_figure
+    from gdlab.plot.training import save
+
+    report = advice.to_dict() | {"figure": str(out / "lr.png")}
+    save(range_test_figure(advice), out / "lr.png")
+    write_text(out / "lr.json", json.dumps(report, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    _print_advice(advice, options, report)
+
+
+def _print_advice(advice: Any, options: FitOptions, report: dict[str, Any]) -> None:
+    c = advice.curvature
+    click.echo(f"loss Hessian at the initial point ({advice.method}, {advice.n_parameters} "
+               f"parameters):")  # fmt: skip
+    condition = "not convex here" if c.lambda_min <= 0 else f"{c.condition_number:.4g}"
+    raw = report["raw_condition_number"]
+    unscaled = f" ({raw:.4g} without standardization)" if raw and options.standardize else ""
+    click.echo(f"  λmax {c.lambda_max:.6g}   λmin {c.lambda_min:.6g}   condition number "
+               f"{condition}{unscaled}")  # fmt: skip
+    click.echo("largest stable rates:")
+    click.echo(f"  gradient descent            2/λmax = {advice.max_stable_lr:.4g}")
+    beta = options.momentum
+    click.echo(f"  heavy-ball momentum β={beta:g}   2(1+β)/λmax = "
+               f"{c.max_stable_lr_momentum(beta):.4g}")  # fmt: skip
+    if advice.optimal_lr is not None:
+        click.echo(f"  best constant rate          2/(λmax+λmin) = {advice.optimal_lr:.4g}")
+    tests = report["range_test"]
+    if tests["suggestion"] is not None:
+        batch = "full batch" if options.batch_size is None else f"batches of {options.batch_size}"
+        click.echo(f"range test ({batch}, {len(advice.range_tests)} seeds): suggests "
+                   f"{tests['suggestion']:.4g} (spread {tests['spread']:.3g}x)")  # fmt: skip
+    if advice.predicted_epochs is not None:
+        click.echo(f"predicted epochs to tol={options.tol:g} at the recommended rate: "
+                   f"{advice.predicted_epochs}")  # fmt: skip
+    click.echo(f"advice: --lr {advice.recommended_lr:.3g} ({advice.reason})")
+    click.echo(f"wrote {report['figure']} and lr.json")
+
+
+def _data_and_options(
+    data: str, target: str | None, features: str | None, raw: dict[str, Any]
+) -> tuple[Any, Any, list[str], FitOptions]:
+    """Read DATA and select columns; a built-in set brings its model unless --model is given."""
+    from gdlab.data.builtin import DATASETS
+
+    context = click.get_current_context()
+    model_given = context.get_parameter_source("model") is not click.core.ParameterSource.DEFAULT
+    if data in DATASETS and not model_given:
+        raw["model"] = DATASETS[data].model
+    options = make_options(**raw)
+    source, frame, default_target = _load(data)
+    target = target or default_target
+    if target is None:
+        raise GdlabError(f"--target is required: name the column of {source} to predict.")
+    from gdlab.data.columns import select
+
+    columns = None if features is None else [name.strip() for name in features.split(",")]
+    X, y, names = select(frame, source, target, columns)
+    return X, y, names, options
 
 
 def _load(data: str) -> tuple[str, Any, str | None]:

@@ -82,6 +82,10 @@ BOOLEAN = Constraint("True or False", lambda v: isinstance(v, bool))
 OPTIONAL_LOSS = Constraint(
     "None (follow the model) or one of " + ", ".join(LOSSES), lambda v: v is None or v in LOSSES
 )
+LEARNING_RATE = Constraint(
+    "a float in the range (0, inf) or 'auto'",
+    lambda v: v == "auto" or real_in(0.0, math.inf, low_open=True).check(v),
+)
 BATCH_SIZE = Constraint(
     "None (full batch) or an integer >= 1", lambda v: v is None or (_is_int(v) and v >= 1)
 )
@@ -108,7 +112,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("momentum", 0.9, real_in(0.0, 1.0), "momentum of the momentum and nesterov optimizers"),
     Option("weight_decay", 0.0, real_in(0.0, math.inf), "L2 penalty added to the gradient"),
     Option("l1", 0.0, real_in(0.0, math.inf), "L1 penalty on the weights, added to the loss"),
-    Option("lr", 0.01, real_in(0.0, math.inf, low_open=True), "learning rate"),
+    Option("lr", 0.01, LEARNING_RATE, "learning rate, or auto: chosen from the curvature"),
     Option(
         "schedule",
         "constant",
@@ -152,7 +156,7 @@ class FitOptions:
     momentum: float = 0.9
     weight_decay: float = 0.0
     l1: float = 0.0
-    lr: float = 0.01
+    lr: float | str = 0.01
     schedule: str = "constant"
     epochs: int = 1000
     batch_size: int | None = None
@@ -218,6 +222,13 @@ class FitOptions:
         if self.loss is not None:
             return self.loss
         return {"logistic": "bce", "softmax": "cross-entropy"}.get(self.model.split(":")[0], "mse")
+
+    @property
+    def rate(self) -> float:
+        """The learning rate as a number; 'auto' must have been resolved (see gdlab.rates)."""
+        if isinstance(self.lr, str):
+            raise GdlabError("lr 'auto' has not been resolved to a number yet.")
+        return float(self.lr)
 
     @property
     def is_classifier(self) -> bool:

@@ -41,6 +41,7 @@ class FitResult:
     custom_model: bool = False
     loop_state: LoopState | None = None
     fingerprint: str | None = None
+    lr_choice: str = ""  # with lr="auto": the rate chosen and why
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable: a torch.Generator is stored as its state tensor."""

@@ -38,7 +38,7 @@ def optimizer_for(options: FitOptions, params: Iterable[torch.Tensor]) -> torch.
     return make_optimizer(
         options.optimizer,
         params,
-        lr=options.lr,
+        lr=options.rate,
         momentum=options.momentum,
         weight_decay=options.weight_decay,
     )

@@ -1,0 +1,288 @@
+"""Learning-rate advice before training: stability limits from the curvature, a range test.
+
+For a quadratic loss with Hessian eigenvalues in [λmin, λmax], gradient descent with rate lr
+multiplies the error along each eigenvector by (1 - lr λ): it is stable iff lr < 2/λmax, and the
+constant rate 2/(λmax+λmin) contracts fastest. Heavy-ball momentum β is stable up to
+2(1+β)/λmax. These limits are exact for least squares (whose Hessian is 2AᵀA/n everywhere) and
+describe the initial point of any other model. The range test (`analysis.range_test`) covers
+adaptive optimizers, for which no such limit exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gdlab.analysis.curvature import Curvature, least_squares_curvature
+from gdlab.analysis.hessian import hessian_spectrum
+from gdlab.analysis.range_test import RangeTest, range_test
+from gdlab.api import Trainer
+from gdlab.config import FitOptions, make_options
+from gdlab.data.arrays import as_matrix, as_vector
+from gdlab.optim.registry import optimizer_for
+
+CURVATURE_OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov")
+MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
+SAFETY = 0.95  # recommendations stay this far inside a stability limit
+
+
+@dataclass
+class RateAdvice:
+    """Everything `gdlab lr` reports; `to_dict` is its JSON."""
+
+    optimizer: str
+    momentum: float
+    method: str
+    n_parameters: int
+    curvature: Curvature
+    raw_curvature: Curvature | None
+    recommended_lr: float
+    reason: str
+    predicted_epochs: int | None
+    range_tests: list[RangeTest] = field(default_factory=list)
+
+    @property
+    def max_stable_lr(self) -> float:
+        return self.curvature.max_stable_lr
+
+    @property
+    def max_stable_lr_momentum(self) -> float:
+        return self.curvature.max_stable_lr_momentum(self.momentum)
+
+    @property
+    def optimal_lr(self) -> float | None:
+        """2/(λmax+λmin), the fastest constant rate on a quadratic (needs λmin > 0)."""
+        c = self.curvature
+        return 2.0 / (c.lambda_max + c.lambda_min) if c.lambda_min > 0 else None
+
+    @property
+    def range_suggestion(self) -> float | None:
+        values = self._suggestions()
+        return statistics.median(values) if values else None
+
+    @property
+    def range_spread(self) -> float | None:
+        """Largest over smallest suggestion across seeds (1 means the same every time)."""
+        values = self._suggestions()
+        return max(values) / min(values) if values else None
+
+    def _suggestions(self) -> list[float]:
+        values = [test.minimum for test in self.range_tests]
+        return [value for value in values if math.isfinite(value)]
+
+    def to_dict(self) -> dict[str, Any]:
+        c, raw = self.curvature, self.raw_curvature
+        return {
+            "recommended_lr": self.recommended_lr,
+            "reason": self.reason,
+            "optimizer": self.optimizer,
+            "momentum": self.momentum,
+            "method": self.method,
+            "n_parameters": self.n_parameters,
+            "lambda_max": c.lambda_max,
+            "lambda_min": c.lambda_min,
+            "max_stable_lr": self.max_stable_lr,
+            "max_stable_lr_momentum": self.max_stable_lr_momentum,
+            "optimal_lr": self.optimal_lr,
+            "condition_number": _finite(c.condition_number),
+            "raw_condition_number": _finite(raw.condition_number) if raw else None,
+            "predicted_epochs": self.predicted_epochs,
+            "range_test": {
+                "rule": "a tenth of the rate at the lowest smoothed loss",
+                "suggestion": self.range_suggestion,
+                "spread": self.range_spread,
+                "seeds": [t.to_dict() for t in self.range_tests],
+            },
+        }
+
+
+def advise(
+    X: Any,
+    y: Any,
+    *,
+    seeds: int = 3,
+    range_steps: int = 100,
+    feature_names: list[str] | None = None,
+    **options: Any,
+) -> RateAdvice:
+    """Curvature at the initial point, stability limits, a range test and a recommendation."""
+    opts = make_options(**{**options, "lr": "auto"})  # the rate is what is being chosen
+    matrix, names = as_matrix(X)
+    names = list(feature_names) if feature_names is not None else names
+    trainer = Trainer(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None)
+    return advise_trainer(trainer, seeds=seeds, range_steps=range_steps)
+
+
+def advise_trainer(trainer: Trainer, *, seeds: int = 3, range_steps: int = 100) -> RateAdvice:
+    opts = trainer.opts
+    least_squares = trainer.curvature is not None
+    if trainer.curvature is not None:
+        raw_features = trainer.Z[trainer.train_rows]
+        curvature = _with_decay(trainer.curvature, opts.weight_decay)
+        raw = _with_decay(
+            least_squares_curvature(raw_features, intercept=opts.intercept), opts.weight_decay
+        )
+        method, n_parameters = "exact: eigenvalues of 2AᵀA/n", trainer.Z.shape[1] + opts.intercept
+    else:
+        net, loss_fn, data = trainer.initial_problem()
+        spectrum = hessian_spectrum(net, loss_fn, data.X, data.y, weight_decay=opts.weight_decay)
+        curvature, n_parameters = spectrum.curvature, spectrum.n_parameters
+        method = (
+            "exact Hessian (torch.func.hessian)"
+            if spectrum.method == "exact"
+            else "Lanczos on Hessian-vector products"
+        )
+        raw = None
+        if opts.standardize:
+            unscaled = Trainer(
+                dataclasses.replace(opts, standardize=False),
+                trainer.X,
+                trainer.y,
+                trainer.names,
+                custom_model=None,
+            )
+            net, loss_fn, data = unscaled.initial_problem()
+            raw = hessian_spectrum(
+                net, loss_fn, data.X, data.y, weight_decay=opts.weight_decay
+            ).curvature
+        else:
+            raw = curvature
+    beta = opts.momentum if opts.optimizer in MOMENTUM_OPTIMIZERS else 0.0
+    limit = curvature.max_stable_lr_momentum(beta) if curvature.lambda_max > 0 else 1.0
+    end = max(10.0, 10 * limit)  # the sweep must reach past the predicted limit
+    tests = [
+        _range_test(trainer, seed, range_steps, end) for seed in range(opts.seed, opts.seed + seeds)
+    ]
+    advice = RateAdvice(
+        optimizer=opts.optimizer,
+        momentum=opts.momentum if opts.optimizer in MOMENTUM_OPTIMIZERS else 0.0,
+        method=method,
+        n_parameters=n_parameters,
+        curvature=curvature,
+        raw_curvature=raw,
+        recommended_lr=math.nan,
+        reason="",
+        predicted_epochs=None,
+        range_tests=tests,
+    )
+    advice.recommended_lr, advice.reason = _recommend(advice, opts, least_squares)
+    if opts.batch_size is None and opts.optimizer in CURVATURE_OPTIMIZERS:
+        advice.predicted_epochs = predicted_epochs(
+            curvature, advice.recommended_lr, opts.optimizer, advice.momentum, opts.tol
+        )
+    return advice
+
+
+def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tuple[float, str]:
+    c = advice.curvature
+    suggestion = advice.range_suggestion
+    full_batch = opts.batch_size is None
+    if opts.optimizer not in CURVATURE_OPTIMIZERS:
+        if suggestion is None:
+            return (
+                1e-3,
+                f"the range test found no falling stretch; 1e-3 is {opts.optimizer}'s usual",
+            )
+        return suggestion, (
+            f"{opts.optimizer} adapts its step per parameter, so no curvature limit applies: "
+            f"the range test (a tenth of the rate at its lowest loss) over "
+            f"{len(advice.range_tests)} seeds (spread {advice.range_spread:.2g}x)"
+        )
+    beta = advice.momentum
+    limit = c.max_stable_lr_momentum(beta)
+    formula = "2/λmax" if beta == 0 else f"2(1+{beta:g})/λmax"
+    if least_squares:
+        if beta > 0:
+            return (1 + beta) / c.lambda_max, (
+                f"half the heavy-ball limit {formula} = {limit:.3g} (λmax = {c.lambda_max:.3g})"
+            )
+        if not full_batch:
+            return 1.0 / c.lambda_max, (
+                f"half the full-batch limit 2/λmax = {limit:.3g}: mini-batch gradients are noisy"
+            )
+        optimal = advice.optimal_lr
+        if optimal is not None and optimal < SAFETY * limit:
+            return optimal, (
+                f"2/(λmax+λmin) = {optimal:.3g}, the fastest constant rate for least squares "
+                f"(λmax = {c.lambda_max:.3g}, λmin = {c.lambda_min:.3g})"
+            )
+        return SAFETY * limit, (
+            f"{SAFETY:g} x the stability limit {formula} = {limit:.3g}; the problem is so "
+            f"ill-conditioned that 2/(λmax+λmin) sits on the limit"
+        )
+    half = 0.5 * limit
+    if suggestion is None or suggestion < half:
+        found = "" if suggestion is None else f"the range test suggests {suggestion:.3g}; "
+        return half, (
+            f"{found}half the stability limit {formula} = {limit:.3g} at the initial point "
+            f"(the curvature changes as the model trains)"
+        )
+    if suggestion > SAFETY * limit:
+        return SAFETY * limit, (
+            f"the range test suggests {suggestion:.3g}, above the stability limit {formula} = "
+            f"{limit:.3g} at the initial point; {SAFETY:g} x the limit"
+        )
+    return suggestion, (
+        f"the range test over {len(advice.range_tests)} seeds (spread "
+        f"{advice.range_spread:.2g}x), inside the stability limit {formula} = {limit:.3g}"
+    )
+
+
+def predicted_epochs(
+    curvature: Curvature, lr: float, optimizer: str, beta: float, tol: float
+) -> int | None:
+    """Epochs until the excess loss has shrunk by `tol`, on the quadratic model of the loss.
+
+    The excess loss along each eigenvector shrinks by ρ(λ)² per epoch, with ρ the spectral
+    radius of that mode's update; the slowest mode in [λmin, λmax] decides.
+    """
+    if curvature.lambda_min <= 0 or tol <= 0 or not math.isfinite(curvature.lambda_max):
+        return None
+    lambdas = np.geomspace(curvature.lambda_min, curvature.lambda_max, 400)
+    worst = max(_mode_rate(lr * value, optimizer, beta) for value in lambdas)
+    if worst >= 1:
+        return None
+    if worst == 0:
+        return 1
+    return max(1, math.ceil(math.log(tol) / (2 * math.log(worst))))
+
+
+def _mode_rate(step: float, optimizer: str, beta: float) -> float:
+    """Spectral radius of one mode's update, with step = lr x λ."""
+    if optimizer not in MOMENTUM_OPTIMIZERS:
+        return abs(1 - step)
+    if optimizer == "momentum":  # torch: v = βv + g; p -= lr v
+        matrix = np.array([[1 - step, -beta], [step, beta]])
+    else:  # torch's Nesterov: v = βv + g; p -= lr (g + βv)
+        matrix = np.array([[1 - step * (1 + beta), -(beta**2)], [step, beta]])
+    return float(np.abs(np.linalg.eigvals(matrix)).max())
+
+
+def _range_test(trainer: Trainer, seed: int, steps: int, end: float) -> RangeTest:
+    opts = trainer.opts
+    net, loss_fn, data = trainer.initial_problem(seed)
+    optimizer = optimizer_for(dataclasses.replace(opts, lr=1.0), net.parameters())
+    n = data.X.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+
+    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if opts.batch_size is None:
+            return data.X, data.y
+        rows = torch.randint(n, (opts.batch_size,), generator=generator).to(data.X.device)
+        return data.X[rows], data.y[rows]
+
+    return range_test(net, loss_fn, optimizer, batches, steps=steps, end=end)
+
+
+def _with_decay(curvature: Curvature, weight_decay: float) -> Curvature:
+    return Curvature(curvature.lambda_max + weight_decay, curvature.lambda_min + weight_decay)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
