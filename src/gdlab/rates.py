@@ -161,7 +161,7 @@ def advise_trainer(trainer: Trainer, *, seeds: int = 3, range_steps: int = 100) 
     ]
     advice = RateAdvice(
         optimizer=opts.optimizer,
-        momentum=opts.momentum if opts.optimizer in MOMENTUM_OPTIMIZERS else 0.0,
+        momentum=opts.momentum,
         method=method,
         n_parameters=n_parameters,
         curvature=curvature,
@@ -174,7 +174,7 @@ def advise_trainer(trainer: Trainer, *, seeds: int = 3, range_steps: int = 100) 
     advice.recommended_lr, advice.reason = _recommend(advice, opts, least_squares)
     if opts.batch_size is None and opts.optimizer in CURVATURE_OPTIMIZERS:
         advice.predicted_epochs = predicted_epochs(
-            curvature, advice.recommended_lr, opts.optimizer, advice.momentum, opts.tol
+            curvature, advice.recommended_lr, opts.optimizer, opts.momentum, opts.tol
         )
     return advice
 
@@ -194,7 +194,7 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
             f"the range test (a tenth of the rate at its lowest loss) over "
             f"{len(advice.range_tests)} seeds (spread {advice.range_spread:.2g}x)"
         )
-    beta = advice.momentum
+    beta = advice.momentum if opts.optimizer in MOMENTUM_OPTIMIZERS else 0.0
     limit = c.max_stable_lr_momentum(beta)
     formula = "2/λmax" if beta == 0 else f"2(1+{beta:g})/λmax"
     if least_squares:
