@@ -230,7 +230,7 @@ class Trainer:
         split = Split(X, y)
         if len(self.val_rows):
             split.X_val, split.y_val = self._tensors(self.val_rows, loss_fn, device)
-        scale = self._loss_scale()
+        scale = self.loss_scale()
 
         def result(status: str, state: LoopState, history: History, message: str) -> FitResult:
             coef, intercept = self._coefficients(net)
@@ -332,7 +332,7 @@ class Trainer:
         )
         return net.to(device=device, dtype=getattr(torch, opts.dtype))
 
-    def _loss_scale(self) -> float:
+    def loss_scale(self) -> float:
         """Losses are reported in the target's units: MSE scales by sy², MAE by sy."""
         sy = float(self.y_scaler.scale[0])
         return {"mse": sy * sy, "mae": sy}.get(self.opts.resolved_loss, 1.0)  # inf, not an error

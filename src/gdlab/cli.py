@@ -95,6 +95,12 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return training_options(command, exclude=("lr",))
 
 
+def training_options_without(
+    *names: str,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return lambda command: training_options(command, exclude=names)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gdlab")
 def cli() -> None:
@@ -372,6 +378,94 @@ def lr_command(
         click.echo(json.dumps(report))
         return
     _print_advice(advice, options, report)
+
+
+@cli.command("sweep")
+@click.argument("data")
+@click.option("--target", help="column to predict (default for built-in data sets: theirs)")
+@click.option("--features", help="comma-separated feature columns (default: every other column)")
+@click.option("--lr", "rates", default="1e-4:1:16", show_default=True,
+              help="LOW:HIGH:COUNT, log-spaced, or a comma list")  # fmt: skip
+@click.option("--optimizer", "optimizers", default="gd", show_default=True,
+              help="one or more, comma-separated: gd,momentum,adam")  # fmt: skip
+@training_options_without("lr", "optimizer")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="folder for sweep.csv and the figures  [default: runs/<time>]")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object, nothing else")
+def sweep_command(
+    data: str,
+    target: str | None,
+    features: str | None,
+    rates: str,
+    optimizers: str,
+    out: Path | None,
+    overwrite: bool,
+    as_json: bool,
+    **raw: Any,
+) -> None:
+    """Train many learning rates (and optimizers) at once, reading each batch once for all."""
+    from gdlab.sweep import parse_optimizers, parse_rates, sweep
+
+    lrs, names = parse_rates(rates), parse_optimizers(optimizers)
+    raw["batch_size"] = _batch_size(raw["batch_size"])
+    X, y, columns, options = _data_and_options(data, target, features, raw | {"lr": 1.0})
+    from gdlab.runs import check_out_dir, claim_default_out_dir
+
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GdlabWarning)
+        runs, trainer = sweep(X, y, lrs=lrs, optimizers=names, feature_names=columns,
+                              **options.to_dict())  # fmt: skip
+        from gdlab.rates import advise_trainer
+
+        advice = advise_trainer(trainer, seeds=0)
+    limits = {"2/λmax": advice.max_stable_lr}
+    if any(name in ("momentum", "nesterov") for name in names):
+        limits[f"2(1+{options.momentum:g})/λmax"] = advice.max_stable_lr_momentum
+    out = out or claim_default_out_dir()
+    _write_sweep(runs, limits, out)
+    if as_json:
+        click.echo(json.dumps({"limits": limits, "runs": [_run_row(run) for run in runs],
+                               "out": str(out)}))  # fmt: skip
+        return
+    click.echo(f"{'optimizer':<10} {'lr':>10}  {'label':<12} {'final loss':>12}  reason")
+    for run in runs:
+        click.echo(f"{run.optimizer:<10} {run.lr:>10.4g}  {run.label:<12} {run.final:>12.5g}  "
+                   f"{run.reason}")  # fmt: skip
+    shown = ", ".join(f"{name} = {value:.4g}" for name, value in limits.items())
+    click.echo(f"predicted stability limits: {shown}")
+    click.echo(f"wrote {out}/sweep.csv, sweep_history.csv, sweep_curves.png, sweep_final.png")
+
+
+def _run_row(run: Any) -> dict[str, Any]:
+    final = run.final if math.isfinite(run.final) else None
+    return {"optimizer": run.optimizer, "lr": run.lr, "label": run.label, "final_loss": final,
+            "epochs": len(run.losses), "reason": run.reason}  # fmt: skip
+
+
+def _write_sweep(runs: list[Any], limits: dict[str, float], out: Path) -> None:
+    import csv
+    import io
+
+    from gdlab.atomic import write_text
+    from gdlab.plot.rates import sweep_curves, sweep_final
+    from gdlab.plot.training import save
+
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(_run_row(runs[0])), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_run_row(run) for run in runs)
+    write_text(out / "sweep.csv", table.getvalue())
+    history = io.StringIO()
+    rows = csv.writer(history, lineterminator="\n")
+    rows.writerow(["optimizer", "lr", "epoch", "train_loss"])
+    for run in runs:
+        rows.writerows([run.optimizer, run.lr, k + 1, repr(v)] for k, v in enumerate(run.losses))
+    write_text(out / "sweep_history.csv", history.getvalue())
+    save(sweep_curves(runs), out / "sweep_curves.png")
+    save(sweep_final(runs, limits), out / "sweep_final.png")
 
 
 def _print_advice(advice: Any, options: FitOptions, report: dict[str, Any]) -> None:

@@ -1,0 +1,52 @@
+"""A sweep of 16 learning rates against one run on the same data, measured side by side.
+
+Target (issue: learning rates you can trust): the sweep costs at most 3 times one run.
+Both train the same model for the same epochs and batches; the sweep reads each batch once
+for all 16 rates. Run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import platform
+import warnings
+
+import numpy as np
+import torch
+
+import gdlab
+from benchmarks.run import median_seconds
+from gdlab.sweep import sweep
+
+CASES = {
+    "linear, 20000 x 20, batch 256, 5 epochs": ("linear", 20_000, 20, 256, 5),
+    "mlp:32, 5000 x 10, batch 128, 5 epochs": ("mlp:32", 5_000, 10, 128, 5),
+    "linear, 2000 x 5, full batch, 200 epochs": ("linear", 2_000, 5, None, 200),
+}
+
+
+def data(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, d))
+    return X, X @ rng.normal(size=d) + rng.normal(size=n)
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"1 thread")  # fmt: skip
+    print(f"{'case':<44}{'one run s':>10}{'16 rates s':>12}{'ratio':>8}  (target <= 3x)")
+    lrs = np.geomspace(1e-4, 1.0, 16).tolist()
+    for name, (model, n, d, batch, epochs) in CASES.items():
+        X, y = data(n, d)
+        common = {"model": model, "epochs": epochs, "batch_size": batch, "device": "cpu"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            one = median_seconds(lambda: gdlab.fit(X, y, lr=0.01, tol=0.0, patience=10**6,
+                                                   stop=lambda: False, **common), repeats=3)  # fmt: skip
+            many = median_seconds(lambda: sweep(X, y, lrs=lrs, optimizers=["gd"], **common),
+                                  repeats=3)  # fmt: skip
+        print(f"{name:<44}{one:>10.3f}{many:>12.3f}{many / one:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()

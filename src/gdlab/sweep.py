@@ -1,0 +1,247 @@
+"""Many learning rates (and optimizers) trained together: every batch is read once for all.
+
+The K runs of one optimizer are K copies of the parameters stacked along a new first axis;
+`torch.func.vmap` over `functional_call` evaluates all of them on the same batch, and the sum
+of their losses has, for each copy, that copy's own gradient. One optimizer steps all copies
+with rate 1, and each copy's step is then scaled by its own rate: for gd, sgd, momentum,
+nesterov, adam, adamw, rmsprop and adagrad the step is proportional to the rate (their state
+does not depend on it), so this is the same update as K separate runs, up to rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from gdlab.api import Trainer
+from gdlab.config import OPTIMIZERS, FitOptions, make_options
+from gdlab.data.arrays import as_matrix, as_vector
+from gdlab.errors import GdlabError
+from gdlab.models import ACTIVATIONS
+from gdlab.optim.registry import optimizer_for
+from gdlab.train.loop import DIVERGENCE_FACTOR
+
+GOOD_WITHIN = 0.05  # a run within 5% of the best final loss is "good"
+OSCILLATING_SHARE = 0.1  # rising in more than 10% of the last half of epochs
+
+
+@dataclass
+class SweepRun:
+    optimizer: str
+    lr: float
+    losses: list[float]  # per epoch, in the target's units
+    label: str = ""
+    reason: str = ""
+
+    @property
+    def final(self) -> float:
+        return self.losses[-1] if self.losses else math.nan
+
+
+def parse_rates(text: str) -> list[float]:
+    """'1e-4:1:16' is 16 rates log-spaced from 1e-4 to 1; 'a,b,c' lists them."""
+    try:
+        if ":" in text:
+            low, high, count = text.split(":")
+            rates = np.geomspace(float(low), float(high), int(count)).tolist()
+        else:
+            rates = [float(part) for part in text.split(",")]
+    except ValueError:
+        rates = []
+    if not rates or not all(math.isfinite(r) and r > 0 for r in rates):
+        raise GdlabError(
+            f"--lr {text!r}: give LOW:HIGH:COUNT (log-spaced, e.g. 1e-4:1:16) or a comma list of "
+            f"positive rates."
+        )
+    return [float(rate) for rate in rates]
+
+
+def parse_optimizers(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in OPTIMIZERS]
+    if not names or unknown:
+        raise GdlabError(
+            f"--optimizer {text!r}: unknown {', '.join(unknown) or 'name'}; choose from "
+            f"{', '.join(OPTIMIZERS)}."
+        )
+    return names
+
+
+def sweep(
+    X: Any,
+    y: Any,
+    *,
+    lrs: list[float],
+    optimizers: list[str],
+    feature_names: list[str] | None = None,
+    **options: Any,
+) -> tuple[list[SweepRun], Trainer]:
+    """Train every (optimizer, lr) pair from the same initial point; label each run."""
+    opts = make_options(**{**options, "lr": 1.0})
+    matrix, names = as_matrix(X)
+    names = list(feature_names) if feature_names is not None else names
+    trainer = Trainer(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None)
+    net, loss_fn, data = trainer.initial_problem()
+    scale = trainer.loss_scale()
+    groups = [_Group(net, dataclasses.replace(opts, optimizer=name), lrs) for name in optimizers]
+    n = data.X.shape[0]
+    size = n if opts.batch_size is None else opts.batch_size
+    generator = torch.Generator().manual_seed(opts.seed)
+    batched_loss = _per_copy_loss(loss_fn)
+    for epoch in range(opts.epochs):
+        order = None if size >= n else torch.randperm(n, generator=generator)
+        totals = [torch.zeros(len(lrs), dtype=torch.float64) for _ in groups]
+        for begin in range(0, n, size):
+            rows = None if order is None else order[begin : begin + size].to(data.X.device)
+            Xb = data.X if rows is None else data.X[rows]
+            yb = data.y if rows is None else data.y[rows]
+            for group, total in zip(groups, totals, strict=True):
+                losses = batched_loss(group.outputs(Xb), yb)
+                group.step(losses)
+                total += losses.detach().double().cpu() * Xb.shape[0]
+        for group, total in zip(groups, totals, strict=True):
+            group.record(epoch, (total / n * scale).tolist())
+        if not any(group.alive.any() for group in groups):
+            break
+    runs = [run for group in groups for run in group.runs]
+    label(runs)
+    return runs, trainer
+
+
+class _Group:
+    """The K stacked copies trained with one optimizer."""
+
+    def __init__(self, net: torch.nn.Module, opts: FitOptions, lrs: list[float]) -> None:
+        self.net = net
+        k = len(lrs)
+        self.params = {
+            key: value.detach().unsqueeze(0).repeat(k, *([1] * value.dim())).requires_grad_(True)
+            for key, value in net.named_parameters()
+        }
+        self.optimizer = optimizer_for(opts, list(self.params.values()))  # rate 1, scaled below
+        first = next(iter(self.params.values()))
+        self.rates = torch.tensor(lrs, dtype=first.dtype, device=first.device)
+        self.alive = torch.ones(k, dtype=torch.bool, device=first.device)
+        self.runs = [SweepRun(opts.optimizer, lr, []) for lr in lrs]
+        self.start: list[float] | None = None
+
+    def outputs(self, X: torch.Tensor) -> torch.Tensor:
+        """(K, n, outputs): batched matrix products for gdlab's own models, vmap otherwise."""
+        layers: list[tuple[str, nn.Module]] | None = None
+        if isinstance(self.net, nn.Linear):
+            layers = [("", self.net)]
+        if isinstance(self.net, nn.Sequential):
+            layers = [(f"{name}.", module) for name, module in self.net.named_children()]
+        if layers is None or not all(isinstance(m, (nn.Linear, *ACTIVATIONS.values()))
+                                     for _, m in layers):  # fmt: skip
+            result: torch.Tensor = vmap(lambda p: functional_call(self.net, p, (X,)))(self.params)
+            return result
+        h = X
+        for prefix, module in layers:
+            if isinstance(module, nn.Linear):
+                h = h @ self.params[prefix + "weight"].transpose(-1, -2)
+                if module.bias is not None:
+                    h = h + self.params[prefix + "bias"].unsqueeze(-2)
+            else:
+                h = module(h)
+        return h
+
+    def step(self, losses: torch.Tensor) -> None:
+        self.optimizer.zero_grad()
+        everyone = bool(self.alive.all())
+        (losses.sum() if everyone else losses[self.alive].sum()).backward()  # type: ignore[no-untyped-call]
+        before = [p.detach().clone() for p in self.params.values()]
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, old in zip(self.params.values(), before, strict=True):
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                if everyone:  # p = old + rate (p - old), in place
+                    p.sub_(old).mul_(self.rates.view(shape)).add_(old)
+                else:
+                    step = old + self.rates.view(shape) * (p - old)
+                    p.copy_(torch.where(self.alive.view(shape), step, old))
+
+    def record(self, epoch: int, losses: list[float]) -> None:
+        if self.start is None:
+            self.start = losses
+        for k, (run, value) in enumerate(zip(self.runs, losses, strict=True)):
+            if not self.alive[k]:
+                continue
+            run.losses.append(value)
+            start = self.start[k]
+            if not math.isfinite(value) or (start > 0 and value > DIVERGENCE_FACTOR * start):
+                self.alive[k] = False
+                grew = f"grew to {value:.3g}, over {DIVERGENCE_FACTOR:g}x its start {start:.3g}"
+                if not math.isfinite(value):
+                    grew = "became NaN or infinite"
+                run.label, run.reason = "diverged", f"the loss {grew} at epoch {epoch + 1}"
+
+
+def _per_copy_loss(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(K, n, outputs) and the shared targets -> (K,) mean losses, without vmap when possible."""
+    if not isinstance(loss_fn, nn.modules.loss._Loss):
+        return vmap(loss_fn, in_dims=(0, None))
+    elementwise = type(loss_fn)(reduction="none")
+    if isinstance(loss_fn, nn.CrossEntropyLoss):
+
+        def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            k, n, classes = outputs.shape
+            flat: torch.Tensor = elementwise(outputs.reshape(k * n, classes), targets.repeat(k))
+            return flat.view(k, n).mean(1)
+
+        return cross_entropy
+
+    def mean_per_copy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        losses: torch.Tensor = elementwise(outputs, targets.expand_as(outputs))
+        return losses.mean(dim=(1, 2))
+
+    return mean_per_copy
+
+
+def label(runs: list[SweepRun]) -> None:
+    """too-small, good, oscillating or diverged, each with the numbers that decided it.
+
+    A run's level is its mean loss over the last tenth of the epochs (mini-batch losses are
+    noisy). Good: within 5% of the best level. Otherwise oscillating when the loss rose in
+    over 10% of the last half's epochs, and too-small when it is still falling steadily.
+    """
+    levels = {id(run): _level(run.losses) for run in runs if run.label != "diverged"}
+    finite = [level for level in levels.values() if math.isfinite(level)]
+    best = min(finite) if finite else math.nan
+    for run in runs:
+        if run.label == "diverged":
+            continue
+        level = levels[id(run)]
+        losses = np.asarray(run.losses)
+        tail = losses[len(losses) // 2 :]
+        rises = int(np.sum(np.diff(tail) > 0))
+        if level <= best * (1 + GOOD_WITHIN):
+            run.label = "good"
+            run.reason = f"loss {level:.4g} is within {GOOD_WITHIN:.0%} of the best, {best:.4g}"
+        elif rises > OSCILLATING_SHARE * max(1, len(tail) - 1):
+            run.label = "oscillating"
+            run.reason = (
+                f"the loss rose in {rises} of the last {len(tail) - 1} epochs and stays at "
+                f"{level / best:.3g}x the best"
+            )
+        else:
+            run.label = "too-small"
+            run.reason = (
+                f"still falling at the end; loss {level:.4g} is {level / best:.3g}x the best"
+            )
+
+
+def _level(losses: list[float]) -> float:
+    if not losses:
+        return math.nan
+    return float(np.mean(losses[-max(1, len(losses) // 10) :]))

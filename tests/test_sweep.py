@@ -1,0 +1,111 @@
+"""Sweeps: K stacked runs equal K separate runs, and their labels say what a user would."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gdlab
+from gdlab.errors import GdlabError
+from gdlab.sweep import parse_optimizers, parse_rates, sweep
+from tests.conftest import CliRun
+from tests.test_resume import load
+
+pytestmark = pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning")
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "optimizers", "batch"),
+    [
+        ("noisy-plane", "linear", ["gd", "momentum", "adam"], 16),
+        ("three-blobs", "softmax", ["nesterov", "rmsprop"], None),
+        ("binary-blobs", "mlp:6", ["adamw", "adagrad", "sgd"], 32),
+    ],
+)
+def test_stacked_runs_equal_separate_runs(
+    name: str, model: str, optimizers: list[str], batch: int | None
+) -> None:
+    X, y = load(name)
+    lrs = [0.003, 0.03, 0.3]
+    common = {"model": model, "epochs": 15, "batch_size": batch, "dtype": "float64",
+              "weight_decay": 1e-3}  # fmt: skip
+    runs, _ = sweep(X, y, lrs=lrs, optimizers=optimizers, **common)
+    for run in runs:
+        single = gdlab.fit(X, y, optimizer=run.optimizer, lr=run.lr, tol=0, patience=10**6,
+                           stop=lambda: False, **common)  # fmt: skip
+        np.testing.assert_allclose(run.losses, single.history.train_loss, rtol=1e-9)
+
+
+def test_a_vmapped_custom_architecture_equals_the_fast_path() -> None:
+    """Modules other than gdlab's own go through torch.func.vmap + functional_call."""
+    from gdlab.sweep import _Group
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    options = gdlab.FitOptions(lr=1.0)
+    group = _Group(net, options, [0.1, 0.2])
+    X = torch.randn(5, 2)
+    fast = group.outputs(X)
+    wrapped = _Group(torch.nn.Sequential(torch.nn.Sequential(*net)), options, [0.1, 0.2])
+    torch.testing.assert_close(wrapped.outputs(X), fast)
+    torch.testing.assert_close(fast[0], net(X))
+
+
+def test_labels_follow_the_predicted_limit() -> None:
+    X, y = load("noisy-plane")
+    lrs = parse_rates("1e-3:2:8")
+    runs, trainer = sweep(X, y, lrs=lrs, optimizers=["gd"], epochs=100)
+    limit = 2 / trainer.curvature.lambda_max  # type: ignore[union-attr]
+    for run in runs:
+        if run.lr > limit:
+            assert run.label == "diverged" and "1000x its start" in run.reason
+        else:
+            assert run.label in ("too-small", "good")
+    labels = [run.label for run in runs]
+    assert labels[0] == "too-small" and "still falling" in runs[0].reason
+    assert "good" in labels
+
+
+def test_mini_batch_noise_at_a_large_rate_is_oscillating() -> None:
+    X, y = load("noisy-plane")
+    runs, _ = sweep(X, y, lrs=[0.01, 0.1], optimizers=["sgd"], batch_size=1, epochs=40)
+    assert [run.label for run in runs] == ["good", "oscillating"]
+    assert "rose in" in runs[1].reason
+
+
+def test_rate_and_optimizer_lists_are_checked() -> None:
+    assert parse_rates("1e-4:1:5") == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    assert parse_rates("0.1,0.2") == [0.1, 0.2]
+    for bad in ("1e-4:1", "0:1:4", "a,b", ""):
+        with pytest.raises(GdlabError, match="LOW:HIGH:COUNT"):
+            parse_rates(bad)
+    with pytest.raises(GdlabError, match="unknown lion"):
+        parse_optimizers("gd,lion")
+
+
+def test_gdlab_sweep_writes_table_csv_and_figures(
+    gdlab: Callable[..., CliRun], tmp_path: Path
+) -> None:
+    run = gdlab("sweep", "noisy-plane", "--lr", "1e-3:2:6", "--optimizer", "gd,momentum",
+                "--epochs", "60", "--out", str(tmp_path), "--overwrite")  # fmt: skip
+    assert run.code == 0, run.err
+    assert "predicted stability limits: 2/λmax" in run.out and "diverged" in run.out
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert len(rows) == 12 and {row["optimizer"] for row in rows} == {"gd", "momentum"}
+    assert all(row["label"] in ("too-small", "good", "oscillating", "diverged") for row in rows)
+    history = list(csv.DictReader((tmp_path / "sweep_history.csv").open()))
+    assert len(history) == sum(int(row["epochs"]) for row in rows)
+    for name in ("sweep_curves.png", "sweep_final.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+    as_json = gdlab("sweep", "tutorial-line", "--lr", "0.1,3", "--json", "--epochs", "20",
+                    "--out", str(tmp_path / "j"))  # fmt: skip
+    report = json.loads(as_json.out)
+    assert [r["label"] for r in report["runs"]] == ["good", "diverged"]
+    bad = gdlab("sweep", "noisy-plane", "--lr", "fast")
+    assert bad.code == 2 and "LOW:HIGH:COUNT" in bad.err
