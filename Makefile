@@ -34,7 +34,8 @@ unit: $(VENV)/.installed-dev
 test: lint typecheck unit
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.sweep
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import warnings
+from functools import partial
 
 import numpy as np
 import torch
@@ -39,13 +40,15 @@ def main() -> None:
     for name, (model, n, d, batch, epochs) in CASES.items():
         X, y = data(n, d)
         common = {"model": model, "epochs": epochs, "batch_size": batch, "device": "cpu"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            one = median_seconds(lambda: gdlab.fit(X, y, lr=0.01, tol=0.0, patience=10**6,
-                                                   stop=lambda: False, **common), repeats=3)  # fmt: skip
-            many = median_seconds(lambda: sweep(X, y, lrs=lrs, optimizers=["gd"], **common),
-                                  repeats=3)  # fmt: skip
+        one = median_seconds(partial(one_run, X, y, common), repeats=3)
+        many = median_seconds(partial(sweep, X, y, lrs=lrs, optimizers=["gd"], **common), 3)
         print(f"{name:<44}{one:>10.3f}{many:>12.3f}{many / one:>7.2f}x")
+
+
+def one_run(X: np.ndarray, y: np.ndarray, common: dict[str, object]) -> object:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gdlab.fit(X, y, lr=0.01, tol=0.0, patience=10**6, stop=lambda: False, **common)
 
 
 if __name__ == "__main__":

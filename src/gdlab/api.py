@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from gdlab.result import FitResult
 from gdlab.train.loop import LoopState, Split, Stopping, train
 
 MAX_RECORDED_PARAMETERS = 20
+logger = logging.getLogger("gdlab")
 
 
 def fit(
@@ -309,6 +311,7 @@ class Trainer:
         advice = advise_trainer(self)
         self.opts = dataclasses.replace(self.opts, lr=advice.recommended_lr)
         self.lr_choice = f"lr auto: {advice.recommended_lr:.3g}, {advice.reason}"
+        logger.info(self.lr_choice)
 
     def initial_problem(
         self, seed: int | None = None

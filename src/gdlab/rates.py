@@ -213,8 +213,9 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
                 f"(λmax = {c.lambda_max:.3g}, λmin = {c.lambda_min:.3g})"
             )
         return SAFETY * limit, (
-            f"{SAFETY:g} x the stability limit {formula} = {limit:.3g}; the problem is so "
-            f"ill-conditioned that 2/(λmax+λmin) sits on the limit"
+            f"{SAFETY:g} x the stability limit {formula} = {limit:.3g}: the fastest rate "
+            f"2/(λmax+λmin) lies within {1 - SAFETY:.0%} of the limit (condition number "
+            f"{c.condition_number:.3g})"
         )
     half = 0.5 * limit
     if suggestion is None or suggestion < half:

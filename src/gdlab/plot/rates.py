@@ -57,13 +57,14 @@ def sweep_final(runs: list[SweepRun], limits: dict[str, float]) -> Figure:
     """Final loss against the rate for each optimizer, with the predicted stability limits."""
     figure = _figure(7.0, 4.5)
     axes = figure.axes[0]
+    finals = [run.losses[-1] for run in runs if run.label != "diverged" and run.losses]
+    top = 3 * max((loss for loss in finals if math.isfinite(loss)), default=1.0)
     for name in dict.fromkeys(run.optimizer for run in runs):
         own = [run for run in runs if run.optimizer == name]
         finite = [(run.lr, run.losses[-1]) for run in own if run.label != "diverged"]
         line = axes.plot(*zip(*finite, strict=True), "o-", label=name) if finite else None
         diverged = [run.lr for run in own if run.label == "diverged"]
         if diverged:
-            top = max((loss for _, loss in finite), default=1.0) * 3
             color = line[0].get_color() if line else None
             axes.plot(diverged, [top] * len(diverged), "x", color=color, markersize=9)
     mark_limits(axes, limits, None)
