@@ -1,0 +1,154 @@
+"""Functions a user types, parsed safely: Python's `ast` with a whitelist, never `eval`.
+
+Allowed: numbers, variables (any other name), + - * / ** and unary minus, and the functions
+and constants in `FUNCTIONS` and `CONSTANTS`. The tree becomes two things: a sympy expression,
+for the derivative in symbols, and a torch function, for the values and autograd gradients
+the optimizers use. A mistake is one `GdlabError` naming the column of the problem.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sympy
+import torch
+
+from gdlab.errors import GdlabError
+
+FUNCTIONS: dict[str, tuple[Any, Callable[[torch.Tensor], torch.Tensor]]] = {
+    "sin": (sympy.sin, torch.sin),
+    "cos": (sympy.cos, torch.cos),
+    "tan": (sympy.tan, torch.tan),
+    "exp": (sympy.exp, torch.exp),
+    "log": (sympy.log, torch.log),
+    "sqrt": (sympy.sqrt, torch.sqrt),
+    "tanh": (sympy.tanh, torch.tanh),
+    "abs": (sympy.Abs, torch.abs),
+}
+CONSTANTS = {"pi": (sympy.pi, math.pi), "e": (sympy.E, math.e)}
+MAX_LENGTH = 500
+
+SURFACES = {
+    "quadratic-bowl": ("x**2 + y**2", {"x": 1.5, "y": 1.0}),
+    "elongated-bowl": ("x**2 + 10*y**2", {"x": 1.5, "y": 0.5}),
+    "rosenbrock": ("(1 - x)**2 + 100*(y - x**2)**2", {"x": -1.2, "y": 1.0}),
+    "himmelblau": ("(x**2 + y - 11)**2 + (x + y**2 - 7)**2", {"x": 0.0, "y": 0.0}),
+    "saddle": ("x**2 - y**2", {"x": 1.0, "y": 1e-3}),
+}
+
+
+@dataclass(frozen=True)
+class Expression:
+    text: str
+    variables: tuple[str, ...]
+    symbolic: Any  # a sympy expression
+    function: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+    def derivative(self, name: str) -> Any:
+        return sympy.expand(sympy.diff(self.symbolic, sympy.Symbol(name, real=True)))
+
+    def __call__(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.function(values)
+
+
+def parse(text: str) -> Expression:
+    """Parse `text` (or a surface name) into an `Expression` of one or two variables."""
+    text = SURFACES[text][0] if text in SURFACES else text
+    if len(text) > MAX_LENGTH:
+        raise GdlabError(f"the expression is {len(text)} characters long; keep it under 500.")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as error:
+        column = (error.offset or 1) - 1
+        raise GdlabError(
+            f"cannot read the expression at column {column + 1}: {_point(text, column)} "
+            f"({error.msg}); write it like (3+3*a)**2 or (1-x)**2 + 100*(y-x**2)**2."
+        ) from None
+    names: list[str] = []
+    symbolic = _to_sympy(tree.body, text, names)
+    variables = tuple(sorted(dict.fromkeys(names)))
+    if not 1 <= len(variables) <= 2:
+        found = ", ".join(variables) or "none"
+        raise GdlabError(
+            f"the expression must have one or two variables; it has {len(variables)} ({found})."
+        )
+    body = tree.body
+
+    def function(values: dict[str, torch.Tensor]) -> torch.Tensor:
+        result: torch.Tensor = _to_torch(body, values)
+        return result
+
+    return Expression(text, variables, symbolic, function)
+
+
+def _point(text: str, column: int) -> str:
+    return f"{text[:column]}>>>{text[column:]}" if text else "''"
+
+
+def _fail(node: ast.AST, text: str, what: str) -> GdlabError:
+    column = getattr(node, "col_offset", 0)
+    return GdlabError(
+        f"{what} at column {column + 1}: {_point(text, column)}; use numbers, variables, "
+        f"+ - * / **, and {', '.join(FUNCTIONS)}, pi, e."
+    )
+
+
+_SYMPY_OPERATORS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.Pow: lambda a, b: a**b,
+}
+
+
+def _to_sympy(node: ast.AST, text: str, names: list[str]) -> Any:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return sympy.nsimplify(node.value) if isinstance(node.value, float) else node.value
+    if isinstance(node, ast.Name):
+        if node.id in CONSTANTS:
+            return CONSTANTS[node.id][0]
+        if node.id in FUNCTIONS:
+            raise _fail(node, text, f"{node.id} is a function: write {node.id}(...)")
+        names.append(node.id)
+        return sympy.Symbol(node.id, real=True)
+    if isinstance(node, ast.BinOp) and type(node.op) in _SYMPY_OPERATORS:
+        left = _to_sympy(node.left, text, names)
+        right = _to_sympy(node.right, text, names)
+        return _SYMPY_OPERATORS[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _to_sympy(node.operand, text, names)
+        return -value if isinstance(node.op, ast.USub) else value
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in FUNCTIONS
+        and len(node.args) == 1
+        and not node.keywords
+    ):
+        return FUNCTIONS[node.func.id][0](_to_sympy(node.args[0], text, names))
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitXor):
+        raise _fail(node, text, "^ is not a power here: write ** (a**2)")
+    raise _fail(node, text, f"{type(node).__name__.lower()} is not allowed")
+
+
+def _to_torch(node: ast.AST, values: dict[str, torch.Tensor]) -> Any:
+    """Evaluate the (already whitelisted) tree on tensors."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return CONSTANTS[node.id][1] if node.id in CONSTANTS else values[node.id]
+    if isinstance(node, ast.BinOp):
+        return _SYMPY_OPERATORS[type(node.op)](
+            _to_torch(node.left, values), _to_torch(node.right, values)
+        )
+    if isinstance(node, ast.UnaryOp):
+        value = _to_torch(node.operand, values)
+        return -value if isinstance(node.op, ast.USub) else value
+    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    argument = _to_torch(node.args[0], values)
+    return FUNCTIONS[node.func.id][1](torch.as_tensor(argument, dtype=torch.float64))
