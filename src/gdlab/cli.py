@@ -565,6 +565,62 @@ def _print_steps(path: Any, variables: tuple[str, ...], *, full: bool) -> None:
         click.echo(f"gdlab: {path.message}", err=True)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--params", help="two recorded parameters for the loss surface, e.g. "
+              "coef[x],intercept  [default: the first weight and the bias]")  # fmt: skip
+@click.option("--data", help="the run's data, if it moved (default: the path the run recorded)")
+def plot(run_dir: Path, params: str | None, data: str | None) -> None:
+    """Figures of a run: loss, parameters, weight and bias against loss, gradient norms by layer,
+    and the loss surface of two parameters with the run's path."""
+    from gdlab.plot import training
+    from gdlab.runs import RunLock, load_run
+
+    if not run_dir.is_dir():
+        raise GdlabError(f"{run_dir}: no such run folder.")
+    with RunLock(run_dir):
+        result, state = load_run(run_dir)
+        history = result.history
+        if not len(history):
+            raise GdlabError(f"{run_dir} has no epochs in its history; nothing to plot.")
+        figures = {
+            "loss.png": training.loss_curve(history),
+            "gradients.png": training.gradient_norms(history),
+        }
+        if history.params:
+            figures["params.png"] = training.parameter_curves(history)
+            from gdlab.surface import check_pair, default_pair, loss_surface
+
+            pair = default_pair(result)
+            if params is not None:
+                chosen = [name.strip() for name in params.split(",")]
+                if len(chosen) != 2:
+                    raise GdlabError(f"--params {params!r}: name exactly two parameters.")
+                pair = (chosen[0], chosen[1])
+            check_pair(result, pair)
+            figures["weight_bias.png"] = training.weight_bias_vs_loss(history, *pair)
+            trainer = _run_trainer(result, state, data)
+            surface = loss_surface(trainer, result, pair)
+            figures["surface.png"] = training.surface_figure(surface, history)
+        for name, figure in figures.items():
+            training.save(figure, run_dir / name)
+    click.echo(f"wrote {', '.join(str(run_dir / name) for name in figures)}")
+
+
+def _run_trainer(result: Any, state: dict[str, Any], data: str | None) -> Any:
+    """The run's data prepared as it was for training (scalers, rows, classes)."""
+    from gdlab.api import Trainer
+    from gdlab.data.arrays import as_matrix, as_vector
+    from gdlab.data.columns import select
+
+    source, frame, _ = _load(data or state["data_path"] or state["data"])
+    X, y, names = select(frame, source, state["target"], state["features"])
+    matrix = as_matrix(X)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GdlabWarning)
+        return Trainer(result.options, matrix, as_vector(y, len(matrix)), names, None)
+
+
 def _print_advice(advice: Any, options: FitOptions, report: dict[str, Any]) -> None:
     c = advice.curvature
     click.echo(f"loss Hessian at the initial point ({advice.method}, {advice.n_parameters} "

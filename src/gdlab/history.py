@@ -12,6 +12,7 @@ from typing import Any
 from gdlab.atomic import write_text
 
 FIXED_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "grad_norm")
+GRAD_PREFIX = "grad_norm["  # per-layer columns: grad_norm[0.weight], ...
 
 
 @dataclass
@@ -25,6 +26,7 @@ class History:
     lr: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
     params: dict[str, list[float]] = field(default_factory=dict)
+    grad_norms: dict[str, list[float]] = field(default_factory=dict)  # per parameter tensor
 
     def append(
         self,
@@ -34,6 +36,7 @@ class History:
         lr: float,
         grad_norm: float,
         params: dict[str, float] | None = None,
+        grad_norms: dict[str, float] | None = None,
     ) -> None:
         self.epoch.append(epoch)
         self.train_loss.append(train_loss)
@@ -42,6 +45,8 @@ class History:
         self.grad_norm.append(grad_norm)
         for name, value in (params or {}).items():
             self.params.setdefault(name, []).append(value)
+        for name, value in (grad_norms or {}).items():
+            self.grad_norms.setdefault(name, []).append(value)
 
     def copy(self) -> History:
         return History.from_dict(self.to_dict())
@@ -55,13 +60,15 @@ class History:
             "lr": list(self.lr),
             "grad_norm": list(self.grad_norm),
             "params": {name: list(values) for name, values in self.params.items()},
+            "grad_norms": {name: list(values) for name, values in self.grad_norms.items()},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
         fields = {name: list(data[name]) for name in ("epoch", *FIXED_COLUMNS[1:])}
         params = {name: list(values) for name, values in data["params"].items()}
-        return cls(**fields, params=params)
+        norms = {name: list(values) for name, values in data.get("grad_norms", {}).items()}
+        return cls(**fields, params=params, grad_norms=norms)
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -69,7 +76,8 @@ class History:
     def to_csv(self) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([*FIXED_COLUMNS, *self.params])
+        layers = [f"{GRAD_PREFIX}{name}]" for name in self.grad_norms]
+        writer.writerow([*FIXED_COLUMNS, *layers, *self.params])
         for i in range(len(self)):
             row = [
                 self.epoch[i],
@@ -78,9 +86,8 @@ class History:
                 self.lr[i],
                 self.grad_norm[i],
             ]
-            writer.writerow(
-                [_format(v) for v in row] + [_format(v[i]) for v in self.params.values()]
-            )
+            columns = [*self.grad_norms.values(), *self.params.values()]
+            writer.writerow([_format(v) for v in row] + [_format(v[i]) for v in columns])
         return buffer.getvalue()
 
     def save(self, path: Path) -> None:
@@ -98,7 +105,16 @@ class History:
                 _parse(row["val_loss"]),
                 _parse(row["lr"]),
                 _parse(row["grad_norm"]),
-                {name: _parse(v) for name, v in row.items() if name not in FIXED_COLUMNS},
+                {
+                    name: _parse(v)
+                    for name, v in row.items()
+                    if name not in FIXED_COLUMNS and not name.startswith(GRAD_PREFIX)
+                },
+                {
+                    name[len(GRAD_PREFIX) : -1]: _parse(v)
+                    for name, v in row.items()
+                    if name.startswith(GRAD_PREFIX)
+                },
             )
         return history
 

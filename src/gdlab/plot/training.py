@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from gdlab.history import History
+    from gdlab.surface import Surface
 
 
 def _figure(width: float = 6.0, height: float = 4.0, columns: int = 1) -> Figure:
@@ -48,4 +49,58 @@ def weight_bias_vs_loss(history: History, weight: str, bias: str) -> Figure:
         axes.plot(history.params[name][-1:], history.train_loss[-1:], "k*", markersize=10)
         axes.set(xlabel=name, yscale="log", title=f"{name} against loss")
     figure.axes[0].set_ylabel("loss")
+    return figure
+
+
+VANISHING, EXPLODING = 1e-7, 1e3
+
+
+def parameter_curves(history: History) -> Figure:
+    """Every recorded parameter against epochs."""
+    figure = _figure(7.0, 4.5)
+    axes = figure.axes[0]
+    for name, values in history.params.items():
+        axes.plot(history.epoch, values, label=name)
+    axes.set(xlabel="epoch", ylabel="value", title="Parameters by epoch")
+    if history.params:
+        axes.legend(fontsize=7, ncol=2)
+    return figure
+
+
+def gradient_norms(history: History) -> Figure:
+    """Each layer's gradient norm against epochs, log scale, with vanishing (< 1e-7) and
+    exploding (> 1e3) gradients marked."""
+    figure = _figure(7.0, 4.5)
+    axes = figure.axes[0]
+    layers = history.grad_norms or {"all parameters": history.grad_norm}
+    for name, values in layers.items():
+        axes.plot(history.epoch, values, label=name)
+        flagged = [(e, v) for e, v in zip(history.epoch, values, strict=True)
+                   if v < VANISHING or v > EXPLODING]  # fmt: skip
+        if flagged:
+            axes.plot(*zip(*flagged, strict=True), "x", color="tab:red", markersize=5)
+    axes.axhline(VANISHING, color="0.5", linestyle=":", label=f"vanishing < {VANISHING:g}")
+    axes.axhline(EXPLODING, color="0.5", linestyle="--", label=f"exploding > {EXPLODING:g}")
+    axes.set(xlabel="epoch", ylabel="gradient norm", yscale="log", title="Gradient norm by layer")
+    axes.legend(fontsize=7)
+    return figure
+
+
+def surface_figure(surface: Surface, history: History) -> Figure:
+    """The loss over two parameters, with the run's path across it."""
+    import numpy as np
+
+    figure = _figure(7.0, 5.0)
+    axes = figure.axes[0]
+    shifted = surface.loss - surface.loss.min()
+    levels = np.geomspace(max(shifted.max() * 1e-6, 1e-12), shifted.max(), 25) + surface.loss.min()
+    contours = axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap="viridis")
+    figure.colorbar(contours, ax=axes, label="loss")
+    a, b = (history.params[name] for name in surface.names)
+    axes.plot(a, b, "r.-", markersize=3, linewidth=1, label="path")
+    axes.plot(a[-1:], b[-1:], "k*", markersize=12, label="final")
+    axes.set(xlabel=surface.names[0], ylabel=surface.names[1],
+             title="Loss on the run's data, other parameters at their final values")  # fmt: skip
+    axes.title.set_fontsize(9)
+    axes.legend(fontsize=8)
     return figure

@@ -113,7 +113,9 @@ def train(
     """
     state = state or LoopState()
     history = history or History()
-    params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    names = [name for name, _ in named]
+    params: list[torch.Tensor] = [p for _, p in named]
     if state.current is not None:
         _restore(params, state.current)
         state.current = None
@@ -171,13 +173,15 @@ def train(
         if not all(bool(torch.isfinite(p).all()) for p in params):
             return _diverged(history, state, epoch + 1, math.inf, params, last_good)
         val_loss = _evaluate(model, loss_fn, data)
+        total_norm, layer_norms = _grad_norms(params)
         history.append(
             epoch + 1,
             train_loss * loss_scale,
             val_loss * loss_scale,
             lr,
-            _grad_norm(params),
+            total_norm,
             record() if record else None,
+            dict(zip(names, layer_norms, strict=True)) if layer_norms else None,
         )
         state.epoch = epoch + 1
         if on_epoch is not None:
@@ -226,10 +230,9 @@ def _evaluate(model: nn.Module, loss_fn: LossFunction, data: Split) -> float:
     return float(loss_fn(model(data.X_val), data.y_val).item())
 
 
-def _grad_norm(params: list[torch.Tensor]) -> float:
-    grads = [p.grad.detach() for p in params if p.grad is not None]
-    if not grads:
-        return math.nan
-    return float(
-        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    )
+def _grad_norms(params: list[torch.Tensor]) -> tuple[float, list[float]]:
+    """The gradient's norm over all parameters, and per parameter tensor (layer)."""
+    if any(p.grad is None for p in params):
+        return math.nan, []
+    norms = torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in params])  # type: ignore[union-attr]
+    return float(torch.linalg.vector_norm(norms)), norms.tolist()

@@ -1,0 +1,102 @@
+"""gdlab plot: each figure is drawn from the run's own numbers (asserted on the drawn data)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression
+
+from gdlab.history import History
+from gdlab.plot.training import VANISHING, gradient_norms, loss_curve, surface_figure
+from gdlab.runs import load_run
+from gdlab.surface import default_pair, loss_surface
+from tests.conftest import CliRun
+from tests.test_resume import load
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture
+def linear_run(gdlab: Callable[..., CliRun], tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    assert gdlab("fit", "noisy-plane", "--lr", "0.05", "--epochs", "300", "--dtype", "float64",
+                 "--out", str(out)).code == 0  # fmt: skip
+    return out
+
+
+def trainer_for(run: Path):  # type: ignore[no-untyped-def]
+    from gdlab.cli import _run_trainer
+
+    result, state = load_run(run)
+    return result, _run_trainer(result, state, None)
+
+
+def test_the_surface_is_the_loss_and_its_minimum_is_the_closed_form(linear_run: Path) -> None:
+    result, trainer = trainer_for(linear_run)
+    pair = default_pair(result)
+    assert pair == ("coef[x1]", "intercept")
+    surface = loss_surface(trainer, result, pair, points=201)
+    X, y = load("noisy-plane")
+    exact = LinearRegression().fit(X, y)
+    row, column = np.unravel_index(np.argmin(surface.loss), surface.loss.shape)
+    step_a, step_b = np.diff(surface.a)[0], np.diff(surface.b)[0]
+    # the other coefficient is held at its final value, which is the optimum's: the minimum of
+    # the plane is the closed form's (coef[x1], intercept), to one grid step
+    assert abs(surface.a[column] - exact.coef_[0]) <= step_a
+    assert abs(surface.b[row] - exact.intercept_) <= step_b
+    best = np.mean((exact.predict(X) - y) ** 2)
+    assert surface.loss.min() == pytest.approx(best, rel=1e-4)
+    # a point of the grid, recomputed by hand
+    coef = [surface.a[3], result.history.params["coef[x2]"][-1]]
+    by_hand = np.mean((X @ coef + surface.b[7] - y) ** 2)
+    assert surface.loss[7, 3] == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_the_path_drawn_is_the_history(linear_run: Path) -> None:
+    result, trainer = trainer_for(linear_run)
+    pair = default_pair(result)
+    figure = surface_figure(loss_surface(trainer, result, pair), result.history)
+    path = next(line for line in figure.axes[0].lines if line.get_label() == "path")
+    np.testing.assert_array_equal(path.get_xdata(), result.history.params[pair[0]])
+    np.testing.assert_array_equal(path.get_ydata(), result.history.params[pair[1]])
+    curve = loss_curve(result.history).axes[0].lines[0]
+    np.testing.assert_array_equal(curve.get_ydata(), result.history.train_loss)
+
+
+def test_gradient_norms_by_layer_with_vanishing_ones_marked() -> None:
+    history = History()
+    for epoch, (first, second) in enumerate([(1.0, 0.5), (1e-3, 1e-8), (1e-4, 1e-9)], start=1):
+        history.append(
+            epoch, 1.0, float("nan"), 0.1, 1.0, None, {"0.weight": first, "2.weight": second}
+        )
+    axes = gradient_norms(history).axes[0]
+    layers = {line.get_label(): line for line in axes.lines}
+    np.testing.assert_array_equal(layers["2.weight"].get_ydata(), [0.5, 1e-8, 1e-9])
+    marks = [line for line in axes.lines if line.get_marker() == "x"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [2, 3]
+    assert all(value < VANISHING for value in marks[0].get_ydata())
+
+
+def test_gdlab_plot_writes_every_figure_for_linear_and_mlp_runs(
+    gdlab: Callable[..., CliRun], linear_run: Path, tmp_path: Path
+) -> None:
+    run = gdlab("plot", str(linear_run))
+    assert run.code == 0, run.err
+    for name in ("loss.png", "gradients.png", "params.png", "weight_bias.png", "surface.png"):
+        assert (linear_run / name).stat().st_size > 10_000
+    history = History.load(linear_run / "history.csv")
+    assert set(history.grad_norms) == {"weight", "bias"}
+    mlp = tmp_path / "mlp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert gdlab("fit", "noisy-plane", "--model", "mlp:3", "--epochs", "50", "--lr", "0.05",
+                     "--out", str(mlp)).code == 0  # fmt: skip
+    assert gdlab("plot", str(mlp), "--params", "0.weight[0],0.bias[0]").code == 0
+    assert (mlp / "surface.png").is_file()
+    bad = gdlab("plot", str(mlp), "--params", "0.weight[0]")
+    assert bad.code == 2 and "exactly two" in bad.err
