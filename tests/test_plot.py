@@ -100,3 +100,36 @@ def test_gdlab_plot_writes_every_figure_for_linear_and_mlp_runs(
     assert (mlp / "surface.png").is_file()
     bad = gdlab("plot", str(mlp), "--params", "0.weight[0]")
     assert bad.code == 2 and "exactly two" in bad.err
+
+
+def test_compare_draws_every_run_from_one_start(
+    gdlab: Callable[..., CliRun], tmp_path: Path
+) -> None:
+    run = gdlab("compare", "noisy-plane", "--lr", "0.05", "--epochs", "30", "--batch-sizes",
+                "full,16,1", "--optimizer", "gd,momentum", "--out", str(tmp_path))  # fmt: skip
+    assert run.code == 0, run.err
+    rows = (tmp_path / "compare.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[1].startswith('"gd, batch"')
+    assert (tmp_path / "compare.png").stat().st_size > 20_000
+
+
+def test_compare_figure_paths_are_the_histories_after_the_start() -> None:
+    import gdlab
+    from gdlab.api import Trainer
+    from gdlab.config import make_options
+    from gdlab.plot.training import compare_figure
+
+    X, y = load("noisy-plane")
+    runs = {f"batch {b}": gdlab.fit(X, y, lr=0.05, epochs=20, batch_size=b, stop=lambda: False)
+            for b in (None, 8)}  # fmt: skip
+    first = next(iter(runs.values()))
+    trainer = Trainer(make_options(lr=0.05), X, y, ["x1", "x2"], None)
+    start = trainer.initial_parameters()
+    surface = loss_surface(trainer, first, ("coef[x1]", "intercept"))
+    figure = compare_figure(surface, {k: r.history for k, r in runs.items()}, start)
+    for label, result in runs.items():
+        line = next(line for line in figure.axes[0].lines if line.get_label() == label)
+        assert line.get_xdata()[0] == start["coef[x1]"]
+        np.testing.assert_array_equal(line.get_xdata()[1:], result.history.params["coef[x1]"])
+    losses = {line.get_label(): line for line in figure.axes[1].lines}
+    np.testing.assert_array_equal(losses["batch 8"].get_ydata(), runs["batch 8"].history.train_loss)

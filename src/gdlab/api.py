@@ -313,6 +313,12 @@ class Trainer:
         self.lr_choice = f"lr auto: {advice.recommended_lr:.3g}, {advice.reason}"
         logger.info(self.lr_choice)
 
+    def initial_parameters(self) -> dict[str, float]:
+        """The recorded parameters (as in history.params) at the initial point."""
+        net = self._build_model(torch.device("cpu"))
+        record = self._recorder(net)
+        return record() if record is not None else {}
+
     def initial_problem(
         self, seed: int | None = None
     ) -> tuple[nn.Module, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Split]:

@@ -591,12 +591,7 @@ def plot(run_dir: Path, params: str | None, data: str | None) -> None:
             figures["params.png"] = training.parameter_curves(history)
             from gdlab.surface import check_pair, default_pair, loss_surface
 
-            pair = default_pair(result)
-            if params is not None:
-                chosen = [name.strip() for name in params.split(",")]
-                if len(chosen) != 2:
-                    raise GdlabError(f"--params {params!r}: name exactly two parameters.")
-                pair = (chosen[0], chosen[1])
+            pair = default_pair(result) if params is None else _pair(params)
             check_pair(result, pair)
             figures["weight_bias.png"] = training.weight_bias_vs_loss(history, *pair)
             trainer = _run_trainer(result, state, data)
@@ -605,6 +600,89 @@ def plot(run_dir: Path, params: str | None, data: str | None) -> None:
         for name, figure in figures.items():
             training.save(figure, run_dir / name)
     click.echo(f"wrote {', '.join(str(run_dir / name) for name in figures)}")
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--target", help="column to predict (default for built-in data sets: theirs)")
+@click.option("--features", help="comma-separated feature columns (default: every other column)")
+@click.option("--batch-sizes", default="full,32,1", show_default=True,
+              help="batch (full), mini-batch (N), stochastic (1) descent to compare")  # fmt: skip
+@click.option("--optimizer", "optimizers", default="gd", show_default=True,
+              help="one or more, comma-separated: gd,momentum,adam")  # fmt: skip
+@training_options_without("optimizer", "batch_size")
+@click.option("--params", help="two recorded parameters for the contour  [default: the first "
+              "weight and the bias]")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path),
+              help="folder for compare.png and compare.csv  [default: runs/<time>]")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+def compare(
+    data: str,
+    target: str | None,
+    features: str | None,
+    batch_sizes: str,
+    optimizers: str,
+    params: str | None,
+    out: Path | None,
+    overwrite: bool,
+    **raw: Any,
+) -> None:
+    """Batch, mini-batch and stochastic descent (and optimizers) from the same start, on one
+    contour and one loss axis."""
+    from gdlab.sweep import parse_optimizers
+
+    names = parse_optimizers(optimizers)
+    sizes = [_batch_size(size.strip()) for size in batch_sizes.split(",") if size.strip()]
+    if not sizes:
+        raise GdlabError("--batch-sizes: give one or more of full or N, comma-separated.")
+    X, y, columns, options = _data_and_options(data, target, features, raw | {"batch_size": None})
+    from gdlab.runs import check_out_dir, claim_default_out_dir
+
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
+    from gdlab.api import Trainer, fit
+    from gdlab.data.arrays import as_matrix, as_vector
+
+    results = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GdlabWarning)
+        for name in names:
+            for size in sizes:
+                label = f"{name}, {'batch' if size is None else f'batch size {size}'}"
+                chosen = options.to_dict() | {"optimizer": name, "batch_size": size}
+                results[label] = fit(X, y, feature_names=columns, stop=lambda: False, **chosen)
+        first = next(iter(results.values()))
+        matrix = as_matrix(X)[0]
+        trainer = Trainer(first.options, matrix, as_vector(y, len(matrix)), columns, None)
+    if not first.history.params:
+        raise GdlabError("the model has over 20 parameters, so no paths were recorded to compare.")
+    from gdlab.plot.training import compare_figure, save
+    from gdlab.surface import check_pair, default_pair, loss_surface
+
+    pair = default_pair(first) if params is None else _pair(params)
+    check_pair(first, pair)
+    surface = loss_surface(trainer, first, pair)
+    out = out or claim_default_out_dir()
+    histories = {label: r.history for label, r in results.items()}
+    save(compare_figure(surface, histories, trainer.initial_parameters()), out / "compare.png")
+    rows = ["run,epochs,final_loss,status"] + [
+        f'"{label}",{len(r.history)},{r.history.train_loss[-1]!r},{r.status}'
+        for label, r in results.items()
+    ]
+    from gdlab.atomic import write_text
+
+    write_text(out / "compare.csv", "\n".join(rows) + "\n")
+    for label, r in results.items():
+        click.echo(f"{label:<32} {r.status:<10} {len(r.history):>6} epochs  "
+                   f"loss {r.history.train_loss[-1]:.6g}")  # fmt: skip
+    click.echo(f"wrote {out / 'compare.png'}, {out / 'compare.csv'}")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    chosen = [name.strip() for name in text.split(",")]
+    if len(chosen) != 2:
+        raise GdlabError(f"--params {text!r}: name exactly two parameters.")
+    return chosen[0], chosen[1]
 
 
 def _run_trainer(result: Any, state: dict[str, Any], data: str | None) -> Any:

@@ -15,11 +15,13 @@ if TYPE_CHECKING:
     from gdlab.surface import Surface
 
 
-def _figure(width: float = 6.0, height: float = 4.0, columns: int = 1) -> Figure:
+def _figure(
+    width: float = 6.0, height: float = 4.0, columns: int = 1, *, sharey: bool | None = None
+) -> Figure:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), layout="constrained")
-    figure.subplots(1, columns, sharey=columns > 1)
+    figure.subplots(1, columns, sharey=columns > 1 if sharey is None else sharey)
     return figure
 
 
@@ -103,4 +105,28 @@ def surface_figure(surface: Surface, history: History) -> Figure:
              title="Loss on the run's data, other parameters at their final values")  # fmt: skip
     axes.title.set_fontsize(9)
     axes.legend(fontsize=8)
+    return figure
+
+
+def compare_figure(
+    surface: Surface, runs: dict[str, History], start: dict[str, float] | None = None
+) -> Figure:
+    """Several runs from the same start: paths on one contour, loss curves on one axis."""
+    import numpy as np
+
+    figure = _figure(12.0, 5.0, columns=2, sharey=False)
+    contour_axes, loss_axes = figure.axes
+    shifted = surface.loss - surface.loss.min()
+    levels = np.geomspace(max(shifted.max() * 1e-6, 1e-12), shifted.max(), 25) + surface.loss.min()
+    contour_axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap="Greys")
+    first = [[start[name]] if start else [] for name in surface.names]
+    for label, history in runs.items():
+        a, b = (first[k] + history.params[name] for k, name in enumerate(surface.names))
+        line = contour_axes.plot(a, b, ".-", markersize=2, linewidth=1, label=label)[0]
+        loss_axes.plot(history.epoch, history.train_loss, color=line.get_color(), label=label)
+    if start:
+        contour_axes.plot(*(start[name] for name in surface.names), "ko", label="start")
+    contour_axes.set(xlabel=surface.names[0], ylabel=surface.names[1], title="Paths")
+    loss_axes.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Loss")
+    contour_axes.legend(fontsize=8)
     return figure
