@@ -479,6 +479,7 @@ def _write_sweep(runs: list[Any], limits: dict[str, float], out: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path),
               help="folder for descend.png  [default: runs/<time>]")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@click.option("--animate", is_flag=True, help="also write descend.gif")
 def descend(
     expression: str,
     start: str | None,
@@ -488,6 +489,7 @@ def descend(
     momentum: float,
     out: Path | None,
     overwrite: bool,
+    animate: bool,
 ) -> None:
     """Gradient descent on a function you type, e.g. "(3+3*a)**2", or a surface by name:
     quadratic-bowl, elongated-bowl, rosenbrock, himmelblau, saddle."""
@@ -521,7 +523,13 @@ def descend(
     from gdlab.plot.training import save
 
     save(descent_figure(parsed, paths), out / "descend.png")
-    click.echo(f"\nwrote {out / 'descend.png'}")
+    written = [out / "descend.png"]
+    if animate:
+        from gdlab.plot.animate import descent_animation, save_gif
+
+        save_gif(descent_animation(parsed, paths)[0], out / "descend.gif")
+        written.append(out / "descend.gif")
+    click.echo(f"\nwrote {', '.join(map(str, written))}")
     if any(path.status == "diverged" for path in paths):
         sys.exit(EXIT_DIVERGED)
 
@@ -570,7 +578,9 @@ def _print_steps(path: Any, variables: tuple[str, ...], *, full: bool) -> None:
 @click.option("--params", help="two recorded parameters for the loss surface, e.g. "
               "coef[x],intercept  [default: the first weight and the bias]")  # fmt: skip
 @click.option("--data", help="the run's data, if it moved (default: the path the run recorded)")
-def plot(run_dir: Path, params: str | None, data: str | None) -> None:
+@click.option("--animate", is_flag=True,
+              help="also write descent.gif (and line.gif for one-feature regression)")  # fmt: skip
+def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> None:
     """Figures of a run: loss, parameters, weight and bias against loss, gradient norms by layer,
     and the loss surface of two parameters with the run's path."""
     from gdlab.plot import training
@@ -599,7 +609,27 @@ def plot(run_dir: Path, params: str | None, data: str | None) -> None:
             figures["surface.png"] = training.surface_figure(surface, history)
         for name, figure in figures.items():
             training.save(figure, run_dir / name)
-    click.echo(f"wrote {', '.join(str(run_dir / name) for name in figures)}")
+        written = [run_dir / name for name in figures]
+        if animate and history.params:
+            written += _animate_run(run_dir, result, trainer, surface, pair)
+    click.echo(f"wrote {', '.join(map(str, written))}")
+
+
+def _animate_run(run_dir: Path, result: Any, trainer: Any, surface: Any, pair: Any) -> list[Path]:
+    from gdlab.plot.animate import line_animation, save_gif, surface_animation
+
+    save_gif(surface_animation(surface, {"run": result.history})[0], run_dir / "descent.gif")
+    written = [run_dir / "descent.gif"]
+    coefficients = [name for name in result.history.params if name.startswith("coef[")]
+    regression = result.options.resolved_loss in ("mse", "mae", "huber")
+    if regression and result.spec.degree == 1 and len(coefficients) == 1:
+        bias = "intercept"
+        animation = line_animation(
+            trainer.X[:, 0], trainer.y, result.history, coefficients[0], bias
+        )
+        save_gif(animation[0], run_dir / "line.gif")
+        written.append(run_dir / "line.gif")
+    return written
 
 
 @cli.command()
@@ -616,6 +646,7 @@ def plot(run_dir: Path, params: str | None, data: str | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path),
               help="folder for compare.png and compare.csv  [default: runs/<time>]")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@click.option("--animate", is_flag=True, help="also write compare.gif")
 def compare(
     data: str,
     target: str | None,
@@ -625,6 +656,7 @@ def compare(
     params: str | None,
     out: Path | None,
     overwrite: bool,
+    animate: bool,
     **raw: Any,
 ) -> None:
     """Batch, mini-batch and stochastic descent (and optimizers) from the same start, on one
@@ -675,7 +707,12 @@ def compare(
     for label, r in results.items():
         click.echo(f"{label:<32} {r.status:<10} {len(r.history):>6} epochs  "
                    f"loss {r.history.train_loss[-1]:.6g}")  # fmt: skip
-    click.echo(f"wrote {out / 'compare.png'}, {out / 'compare.csv'}")
+    if animate:
+        from gdlab.plot.animate import save_gif, surface_animation
+
+        save_gif(surface_animation(surface, histories)[0], out / "compare.gif")
+    gif = f", {out / 'compare.gif'}" if animate else ""
+    click.echo(f"wrote {out / 'compare.png'}, {out / 'compare.csv'}{gif}")
 
 
 def _pair(text: str) -> tuple[str, str]:
