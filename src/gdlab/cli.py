@@ -615,6 +615,60 @@ def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> 
     click.echo(f"wrote {', '.join(map(str, written))}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--params", help="two recorded parameters for the loss surface  [default: the "
+              "first weight and the bias]")  # fmt: skip
+@click.option("--data", help="the run's data, if it moved (default: the path the run recorded)")
+@click.option("--out", type=click.Path(path_type=Path), help="[default: RUN_DIR/report.html]")
+def report(run_dir: Path, params: str | None, data: str | None, out: Path | None) -> None:
+    """One self-contained HTML file with interactive figures of a run (no network needed)."""
+    from plotly.offline import get_plotlyjs
+
+    from gdlab.atomic import write_text
+    from gdlab.report import render, report_data
+    from gdlab.runs import SUMMARY_FILE, RunLock, load_run
+
+    if not run_dir.is_dir():
+        raise GdlabError(f"{run_dir}: no such run folder.")
+    with RunLock(run_dir):
+        result, state = load_run(run_dir)
+        if not len(result.history):
+            raise GdlabError(f"{run_dir} has no epochs in its history; nothing to report.")
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        surface, line = None, None
+        if result.history.params:
+            from gdlab.surface import check_pair, default_pair, loss_surface
+
+            pair = default_pair(result) if params is None else _pair(params)
+            check_pair(result, pair)
+            trainer = _run_trainer(result, state, data)
+            surface = loss_surface(trainer, result, pair)
+            line = _line_data(result, trainer, state)
+        page = render(f"gdlab run {run_dir}", report_data(result, surface, line), summary,
+                      plotly_js=get_plotlyjs())  # fmt: skip
+        target = out or run_dir / "report.html"
+        write_text(target, page)
+    click.echo(f"wrote {target}")
+
+
+def _line_data(result: Any, trainer: Any, state: dict[str, Any]) -> dict[str, Any] | None:
+    """For one-feature regression: the data and the line's weight and bias per epoch."""
+    coefficients = [name for name in result.history.params if name.startswith("coef[")]
+    regression = result.options.resolved_loss in ("mse", "mae", "huber")
+    if not (regression and result.spec.degree == 1 and len(coefficients) == 1):
+        return None
+    history = result.history
+    return {
+        "x": trainer.X[:, 0].tolist(),
+        "y": trainer.y.tolist(),
+        "w": history.params[coefficients[0]],
+        "b": history.params.get("intercept", [0.0] * len(history)),
+        "feature": result.feature_names[0],
+        "target": state["target"],
+    }
+
+
 def _animate_run(run_dir: Path, result: Any, trainer: Any, surface: Any, pair: Any) -> list[Path]:
     from gdlab.plot.animate import line_animation, save_gif, surface_animation
 

@@ -1,0 +1,181 @@
+"""`gdlab report`: one self-contained HTML file with interactive figures of a run.
+
+plotly.js is embedded (no network needed to view it); the run's numbers travel as one JSON
+block that a short script turns into figures: loss, parameters, gradient norms, the loss
+surface with the path, and for one-feature regression the fitted line through the data.
+A slider over epochs moves the point on the surface, the line and a marker on the loss.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from gdlab.result import FitResult
+from gdlab.surface import Surface
+
+SCRIPT = """
+const D = JSON.parse(document.getElementById('gdlab-data').textContent);
+const n = D.epoch.length;
+const config = {responsive: true, displaylogo: false};
+const vline = (x) => ({type: 'line', x0: x, x1: x, yref: 'paper', y0: 0, y1: 1,
+                        line: {color: '#888', dash: 'dot'}});
+const loss = [{x: D.epoch, y: D.train_loss, name: 'train', mode: 'lines'}];
+if (D.val_loss.some((v) => v !== null)) {
+  loss.push({x: D.epoch, y: D.val_loss, name: 'validation', mode: 'lines'});
+}
+Plotly.newPlot('loss', loss, {title: 'Loss', xaxis: {title: 'epoch'},
+  yaxis: {title: 'loss', type: 'log'}, shapes: [vline(D.epoch[n - 1])]}, config);
+Plotly.newPlot('gradients', Object.entries(D.grad_norms).map(([name, values]) =>
+  ({x: D.epoch, y: values, name: name, mode: 'lines'})), {title: 'Gradient norm by layer',
+  xaxis: {title: 'epoch'}, yaxis: {title: 'norm', type: 'log'}}, config);
+if (Object.keys(D.params).length) {
+  Plotly.newPlot('params', Object.entries(D.params).map(([name, values]) =>
+    ({x: D.epoch, y: values, name: name, mode: 'lines'})), {title: 'Parameters',
+    xaxis: {title: 'epoch'}}, config);
+}
+if (D.surface) {
+  const s = D.surface;
+  Plotly.newPlot('surface', [
+    {type: 'contour', x: s.a, y: s.b, z: s.loss, colorscale: 'Viridis', name: 'loss',
+     contours: {coloring: 'lines'}, line: {width: 1}},
+    {x: s.path_a, y: s.path_b, mode: 'lines+markers', name: 'path',
+     marker: {size: 3, color: 'red'}, line: {color: 'red'}},
+    {x: [s.path_a[n - 1]], y: [s.path_b[n - 1]], mode: 'markers', name: 'epoch',
+     marker: {size: 12, color: 'black'}}],
+    {title: 'Loss surface and path', xaxis: {title: s.names[0]}, yaxis: {title: s.names[1]}},
+    config);
+}
+if (D.line) {
+  const l = D.line;
+  const ends = [Math.min(...l.x), Math.max(...l.x)];
+  Plotly.newPlot('line', [
+    {x: l.x, y: l.y, mode: 'markers', name: 'data', marker: {color: '#555'}},
+    {x: ends, y: ends.map((v) => l.w[n - 1] * v + l.b[n - 1]), mode: 'lines', name: 'fit',
+     line: {color: 'red'}}],
+    {title: 'Fitted line', xaxis: {title: l.feature}, yaxis: {title: l.target}}, config);
+}
+function show(i) {
+  document.getElementById('epoch-label').textContent = 'epoch ' + D.epoch[i] +
+    ', loss ' + D.train_loss[i].toPrecision(6);
+  Plotly.relayout('loss', {shapes: [vline(D.epoch[i])]});
+  if (D.surface) {
+    Plotly.restyle('surface', {x: [[D.surface.path_a[i]]], y: [[D.surface.path_b[i]]]}, [2]);
+  }
+  if (D.line) {
+    const l = D.line;
+    const ends = [Math.min(...l.x), Math.max(...l.x)];
+    Plotly.restyle('line', {y: [ends.map((v) => l.w[i] * v + l.b[i])]}, [1]);
+  }
+}
+const slider = document.getElementById('epoch');
+slider.addEventListener('input', (event) => show(Number(event.target.value)));
+show(n - 1);
+"""
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1100px; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 0.5rem; }
+.plot { height: 380px; }
+table { border-collapse: collapse; font-size: 0.9rem; }
+td, th { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: left; }
+.warning { color: #a15c00; }
+#slider { position: sticky; top: 0; background: white; padding: 0.5rem 0; }
+"""
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN or infinity (null instead), from numpy or plain values."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def report_data(
+    result: FitResult,
+    surface: Surface | None,
+    line: dict[str, Any] | None,
+) -> dict[str, Any]:
+    history = result.history
+    data: dict[str, Any] = {
+        "epoch": history.epoch,
+        "train_loss": history.train_loss,
+        "val_loss": history.val_loss,
+        "grad_norms": history.grad_norms or {"all parameters": history.grad_norm},
+        "params": history.params,
+        "surface": None,
+        "line": line,
+    }
+    if surface is not None:
+        data["surface"] = {
+            "names": list(surface.names),
+            "a": surface.a,
+            "b": surface.b,
+            "loss": surface.loss,
+            "path_a": history.params[surface.names[0]],
+            "path_b": history.params[surface.names[1]],
+        }
+    cleaned: dict[str, Any] = _clean(data)
+    return cleaned
+
+
+def render(
+    title: str,
+    data: dict[str, Any],
+    summary: dict[str, Any],
+    *,
+    plotly_js: str,
+) -> str:
+    """The whole page; `plotly_js` is embedded as it is."""
+    payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")
+    options = summary.get("options", {})
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in options.items()
+    )
+    facts = {key: summary.get(key) for key in ("status", "epochs", "loss", "val_loss", "data",
+                                               "target", "features", "message")}  # fmt: skip
+    facts |= {key: summary[key] for key in ("coef", "intercept") if key in summary}
+    fact_rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in facts.items()
+        if v not in (None, "", [])
+    )
+    warnings = "".join(
+        f'<li class="warning">{html.escape(w)}</li>' for w in summary.get("warnings", [])
+    )
+    last = max(0, len(data["epoch"]) - 1)
+    panels = ["loss", "gradients"]
+    panels += ["params"] if data["params"] else []
+    panels += ["surface"] if data["surface"] else []
+    panels += ["line"] if data["line"] else []
+    divs = "".join(f'<div id="{name}" class="plot"></div>' for name in panels)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{STYLE}</style>
+<script>{plotly_js}</script>
+</head><body>
+<h1>{html.escape(title)}</h1>
+<div id="slider"><input type="range" id="epoch" min="0" max="{last}" value="{last}"
+ aria-label="epoch" style="width: 60%"> <span id="epoch-label"></span></div>
+<div class="grid">{divs}</div>
+<h2>Summary</h2><table>{fact_rows}</table>
+<h2>Warnings</h2><ul>{warnings or "<li>none</li>"}</ul>
+<h2>Options</h2><table>{rows}</table>
+<script type="application/json" id="gdlab-data">{payload}</script>
+<script>{SCRIPT}</script>
+</body></html>
+"""

@@ -1,0 +1,90 @@
+"""gdlab report: a self-contained page, opened in headless Chromium with the network cut off.
+
+Playwright drives Debian's chromium (it cannot download its own browser here); `.ci/run`
+installs chromium when it is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gdlab.history import History
+from tests.conftest import CliRun
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning")
+
+
+@pytest.fixture
+def run_with_report(gdlab: Callable[..., CliRun], tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    assert gdlab("fit", "tutorial-line", "--epochs", "40", "--lr", "0.05", "--out",
+                 str(out)).code == 0  # fmt: skip
+    result = gdlab("report", str(out))
+    assert result.code == 0, result.err
+    return out
+
+
+def test_the_report_embeds_its_scripts_and_the_run(run_with_report: Path) -> None:
+    page = (run_with_report / "report.html").read_text()
+    assert "<script src" not in page and "http://" not in page.split("plotly")[0]
+    assert 'id="gdlab-data"' in page and "max_epochs" in page
+    assert page.count('class="plot"') == 5  # loss, gradients, params, surface, line
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        yield launched
+        launched.close()
+
+
+@pytest.mark.slow
+def test_the_report_works_offline_and_the_slider_moves_the_point_and_line(
+    run_with_report: Path, browser: Any
+) -> None:
+    history = History.load(run_with_report / "history.csv")
+    page = browser.new_page()
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def block(route: Any) -> None:
+        requests.append(route.request.url)
+        route.abort()
+
+    page.route("http*://**", block)  # no network: any request would be recorded and refused
+    page.goto((run_with_report / "report.html").as_uri())
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 5")
+    assert errors == [] and requests == []
+
+    def marker() -> tuple[float, float]:
+        x, y = page.evaluate("[document.getElementById('surface').data[2].x[0],"
+                             " document.getElementById('surface').data[2].y[0]]")  # fmt: skip
+        return float(x), float(y)
+
+    assert marker() == (history.params["coef[x]"][-1], history.params["intercept"][-1])
+    page.evaluate("""() => { const s = document.getElementById('epoch'); s.value = 4;
+                             s.dispatchEvent(new Event('input')); }""")
+    assert marker() == (history.params["coef[x]"][4], history.params["intercept"][4])
+    line = page.evaluate("document.getElementById('line').data[1].y")
+    x = page.evaluate("document.getElementById('line').data[1].x")
+    w, b = history.params["coef[x]"][4], history.params["intercept"][4]
+    assert line == pytest.approx([w * x[0] + b, w * x[1] + b])
+    assert "epoch 5" in page.text_content("#epoch-label")
+    assert errors == []
