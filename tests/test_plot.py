@@ -133,3 +133,34 @@ def test_compare_figure_paths_are_the_histories_after_the_start() -> None:
         np.testing.assert_array_equal(line.get_xdata()[1:], result.history.params["coef[x1]"])
     losses = {line.get_label(): line for line in figure.axes[1].lines}
     np.testing.assert_array_equal(losses["batch 8"].get_ydata(), runs["batch 8"].history.train_loss)
+
+
+def test_parameter_and_weight_bias_figures_draw_the_history(linear_run: Path) -> None:
+    from gdlab.plot.training import parameter_curves, weight_bias_vs_loss
+
+    history = load_run(linear_run)[0].history
+    lines = {line.get_label(): line for line in parameter_curves(history).axes[0].lines}
+    for name, values in history.params.items():
+        np.testing.assert_array_equal(lines[name].get_ydata(), values)
+    figure = weight_bias_vs_loss(history, "coef[x1]", "intercept")
+    np.testing.assert_array_equal(figure.axes[0].lines[0].get_xdata(), history.params["coef[x1]"])
+    np.testing.assert_array_equal(figure.axes[1].lines[0].get_ydata(), history.train_loss)
+
+
+def test_rate_figures_draw_the_range_tests_sweeps_and_limits() -> None:
+    from gdlab.plot.rates import range_test_figure, sweep_curves, sweep_final
+    from gdlab.rates import advise
+    from gdlab.sweep import sweep
+
+    X, y = load("noisy-plane")
+    advice = advise(X, y, seeds=2)
+    axes = range_test_figure(advice).axes[0]
+    for test, line in zip(advice.range_tests, axes.lines, strict=False):
+        np.testing.assert_array_equal(line.get_ydata(), test.smoothed)
+    limits = [line.get_xdata()[0] for line in axes.lines if line.get_linestyle() == "--"]
+    assert limits == [advice.max_stable_lr]
+    runs, _ = sweep(X, y, lrs=[1e-3, 0.1, 2.0], optimizers=["gd"], epochs=30)
+    titles = [a.get_title() for a in sweep_curves(runs).axes]
+    assert titles == ["too small: gd lr=0.001", "just right: gd lr=0.1", "too large: gd lr=2"]
+    final = sweep_final(runs, {"2/λmax": advice.max_stable_lr}).axes[0]
+    np.testing.assert_array_equal(final.lines[0].get_ydata(), [runs[0].final, runs[1].final])

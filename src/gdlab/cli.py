@@ -606,7 +606,8 @@ def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> 
             figures["weight_bias.png"] = training.weight_bias_vs_loss(history, *pair)
             trainer = _run_trainer(result, state, data)
             surface = loss_surface(trainer, result, pair)
-            figures["surface.png"] = training.surface_figure(surface, history)
+            start = trainer.initial_parameters()
+            figures["surface.png"] = training.surface_figure(surface, history, start)
         for name, figure in figures.items():
             training.save(figure, run_dir / name)
         written = [run_dir / name for name in figures]

@@ -88,8 +88,10 @@ def gradient_norms(history: History) -> Figure:
     return figure
 
 
-def surface_figure(surface: Surface, history: History) -> Figure:
-    """The loss over two parameters, with the run's path across it."""
+def surface_figure(
+    surface: Surface, history: History, start: dict[str, float] | None = None
+) -> Figure:
+    """The loss over two parameters, with the run's path across it (from `start`, if given)."""
     import numpy as np
 
     figure = _figure(7.0, 5.0)
@@ -98,7 +100,7 @@ def surface_figure(surface: Surface, history: History) -> Figure:
     levels = np.geomspace(max(shifted.max() * 1e-6, 1e-12), shifted.max(), 25) + surface.loss.min()
     contours = axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap="viridis")
     figure.colorbar(contours, ax=axes, label="loss")
-    a, b = (history.params[name] for name in surface.names)
+    a, b = (([start[name]] if start else []) + history.params[name] for name in surface.names)
     axes.plot(a, b, "r.-", markersize=3, linewidth=1, label="path")
     axes.plot(a[-1:], b[-1:], "k*", markersize=12, label="final")
     axes.set(xlabel=surface.names[0], ylabel=surface.names[1],

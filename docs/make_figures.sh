@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Remake the README's pictures with gdlab itself: bash docs/make_figures.sh (after make run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GDLAB=.venv/bin/gdlab
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+$GDLAB descend "(3+3*a)**2" --start a=0.5 --lr 0.05 --steps 12 --out "$work/tutorial" >/dev/null
+cp "$work/tutorial/descend.png" docs/descend-tutorial.png
+$GDLAB descend rosenbrock --optimizer gd,momentum,adam --lr 0.002 --steps 1500 \
+    --out "$work/rosenbrock" >/dev/null
+cp "$work/rosenbrock/descend.png" docs/descend-rosenbrock.png
+$GDLAB fit noisy-plane --lr 0.05 --epochs 300 --out "$work/run" >/dev/null 2>&1
+$GDLAB plot "$work/run" >/dev/null
+cp "$work/run/surface.png" docs/surface.png
+cp "$work/run/gradients.png" docs/gradients.png
+$GDLAB compare noisy-plane --lr 0.05 --epochs 60 --batch-sizes full,16,1 --out "$work/compare" \
+    >/dev/null
+cp "$work/compare/compare.png" docs/compare.png
+$GDLAB lr noisy-plane --out "$work/lr" >/dev/null
+cp "$work/lr/lr.png" docs/lr.png
+$GDLAB sweep noisy-plane --lr 1e-3:2:8 --optimizer gd,momentum --epochs 100 --out "$work/sweep" \
+    >/dev/null
+cp "$work/sweep/sweep_curves.png" docs/sweep-curves.png
+cp "$work/sweep/sweep_final.png" docs/sweep-final.png
+$GDLAB fit tutorial-line --lr 0.05 --epochs 60 --out "$work/line" >/dev/null 2>&1
+$GDLAB plot "$work/line" --animate >/dev/null
+cp "$work/line/line.gif" docs/line.gif
+echo "wrote docs/*.png and docs/line.gif"
