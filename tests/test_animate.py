@@ -24,7 +24,11 @@ from tests.conftest import CliRun
 from tests.test_resume import load
 
 matplotlib.use("Agg")
-pytestmark = pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning"),
+    # frames are checked by calling the update function; not every animation is encoded
+    pytest.mark.filterwarnings("ignore:Animation was deleted without rendering"),
+]
 
 
 def test_frames_cover_first_and_last_and_are_increasing() -> None:
