@@ -20,7 +20,7 @@ from gdlab.sweep import sweep
 
 CASES = {
     "linear, 20000 x 20, batch 256, 5 epochs": ("linear", 20_000, 20, 256, 5),
-    "mlp:32, 5000 x 10, batch 128, 5 epochs": ("mlp:32", 5_000, 10, 128, 5),
+    "mlp:32, 5000 x 10, batch 128, 10 epochs": ("mlp:32", 5_000, 10, 128, 10),
     "linear, 2000 x 5, full batch, 200 epochs": ("linear", 2_000, 5, None, 200),
 }
 
@@ -40,8 +40,8 @@ def main() -> None:
     for name, (model, n, d, batch, epochs) in CASES.items():
         X, y = data(n, d)
         common = {"model": model, "epochs": epochs, "batch_size": batch, "device": "cpu"}
-        one = median_seconds(partial(one_run, X, y, common), repeats=3)
-        many = median_seconds(partial(sweep, X, y, lrs=lrs, optimizers=["gd"], **common), 3)
+        one = median_seconds(partial(one_run, X, y, common), repeats=5)
+        many = median_seconds(partial(sweep, X, y, lrs=lrs, optimizers=["gd"], **common), 5)
         print(f"{name:<44}{one:>10.3f}{many:>12.3f}{many / one:>7.2f}x")
 
 

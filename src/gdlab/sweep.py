@@ -130,6 +130,7 @@ class _Group:
         first = next(iter(self.params.values()))
         self.rates = torch.tensor(lrs, dtype=first.dtype, device=first.device)
         self.alive = torch.ones(k, dtype=torch.bool, device=first.device)
+        self.scales = [self.rates.view((-1,) + (1,) * (p.dim() - 1)) for p in self.params.values()]
         self.runs = [SweepRun(opts.optimizer, lr, []) for lr in lrs]
         self.start: list[float] | None = None
 
@@ -147,7 +148,12 @@ class _Group:
         h = X
         for prefix, module in layers:
             if isinstance(module, nn.Linear):
-                h = h @ self.params[prefix + "weight"].transpose(-1, -2)
+                weight = self.params[prefix + "weight"]  # (K, out, in)
+                if len(layers) == 1:  # a linear model: one GEMM for all K copies
+                    k, out, width = weight.shape
+                    h = (h @ weight.reshape(k * out, width).T).view(-1, k, out).transpose(0, 1)
+                else:
+                    h = h @ weight.transpose(-1, -2)
                 if module.bias is not None:
                     h = h + self.params[prefix + "bias"].unsqueeze(-2)
             else:
@@ -158,16 +164,19 @@ class _Group:
         self.optimizer.zero_grad()
         everyone = bool(self.alive.all())
         (losses.sum() if everyone else losses[self.alive].sum()).backward()  # type: ignore[no-untyped-call]
-        before = [p.detach().clone() for p in self.params.values()]
+        params = list(self.params.values())
+        with torch.no_grad():
+            before = torch._foreach_mul(params, 1.0)  # copies, in one call
         self.optimizer.step()
         with torch.no_grad():
-            for p, old in zip(self.params.values(), before, strict=True):
-                shape = (-1,) + (1,) * (p.dim() - 1)
-                if everyone:  # p = old + rate (p - old), in place
-                    p.sub_(old).mul_(self.rates.view(shape)).add_(old)
-                else:
-                    step = old + self.rates.view(shape) * (p - old)
-                    p.copy_(torch.where(self.alive.view(shape), step, old))
+            if everyone:  # p = before + rate (p - before), in place, all tensors at once
+                torch._foreach_sub_(params, before)
+                torch._foreach_mul_(params, self.scales)
+                torch._foreach_add_(params, before)
+                return
+            for p, old, rate in zip(params, before, self.scales, strict=True):
+                keep = self.alive.view(rate.shape)
+                p.copy_(torch.where(keep, old + rate * (p - old), old))
 
     def record(self, epoch: int, losses: list[float]) -> None:
         if self.start is None:
