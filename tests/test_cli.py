@@ -17,7 +17,7 @@ from gdlab.config import OPTIONS, FitOptions
 from gdlab.data.builtin import DATASETS
 from gdlab.history import History
 
-JSON_KEYS = ["status", "epochs", "loss", "val_loss", "coef", "intercept", "out"]
+JSON_KEYS = ["status", "epochs", "loss", "val_loss", "coef", "intercept", "path", "out"]
 
 
 def test_json_output_is_exactly_one_object_with_the_documented_keys(gdlab, tmp_path: Path) -> None:
@@ -27,6 +27,7 @@ def test_json_output_is_exactly_one_object_with_the_documented_keys(gdlab, tmp_p
     summary = json.loads(run.out)  # fails on anything else on stdout
     assert list(summary) == JSON_KEYS
     assert summary["status"] == "converged" and set(summary["coef"]) == {"x1", "x2"}
+    assert summary["path"] == "closed-form"  # plain gd on least squares: every epoch at once
     assert summary["out"] == str(tmp_path / "r")
     for name in ("model.pt", "history.csv", "summary.json"):
         assert (tmp_path / "r" / name).is_file()

@@ -26,9 +26,12 @@ from gdlab.models import ModelSpec, build_model
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.result import FitResult
-from gdlab.train.loop import LoopState, Split, Stopping, train
+from gdlab.train import closed_form
+from gdlab.train.exact import ExactGradient, LeastSquaresStatistics
+from gdlab.train.loop import LoopState, Outcome, Split, Stopping, train
 
 MAX_RECORDED_PARAMETERS = 20
+CLOSED_FORM = "closed-form"
 logger = logging.getLogger("gdlab")
 
 
@@ -233,6 +236,9 @@ class Trainer:
         if len(self.val_rows):
             split.X_val, split.y_val = self._tensors(self.val_rows, loss_fn, device)
         scale = self.loss_scale()
+        exact = self._exact_gradient(net, split)
+
+        path = "autograd" if exact is None else "exact"
 
         def result(status: str, state: LoopState, history: History, message: str) -> FitResult:
             coef, intercept = self._coefficients(net)
@@ -256,13 +262,19 @@ class Trainer:
                 loop_state=state,
                 fingerprint=self.fingerprint,
                 lr_choice=self.lr_choice,
+                path=path,
             )
 
         def save_point(state: LoopState, history: History) -> None:
             if checkpoint is not None:
                 checkpoint(result("running", state, history, ""))
 
-        outcome = train(
+        outcome = self._closed_form(exact, state, history, scale, net) if exact else None
+        if outcome is not None and on_epoch is not None:
+            outcome.history = outcome.history.replay(on_epoch)
+        if outcome is not None:
+            path = CLOSED_FORM
+        outcome = outcome or train(
             net,
             loss_fn,
             optimizer,
@@ -280,6 +292,7 @@ class Trainer:
             stop=stop,
             checkpoint=save_point,
             checkpoint_every=checkpoint_every,
+            exact=exact,
         )
         message = ""
         if outcome.status == "diverged":
@@ -301,6 +314,85 @@ class Trainer:
                 f"by more than tol={opts.tol:g} x loss; raise --epochs or --lr, or loosen --tol."
             )
         return result(outcome.status, outcome.state, outcome.history, message)
+
+    def _exact_gradient(self, net: nn.Module, split: Split) -> ExactGradient | None:
+        """The sufficient-statistics path: full-batch MSE on a model linear in its parameters."""
+        opts = self.opts
+        valid = (
+            opts.exact_path != "off"
+            and self.custom_model is None
+            and isinstance(net, nn.Linear)
+            and net.out_features == 1
+            and opts.resolved_loss == "mse"
+            and opts.batch_size is None
+        )
+        if not valid:
+            return None
+        assert isinstance(net, nn.Linear)
+        train = LeastSquaresStatistics.from_rows(split.X, split.y, intercept=opts.intercept)
+        validation = None
+        if split.X_val is not None and split.y_val is not None:
+            validation = LeastSquaresStatistics.from_rows(
+                split.X_val, split.y_val, intercept=opts.intercept
+            )
+        return ExactGradient(net, train, validation)
+
+    def _closed_form(
+        self, exact: ExactGradient, state: LoopState, history: History, scale: float, net: nn.Module
+    ) -> Outcome | None:
+        """Plain gd at a constant, stable rate on a fresh least-squares run: every epoch at once."""
+        opts = self.opts
+        plain = (
+            opts.exact_path == "auto"
+            and opts.optimizer in ("gd", "sgd")
+            and opts.schedule == "constant"
+            and opts.weight_decay == 0
+            and opts.l1 == 0
+            and state.epoch == 0
+            and state.position == 0
+            and len(history) == 0
+        )
+        if not plain:
+            return None
+        theta0 = exact.theta().numpy()
+        modes = closed_form.Modes.of(exact.train, theta0, opts.rate)
+        if not modes.stable:
+            return None  # the loop meets the divergence, stops it and explains it
+        record = self._recorder(net)
+        precision = np.float32 if opts.dtype == "float32" else np.float64
+        rows = (
+            None
+            if record is None
+            else closed_form.affine_columns(exact.assign, record, theta0, precision)
+        )
+        run = closed_form.run(
+            exact.train,
+            exact.validation,
+            theta0,
+            lr=opts.rate,
+            epochs=opts.epochs,
+            tol=opts.tol,
+            patience=opts.patience,
+            loss_scale=scale,
+            record=rows,
+            layers=exact.layers(),
+        )
+        exact.assign(run.last_theta)
+        last = [p.detach().clone() for p in net.parameters()]
+        if record is not None:  # the last row as the model holds it, digit for digit
+            for name, value in record().items():
+                run.history.params[name][-1] = value
+        exact.assign(run.theta)
+        state = LoopState(
+            epoch=run.epochs_run,
+            start_loss=run.history.train_loss[0] / scale if scale else None,
+            best=run.best,
+            waited=run.waited,
+        )
+        if exact.validation is not None:
+            state.best_params = [p.detach().clone() for p in net.parameters()]
+            state.current = last
+        return Outcome(run.status, run.history, state)
 
     def _choose_rate(self) -> None:
         """lr='auto': the curvature's rate for least squares, else the range test's (capped)."""

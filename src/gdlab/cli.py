@@ -317,7 +317,7 @@ def _run(
     for message in result.warnings:
         warn(message)
     if run.as_json:
-        keys = ("status", "epochs", "loss", "val_loss", "coef", "intercept", "out")
+        keys = ("status", "epochs", "loss", "val_loss", "coef", "intercept", "path", "out")
         click.echo(json.dumps({key: summary[key] for key in keys if key in summary}))
     else:
         _print_result(result, summary, saved.out)
@@ -912,8 +912,16 @@ class _Progress:
             self.bar.close()
 
 
+PATH_TEXT = {
+    "exact": "exact (gradients from XᵀX, built in one pass: O(d²) per epoch)",
+    "closed-form": "closed form (plain gd on least squares: θ_k = θ* + (I − lr·H)^k (θ_0 − θ*))",
+    "autograd": "autograd (forward and backward over the rows every step)",
+}
+
+
 def _print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None:
     click.echo(f"status: {summary['status']} after {summary['epochs']} epochs")
+    click.echo(f"path: {PATH_TEXT.get(result.path, result.path)}")
     if summary["loss"] is not None:
         click.echo(f"train loss: {summary['loss']:.6g}")
     if summary.get("val_loss") is not None:

@@ -23,6 +23,7 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "inverse-scaling")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
+EXACT_PATHS = ("auto", "iterate", "off")
 MODEL_FORMS = "linear | logistic | softmax | poly:K | mlp:H1,H2,..."
 
 _MODEL_PATTERN = re.compile(
@@ -134,6 +135,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", 0, int_at_least(0), "seed of initialisation and shuffling"),
     Option("dtype", "float32", one_of(DTYPES), "floating-point type of the training tensors"),
     Option("device", "auto", one_of(DEVICES), "where to train; auto picks cuda when available"),
+    Option(
+        "exact_path",
+        "auto",
+        one_of(EXACT_PATHS),
+        "full-batch least squares: auto = closed form for plain gd, else gradients from XᵀX;"
+        " iterate = gradients from XᵀX every epoch; off = autograd",
+    ),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -167,6 +175,7 @@ class FitOptions:
     seed: int = 0
     dtype: str = "float32"
     device: str = "auto"
+    exact_path: str = "auto"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -84,6 +84,7 @@ def run_demo(out: Path, *, echo: Callable[[str], None] = print) -> FitResult:
             feature_names=["x"],
             optimizer="gd",
             device="cpu",
+            exact_path="off",  # step by step through autograd, as the tutorial: bit for bit
             on_epoch=log,
             lr=LR,
             epochs=EPOCHS,

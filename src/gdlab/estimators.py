@@ -57,6 +57,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         seed: int = 0,
         dtype: str = "float64",
         device: str = "auto",
+        exact_path: str = "auto",
     ) -> None:
         self.model = model
         self.activation = activation
@@ -77,6 +78,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         self.seed = seed
         self.dtype = dtype
         self.device = device
+        self.exact_path = exact_path
 
     # -- what subclasses decide -------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,22 @@ class History:
             self.params.setdefault(name, []).append(value)
         for name, value in (grad_norms or {}).items():
             self.grad_norms.setdefault(name, []).append(value)
+
+    def replay(self, on_epoch: Callable[[History], None]) -> History:
+        """Rebuild this history row by row, calling `on_epoch` after each (as training would)."""
+        growing = History()
+        for k, epoch in enumerate(self.epoch):
+            growing.append(
+                epoch,
+                self.train_loss[k],
+                self.val_loss[k],
+                self.lr[k],
+                self.grad_norm[k],
+                {name: values[k] for name, values in self.params.items()},
+                {name: values[k] for name, values in self.grad_norms.items()},
+            )
+            on_epoch(growing)
+        return growing
 
     def copy(self) -> History:
         return History.from_dict(self.to_dict())

@@ -42,6 +42,7 @@ class FitResult:
     loop_state: LoopState | None = None
     fingerprint: str | None = None
     lr_choice: str = ""  # with lr="auto": the rate chosen and why
+    path: str = "autograd"  # or "exact": gradients from least-squares sufficient statistics
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable: a torch.Generator is stored as its state tensor."""

@@ -80,6 +80,7 @@ def summary(result: FitResult, out: Path, *, target: str, source: str) -> dict[s
         "features": result.feature_names,
         "classes": result.classes_,
         "options": result.options.to_dict(),
+        "path": result.path,
     }
     if result.curvature is not None:
         data["curvature"] = {

@@ -19,6 +19,7 @@ from torch import nn
 from gdlab.history import History
 from gdlab.losses import l1_penalty
 from gdlab.optim.schedules import Schedule
+from gdlab.train.exact import ExactGradient
 
 DIVERGENCE_FACTOR = 1000.0
 
@@ -103,13 +104,15 @@ def train(
     stop: Callable[[], bool] | None = None,
     checkpoint: Callable[[LoopState, History], None] | None = None,
     checkpoint_every: int = 0,
+    exact: ExactGradient | None = None,
 ) -> Outcome:
     """Train in place from `state` (a fresh start by default) until `stopping` or `stop()`.
 
     `stop` is polled after every optimisation step; `checkpoint` is called every
     `checkpoint_every` epochs. On divergence the parameters are rolled back to the last finite
     ones. `loss_scale` converts recorded losses to the target's units (training may run
-    standardized).
+    standardized). With `exact` (full-batch least squares) the gradients come from sufficient
+    statistics instead of a pass over the rows.
     """
     state = state or LoopState()
     history = history or History()
@@ -150,12 +153,17 @@ def train(
             )
             X = data.X if rows is None else data.X[rows]
             y = data.y if rows is None else data.y[rows]
-            loss = loss_fn(model(X), y)
-            objective = loss + l1 * l1_penalty(model) if l1 else loss
-            optimizer.zero_grad()
-            objective.backward()  # type: ignore[no-untyped-call]
+            if exact is not None:
+                value = exact.step_gradient()
+                if l1:
+                    _add_l1_gradient(model, l1)
+            else:
+                loss = loss_fn(model(X), y)
+                objective = loss + l1 * l1_penalty(model) if l1 else loss
+                optimizer.zero_grad()
+                objective.backward()  # type: ignore[no-untyped-call]
+                value = loss.item()
             optimizer.step()
-            value = loss.item()
             if not math.isfinite(value):
                 return _diverged(history, state, epoch + 1, value, params, last_good)
             state.total += value * X.shape[0]
@@ -172,7 +180,7 @@ def train(
             return _diverged(history, state, epoch + 1, train_loss, params, last_good)
         if not all(bool(torch.isfinite(p).all()) for p in params):
             return _diverged(history, state, epoch + 1, math.inf, params, last_good)
-        val_loss = _evaluate(model, loss_fn, data)
+        val_loss = exact.validation_loss() if exact else _evaluate(model, loss_fn, data)
         total_norm, layer_norms = _grad_norms(params)
         history.append(
             epoch + 1,
@@ -221,6 +229,14 @@ def _restore(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
     """Copy `sources` into `targets` in place (also used to save into preallocated buffers)."""
     for target, source in zip(targets, sources, strict=True):
         target.copy_(source)
+
+
+@torch.no_grad()
+def _add_l1_gradient(model: nn.Module, l1: float) -> None:
+    """The gradient of l1 * sum |w| over the weights (not biases), as autograd gives it."""
+    for name, p in model.named_parameters():
+        if not name.endswith("bias") and p.grad is not None:
+            p.grad.add_(l1 * torch.sign(p))
 
 
 @torch.no_grad()

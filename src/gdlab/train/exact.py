@@ -1,0 +1,111 @@
+"""Exact full-batch least squares from sufficient statistics: O(d²) per epoch whatever n is.
+
+For a model linear in its parameters, θ = [w, b], and A = [Z, 1] (no column of ones without an
+intercept), the mean squared error and its gradient depend on the data only through
+G = AᵀA, h = Aᵀy and n:
+
+    grad = (2/n) (G θ - h),      loss = loss* + (θ - θ*)ᵀ G (θ - θ*) / n
+
+where θ* solves G θ* = h and loss* is the least loss. The loss is written around θ* so that
+it has no cancellation near the optimum (the expanded form θᵀGθ - 2θᵀh + yᵀy loses every
+digit there). One pass over the rows, in chunks and in float64, builds the statistics; each
+epoch then sets the parameters' gradients and lets the optimizer step, so every optimizer
+works unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+CHUNK = 65_536
+
+
+@dataclass
+class LeastSquaresStatistics:
+    gram: torch.Tensor  # (p, p) = AᵀA, float64
+    moment: torch.Tensor  # (p,) = Aᵀy
+    n: int
+    optimum: torch.Tensor  # θ*, (p,)
+    least_loss: float  # mean squared residual at θ*
+    intercept: bool
+
+    @classmethod
+    def from_rows(
+        cls, X: torch.Tensor, y: torch.Tensor, *, intercept: bool
+    ) -> LeastSquaresStatistics:
+        """One pass over (X, y) in chunks; y is (n, 1)."""
+        width = X.shape[1] + intercept
+        gram = torch.zeros(width, width, dtype=torch.float64)
+        moment = torch.zeros(width, dtype=torch.float64)
+        for begin in range(0, X.shape[0], CHUNK):
+            A = _augment(X[begin : begin + CHUNK].double().cpu(), intercept)
+            target = y[begin : begin + CHUNK, 0].double().cpu()
+            gram += A.T @ A
+            moment += A.T @ target
+        optimum = torch.from_numpy(np.linalg.lstsq(gram.numpy(), moment.numpy(), rcond=None)[0])
+        squared = 0.0
+        for begin in range(0, X.shape[0], CHUNK):  # the least loss from residuals: no cancellation
+            A = _augment(X[begin : begin + CHUNK].double().cpu(), intercept)
+            residual = y[begin : begin + CHUNK, 0].double().cpu() - A @ optimum
+            squared += float(residual @ residual)
+        return cls(gram, moment, X.shape[0], optimum, squared / X.shape[0], intercept)
+
+    def loss(self, theta: torch.Tensor) -> float:
+        offset = theta - self.optimum
+        return self.least_loss + float(offset @ (self.gram @ offset)) / self.n
+
+    def gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        return (2.0 / self.n) * (self.gram @ theta - self.moment)
+
+
+class ExactGradient:
+    """Sets an nn.Linear's gradients from the statistics and returns the loss before the step."""
+
+    def __init__(self, model: nn.Linear, train: LeastSquaresStatistics,
+                 validation: LeastSquaresStatistics | None) -> None:  # fmt: skip
+        self.model, self.train, self.validation = model, train, validation
+
+    def theta(self) -> torch.Tensor:
+        """A float64 copy of θ = [w, b] (never a view of the parameters)."""
+        weight = self.model.weight.detach()[0].double().cpu()
+        if self.model.bias is None:
+            return weight.clone()
+        return torch.cat([weight, self.model.bias.detach().double().cpu()])
+
+    @torch.no_grad()
+    def assign(self, theta: np.ndarray | torch.Tensor) -> None:
+        """Set the model's parameters to θ = [w, b]."""
+        theta = torch.as_tensor(theta)
+        weight = self.model.weight
+        width = weight.shape[1]
+        weight.copy_(theta[:width].view_as(weight))
+        if self.model.bias is not None:
+            self.model.bias.copy_(theta[width:].view_as(self.model.bias))
+
+    def layers(self) -> dict[str, slice]:
+        """Where each parameter tensor sits in θ."""
+        width = self.model.weight.shape[1]
+        parts = {"weight": slice(0, width)}
+        return parts | ({"bias": slice(width, width + 1)} if self.model.bias is not None else {})
+
+    def step_gradient(self) -> float:
+        theta = self.theta()
+        gradient = self.train.gradient(theta)
+        weight = self.model.weight
+        width = weight.shape[1]
+        weight.grad = gradient[:width].to(weight.dtype).to(weight.device).view_as(weight)
+        if self.model.bias is not None:
+            bias = self.model.bias
+            bias.grad = gradient[width:].to(bias.dtype).to(bias.device).view_as(bias)
+        return self.train.loss(theta)
+
+    def validation_loss(self) -> float:
+        return float("nan") if self.validation is None else self.validation.loss(self.theta())
+
+
+def _augment(X: torch.Tensor, intercept: bool) -> torch.Tensor:
+    return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], dim=1) if intercept else X
