@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, least_squares_curvature
+from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, hessian_curvature
 from gdlab.analysis.divergence import explain_divergence
 from gdlab.config import FitOptions, make_options
-from gdlab.data.arrays import FloatArray, as_matrix, as_vector, class_labels, fingerprint
-from gdlab.data.scaling import Scaler, expand_powers, original_units, power_names
+from gdlab.data.arrays import (
+    FloatArray,
+    IntArray,
+    as_matrix,
+    as_vector,
+    class_labels,
+    fingerprint,
+    row_blocks,
+)
+from gdlab.data.scaling import (
+    Scaler,
+    constant_columns,
+    expand_powers,
+    original_units,
+    power_names,
+)
 from gdlab.errors import GdlabError, GdlabWarning
 from gdlab.history import History
 from gdlab.interrupts import Interrupts
@@ -28,7 +43,7 @@ from gdlab.optim.schedules import make_schedule
 from gdlab.result import FitResult
 from gdlab.train import closed_form
 from gdlab.train.exact import ExactGradient, LeastSquaresStatistics
-from gdlab.train.loop import LoopState, Outcome, Split, Stopping, train
+from gdlab.train.loop import LoopState, LossFunction, Outcome, Split, Stopping, train
 
 MAX_RECORDED_PARAMETERS = 20
 CLOSED_FORM = "closed-form"
@@ -94,6 +109,10 @@ def fit(
         )
 
 
+def _in_order(rows: IntArray, n: int) -> bool:
+    return len(rows) == n and np.array_equal(rows, np.arange(n))
+
+
 class Trainer:
     """Prepares data in training space, builds the model and optimizer, trains, reports."""
 
@@ -112,10 +131,9 @@ class Trainer:
         self.spec = ModelSpec.parse(opts.model)
         self.warnings: list[str] = []
         self.classes: list[int] | None = None
-        self.fingerprint = fingerprint(X, y)
         self.lr_choice = ""
         self.X = X
-        self.y = y
+        self.y = self.y_given = y
         if opts.is_classifier and custom_model is None:
             codes, self.classes = class_labels(
                 y, "target", previous.classes_ if previous is not None else classes
@@ -142,7 +160,7 @@ class Trainer:
                 f"--batch-size {opts.batch_size} is above the {n_train} training rows; use a "
                 f"value from 1 to {n_train}, or full."
             )
-        Z_train = self.Z[self.train_rows]
+        Z_train = self._rows(self.Z, self.train_rows)
         regression = not opts.is_classifier
         if previous is not None and previous.x_scaler and previous.y_scaler:
             self.x_scaler, self.y_scaler = previous.x_scaler, previous.y_scaler
@@ -154,7 +172,7 @@ class Trainer:
                 enabled=opts.standardize and regression and custom_model is None,
                 target=True,
             )
-        same = (Z_train == Z_train[:1]).all(axis=0)
+        same = constant_columns(Z_train)
         constant = [
             name
             for name, fixed in zip(power_names(names, self.spec.degree), same, strict=True)
@@ -167,17 +185,20 @@ class Trainer:
             )
         self.curvature: Curvature | None = None
         self.raw_condition: float | None = None
+        self.statistics: LeastSquaresStatistics | None = None
         if (
             custom_model is None
             and self.spec.is_linear_in_parameters
             and opts.resolved_loss == "mse"
         ):
-            self.curvature = least_squares_curvature(
-                self.x_scaler.transform(Z_train), intercept=opts.intercept
-            )
-            self.raw_condition = least_squares_curvature(
-                Z_train, intercept=opts.intercept
-            ).condition_number
+            self.statistics = self.least_squares(self.train_rows)
+            gram, n = self.statistics.gram.numpy(), self.statistics.n
+            self.curvature = hessian_curvature(2.0 * gram / n)
+            raw = self._to_raw_units(opts.intercept)
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.raw_condition = hessian_curvature(
+                    2.0 * raw.T @ gram @ raw / n
+                ).condition_number
             if self.curvature.condition_number > ILL_CONDITIONED:
                 self._warn(
                     f"the least-squares problem is ill-conditioned (condition number "
@@ -186,6 +207,40 @@ class Trainer:
                     f"needs about that many epochs per digit and the coefficients are poorly "
                     f"determined. Use fewer or less correlated features, or a lower degree."
                 )
+
+    @functools.cached_property
+    def data_fingerprint(self) -> str:
+        """The digest a saved run keeps to recognise its data; a whole pass, so only on saving."""
+        return fingerprint(self.X, self.y_given)
+
+    @staticmethod
+    def _rows(values: FloatArray, rows: IntArray) -> FloatArray:
+        """values[rows]: a view, not a copy, when rows are all of them in order."""
+        return values if _in_order(rows, len(values)) else values[rows]
+
+    def least_squares(self, rows: IntArray) -> LeastSquaresStatistics:
+        """XᵀX, Xᵀy and the optimum of those rows in training space, block by block."""
+        ordered = _in_order(rows, len(self.Z))
+
+        def blocks() -> Iterator[tuple[FloatArray, FloatArray]]:
+            for block in row_blocks(len(rows)):
+                index = block if ordered else rows[block]
+                target = self.y_scaler.transform(self.y[index, None])[:, 0]
+                yield self.x_scaler.transform(self.Z[index]), target
+
+        return LeastSquaresStatistics.from_blocks(blocks, intercept=self.opts.intercept)
+
+    def _to_raw_units(self, intercept: bool) -> FloatArray:
+        """M with [x, 1] = [z, 1] M: the Gram matrix in the data's own units is Mᵀ G M."""
+        scale = np.where(np.isfinite(self.x_scaler.scale), self.x_scaler.scale, 1.0)
+        if not intercept:
+            return np.diag(scale)
+        width = len(scale)
+        raw = np.zeros((width + 1, width + 1))
+        raw[:width, :width] = np.diag(scale)
+        raw[width, :width] = self.x_scaler.shift
+        raw[width, width] = 1.0
+        return raw
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -231,12 +286,9 @@ class Trainer:
             optimizer = optimizer_for(opts, net.parameters())
             generator = torch.Generator().manual_seed(opts.seed)
             state, history = LoopState(), History()
-        X, y = self._tensors(self.train_rows, loss_fn, device)
-        split = Split(X, y)
-        if len(self.val_rows):
-            split.X_val, split.y_val = self._tensors(self.val_rows, loss_fn, device)
         scale = self.loss_scale()
-        exact = self._exact_gradient(net, split)
+        exact = self._exact_gradient(net)
+        split = self._split(loss_fn, device, shapes_only=exact is not None)
 
         path = "autograd" if exact is None else "exact"
 
@@ -260,7 +312,7 @@ class Trainer:
                 generator=generator,
                 custom_model=self.custom_model is not None,
                 loop_state=state,
-                fingerprint=self.fingerprint,
+                fingerprint=self.data_fingerprint if checkpoint is not None else None,
                 lr_choice=self.lr_choice,
                 path=path,
             )
@@ -315,27 +367,41 @@ class Trainer:
             )
         return result(outcome.status, outcome.state, outcome.history, message)
 
-    def _exact_gradient(self, net: nn.Module, split: Split) -> ExactGradient | None:
+    def _split(self, loss: LossFunction, device: torch.device, *, shapes_only: bool) -> Split:
+        """The training (and validation) tensors; with `shapes_only` (the exact path, which
+        never reads rows again) tensors on the meta device that hold no data."""
+        if shapes_only:
+            width = self.Z.shape[1]
+
+            def tensors(rows: IntArray) -> tuple[torch.Tensor, torch.Tensor]:
+                n = len(rows)
+                return torch.empty(n, width, device="meta"), torch.empty(n, 1, device="meta")
+
+        else:
+
+            def tensors(rows: IntArray) -> tuple[torch.Tensor, torch.Tensor]:
+                return self._tensors(rows, loss, device)
+
+        split = Split(*tensors(self.train_rows))
+        if len(self.val_rows):
+            split.X_val, split.y_val = tensors(self.val_rows)
+        return split
+
+    def _exact_gradient(self, net: nn.Module) -> ExactGradient | None:
         """The sufficient-statistics path: full-batch MSE on a model linear in its parameters."""
         opts = self.opts
         valid = (
             opts.exact_path != "off"
-            and self.custom_model is None
+            and self.statistics is not None
             and isinstance(net, nn.Linear)
             and net.out_features == 1
-            and opts.resolved_loss == "mse"
             and opts.batch_size is None
         )
         if not valid:
             return None
-        assert isinstance(net, nn.Linear)
-        train = LeastSquaresStatistics.from_rows(split.X, split.y, intercept=opts.intercept)
-        validation = None
-        if split.X_val is not None and split.y_val is not None:
-            validation = LeastSquaresStatistics.from_rows(
-                split.X_val, split.y_val, intercept=opts.intercept
-            )
-        return ExactGradient(net, train, validation)
+        assert isinstance(net, nn.Linear) and self.statistics is not None
+        validation = self.least_squares(self.val_rows) if len(self.val_rows) else None
+        return ExactGradient(net, self.statistics, validation)
 
     def _closed_form(
         self, exact: ExactGradient, state: LoopState, history: History, scale: float, net: nn.Module

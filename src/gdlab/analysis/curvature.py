@@ -43,7 +43,11 @@ def least_squares_hessian(X: FloatArray, *, intercept: bool) -> FloatArray:
 
 
 def least_squares_curvature(X: FloatArray, *, intercept: bool) -> Curvature:
-    hessian = least_squares_hessian(X, intercept=intercept)
+    return hessian_curvature(least_squares_hessian(X, intercept=intercept))
+
+
+def hessian_curvature(hessian: FloatArray) -> Curvature:
+    """λmax and λmin of a symmetric positive semi-definite Hessian such as 2AᵀA/n."""
     if not np.isfinite(hessian).all():  # values near 1e154 or more: their squares overflow
         return Curvature(float("inf"), 0.0)
     eigenvalues = np.linalg.eigvalsh(hessian)

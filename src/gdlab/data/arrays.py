@@ -13,6 +13,13 @@ from gdlab.errors import GdlabError
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
+CHUNK_ROWS = 16_384  # rows per block when a pass over the data must not copy all of it
+
+
+def row_blocks(n: int, size: int = CHUNK_ROWS) -> list[slice]:
+    """Consecutive row ranges covering 0..n: passes over large data touch one block at a time."""
+    return [slice(begin, min(begin + size, n)) for begin in range(0, n, size)]
+
 
 def as_matrix(X: Any) -> tuple[FloatArray, list[str]]:
     """X as a float64 (n, d) array and its column names (from a DataFrame, else x0, x1, ...)."""
@@ -55,7 +62,7 @@ def fingerprint(X: FloatArray, y: FloatArray) -> str:
     digest = hashlib.sha256()
     for array in (X, y):
         digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).data.cast("B"))
     return digest.hexdigest()
 
 
@@ -105,14 +112,16 @@ def _to_numpy(values: Any, name: str) -> npt.NDArray[Any]:
             ) from None
     if array.dtype.kind not in "biuf":
         raise GdlabError(f"{name} has dtype {array.dtype}; give numeric values.")
-    return array.astype(np.float64)
+    return np.asarray(array, dtype=np.float64)  # no copy when it is float64 already
 
 
 def _check_finite(array: FloatArray, name: str, columns: list[str] | None) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        label = columns[column] if columns else str(column)
-        raise GdlabError(
-            f"{name} has a NaN or infinite value at row {row + 1}, column {label}; fill or drop it."
-        )
+    for block in row_blocks(len(array)):
+        bad = ~np.isfinite(array[block])
+        if bad.any():
+            row, column = (int(i) for i in np.argwhere(bad)[0])
+            label = columns[column] if columns else str(column)
+            raise GdlabError(
+                f"{name} has a NaN or infinite value at row {block.start + row + 1}, column "
+                f"{label}; fill or drop it."
+            )

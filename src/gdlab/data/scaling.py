@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from gdlab.data.arrays import FloatArray
+from gdlab.data.arrays import FloatArray, row_blocks
 
 
 def expand_powers(X: FloatArray, degree: int) -> FloatArray:
@@ -15,6 +16,14 @@ def expand_powers(X: FloatArray, degree: int) -> FloatArray:
     if degree == 1:
         return X
     return np.column_stack([X[:, j] ** k for j in range(X.shape[1]) for k in range(1, degree + 1)])
+
+
+def constant_columns(values: FloatArray) -> npt.NDArray[np.bool_]:
+    """Which columns hold one value in every row (checked block by block)."""
+    same = np.ones(values.shape[1], dtype=bool)
+    for block in row_blocks(len(values)):
+        same &= (values[block] == values[:1]).all(axis=0)
+    return same
 
 
 def power_names(names: list[str], degree: int) -> list[str]:
@@ -45,15 +54,19 @@ class Scaler:
         if not enabled:
             return cls(np.zeros(width), np.ones(width))
         # Moments of values / peak, times peak: no overflow for values up to float64's limit.
-        peak = np.abs(values).max(axis=0)
+        # Each pass goes block by block, so large data is never copied whole.
+        blocks, n = row_blocks(len(values)), len(values)
+        peak = np.zeros(width)
+        for block in blocks:
+            np.maximum(peak, np.abs(values[block]).max(axis=0), out=peak)
         peak = np.where(peak > 0, peak, 1.0)
-        unit = values / peak
-        spread = unit.std(axis=0) * peak
-        shift = unit.mean(axis=0) * peak if center else np.zeros(width)
-        scale = spread if center else np.sqrt((unit**2).mean(axis=0)) * peak
-        constant = (values == values[:1]).all(axis=0)
+        mean = sum((values[block] / peak).sum(axis=0) for block in blocks) / n
+        middle = mean if center else np.zeros(width)
+        squares = sum((((values[block] / peak) - middle) ** 2).sum(axis=0) for block in blocks)
+        spread = np.sqrt(squares / n) * peak
+        shift = mean * peak if center else np.zeros(width)
         vanish = np.inf if center and not target else 1.0
-        scale = np.where(constant, vanish, np.where(scale > 0, scale, 1.0))
+        scale = np.where(constant_columns(values), vanish, np.where(spread > 0, spread, 1.0))
         return cls(shift, scale)
 
     def transform(self, values: FloatArray) -> FloatArray:

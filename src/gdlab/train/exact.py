@@ -8,20 +8,23 @@ G = AᵀA, h = Aᵀy and n:
 
 where θ* solves G θ* = h and loss* is the least loss. The loss is written around θ* so that
 it has no cancellation near the optimum (the expanded form θᵀGθ - 2θᵀh + yᵀy loses every
-digit there). One pass over the rows, in chunks and in float64, builds the statistics; each
-epoch then sets the parameters' gradients and lets the optimizer step, so every optimizer
-works unchanged.
+digit there). One pass over the rows, block by block and in float64, builds the statistics
+(a second gives loss* from the residuals); each epoch then sets the parameters' gradients and
+lets the optimizer step, so every optimizer works unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-CHUNK = 65_536
+from gdlab.data.arrays import FloatArray, row_blocks
+
+Blocks = Callable[[], Iterable[tuple[FloatArray, FloatArray]]]
 
 
 @dataclass
@@ -34,25 +37,43 @@ class LeastSquaresStatistics:
     intercept: bool
 
     @classmethod
-    def from_rows(
-        cls, X: torch.Tensor, y: torch.Tensor, *, intercept: bool
-    ) -> LeastSquaresStatistics:
-        """One pass over (X, y) in chunks; y is (n, 1)."""
-        width = X.shape[1] + intercept
-        gram = torch.zeros(width, width, dtype=torch.float64)
-        moment = torch.zeros(width, dtype=torch.float64)
-        for begin in range(0, X.shape[0], CHUNK):
-            A = _augment(X[begin : begin + CHUNK].double().cpu(), intercept)
-            target = y[begin : begin + CHUNK, 0].double().cpu()
-            gram += A.T @ A
-            moment += A.T @ target
-        optimum = torch.from_numpy(np.linalg.lstsq(gram.numpy(), moment.numpy(), rcond=None)[0])
+    def from_blocks(cls, blocks: Blocks, *, intercept: bool) -> LeastSquaresStatistics:
+        """Two passes over `blocks()`, pairs (features, target) in training space: one for
+        G and h, one for the residuals at θ*. Only a block at a time is ever in memory."""
+        gram = moment = None
+        n = 0
+        for Z, y in blocks():
+            A = _augment(Z, intercept)
+            gram = A.T @ A if gram is None else gram + A.T @ A
+            moment = A.T @ y if moment is None else moment + A.T @ y
+            n += len(Z)
+        assert gram is not None and moment is not None, "no rows"
+        optimum = np.linalg.lstsq(gram, moment, rcond=None)[0]
         squared = 0.0
-        for begin in range(0, X.shape[0], CHUNK):  # the least loss from residuals: no cancellation
-            A = _augment(X[begin : begin + CHUNK].double().cpu(), intercept)
-            residual = y[begin : begin + CHUNK, 0].double().cpu() - A @ optimum
+        for Z, y in blocks():  # the least loss from residuals: no cancellation
+            residual = y - _augment(Z, intercept) @ optimum
             squared += float(residual @ residual)
-        return cls(gram, moment, X.shape[0], optimum, squared / X.shape[0], intercept)
+        return cls(
+            torch.from_numpy(gram),
+            torch.from_numpy(moment),
+            n,
+            torch.from_numpy(optimum),
+            squared / n,
+            intercept,
+        )
+
+    @classmethod
+    def from_rows(
+        cls, X: torch.Tensor | FloatArray, y: torch.Tensor | FloatArray, *, intercept: bool
+    ) -> LeastSquaresStatistics:
+        """From whole arrays (n, d) and (n, 1), in float64."""
+        features = torch.as_tensor(X).double().cpu().numpy()
+        target = torch.as_tensor(y).double().cpu().numpy()[:, 0]
+
+        def blocks() -> Iterable[tuple[FloatArray, FloatArray]]:
+            return ((features[b], target[b]) for b in row_blocks(len(features)))
+
+        return cls.from_blocks(blocks, intercept=intercept)
 
     def loss(self, theta: torch.Tensor) -> float:
         offset = theta - self.optimum
@@ -107,5 +128,5 @@ class ExactGradient:
         return float("nan") if self.validation is None else self.validation.loss(self.theta())
 
 
-def _augment(X: torch.Tensor, intercept: bool) -> torch.Tensor:
-    return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], dim=1) if intercept else X
+def _augment(Z: FloatArray, intercept: bool) -> FloatArray:
+    return np.column_stack([Z, np.ones(len(Z))]) if intercept else Z
