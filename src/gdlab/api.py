@@ -28,7 +28,7 @@ from gdlab.data.arrays import (
 )
 from gdlab.data.scaling import (
     Scaler,
-    constant_columns,
+    column_range,
     expand_powers,
     original_units,
     power_names,
@@ -162,17 +162,20 @@ class Trainer:
             )
         Z_train = self._rows(self.Z, self.train_rows)
         regression = not opts.is_classifier
+        extent = column_range(Z_train)
         if previous is not None and previous.x_scaler and previous.y_scaler:
             self.x_scaler, self.y_scaler = previous.x_scaler, previous.y_scaler
         else:
-            self.x_scaler = Scaler.fit(Z_train, center=opts.intercept, enabled=opts.standardize)
+            self.x_scaler = Scaler.fit(
+                Z_train, center=opts.intercept, enabled=opts.standardize, extent=extent
+            )
             self.y_scaler = Scaler.fit(
                 self.y[self.train_rows, None],
                 center=opts.intercept,
                 enabled=opts.standardize and regression and custom_model is None,
                 target=True,
             )
-        same = constant_columns(Z_train)
+        same = extent[0] == extent[1]
         constant = [
             name
             for name, fixed in zip(power_names(names, self.spec.degree), same, strict=True)
@@ -225,10 +228,15 @@ class Trainer:
         def blocks() -> Iterator[tuple[FloatArray, FloatArray]]:
             for block in row_blocks(len(rows)):
                 index = block if ordered else rows[block]
-                target = self.y_scaler.transform(self.y[index, None])[:, 0]
-                yield self.x_scaler.transform(self.Z[index]), target
+                yield self.Z[index], self.y_scaler.transform(self.y[index, None])[:, 0]
 
-        return LeastSquaresStatistics.from_blocks(blocks, intercept=self.opts.intercept)
+        scaler = None if self.x_scaler.is_identity else self.x_scaler
+        return LeastSquaresStatistics.from_blocks(
+            blocks,
+            intercept=self.opts.intercept,
+            shift=None if scaler is None else scaler.shift,
+            scale=None if scaler is None else scaler.scale,
+        )
 
     def _to_raw_units(self, intercept: bool) -> FloatArray:
         """M with [x, 1] = [z, 1] M: the Gram matrix in the data's own units is Mᵀ G M."""

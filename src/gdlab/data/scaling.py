@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from gdlab.data.arrays import FloatArray, row_blocks
+from gdlab.data.arrays import CHUNK_ROWS, FloatArray, row_blocks
 
 
 def expand_powers(X: FloatArray, degree: int) -> FloatArray:
@@ -18,12 +17,13 @@ def expand_powers(X: FloatArray, degree: int) -> FloatArray:
     return np.column_stack([X[:, j] ** k for j in range(X.shape[1]) for k in range(1, degree + 1)])
 
 
-def constant_columns(values: FloatArray) -> npt.NDArray[np.bool_]:
-    """Which columns hold one value in every row (checked block by block)."""
-    same = np.ones(values.shape[1], dtype=bool)
+def column_range(values: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Each column's least and greatest value, block by block (no temporary copies)."""
+    low, high = np.full(values.shape[1], np.inf), np.full(values.shape[1], -np.inf)
     for block in row_blocks(len(values)):
-        same &= (values[block] == values[:1]).all(axis=0)
-    return same
+        np.minimum(low, values[block].min(axis=0), out=low)
+        np.maximum(high, values[block].max(axis=0), out=high)
+    return low, high
 
 
 def power_names(names: list[str], degree: int) -> list[str]:
@@ -47,29 +47,53 @@ class Scaler:
 
     @classmethod
     def fit(
-        cls, values: FloatArray, *, center: bool, enabled: bool, target: bool = False
+        cls,
+        values: FloatArray,
+        *,
+        center: bool,
+        enabled: bool,
+        target: bool = False,
+        extent: tuple[FloatArray, FloatArray] | None = None,
     ) -> Scaler:
-        """Fit to `values` (rows, columns); a constant target keeps scale 1 (nothing vanishes)."""
+        """Fit to `values` (rows, columns); a constant target keeps scale 1 (nothing vanishes).
+        `extent`, each column's (least, greatest) value, saves a pass when already known."""
         width = values.shape[1]
         if not enabled:
             return cls(np.zeros(width), np.ones(width))
-        # Moments of values / peak, times peak: no overflow for values up to float64's limit.
-        # Each pass goes block by block, so large data is never copied whole.
+        # Each pass goes block by block through one buffer: large data is never copied whole.
+        # Values beyond 1e100 are divided by their column's peak first, so that no sum of
+        # squares overflows (up to float64's limit); smaller ones need no division.
         blocks, n = row_blocks(len(values)), len(values)
-        peak = np.zeros(width)
-        for block in blocks:
-            np.maximum(peak, np.abs(values[block]).max(axis=0), out=peak)
-        peak = np.where(peak > 0, peak, 1.0)
-        mean = sum((values[block] / peak).sum(axis=0) for block in blocks) / n
+        low, high = extent if extent is not None else column_range(values)
+        peak = np.maximum(np.abs(high), np.abs(low))
+        unit_scale = np.where(peak > 1e100, peak, 1.0)
+        buffer = np.empty((min(n, CHUNK_ROWS), width))
+
+        def unit(block: slice) -> FloatArray:
+            part = buffer[: block.stop - block.start]
+            return np.divide(values[block], unit_scale, out=part)
+
+        mean = sum(unit(block).sum(axis=0) for block in blocks) / n
         middle = mean if center else np.zeros(width)
-        squares = sum((((values[block] / peak) - middle) ** 2).sum(axis=0) for block in blocks)
-        spread = np.sqrt(squares / n) * peak
-        shift = mean * peak if center else np.zeros(width)
+        squares = sum(
+            np.square(np.subtract(unit(block), middle, out=buffer[: block.stop - block.start])).sum(
+                axis=0
+            )
+            for block in blocks
+        )
+        spread = np.sqrt(squares / n) * unit_scale
+        shift = mean * unit_scale if center else np.zeros(width)
         vanish = np.inf if center and not target else 1.0
-        scale = np.where(constant_columns(values), vanish, np.where(spread > 0, spread, 1.0))
+        scale = np.where(high == low, vanish, np.where(spread > 0, spread, 1.0))
         return cls(shift, scale)
 
+    @property
+    def is_identity(self) -> bool:
+        return not self.shift.any() and bool((self.scale == 1.0).all())
+
     def transform(self, values: FloatArray) -> FloatArray:
+        if self.is_identity:
+            return values  # standardization off: no copy
         return (values - self.shift) / self.scale
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.linalg.blas import dsyrk as syrk
 from torch import nn
 
 from gdlab.data.arrays import FloatArray, row_blocks
@@ -37,21 +38,50 @@ class LeastSquaresStatistics:
     intercept: bool
 
     @classmethod
-    def from_blocks(cls, blocks: Blocks, *, intercept: bool) -> LeastSquaresStatistics:
-        """Two passes over `blocks()`, pairs (features, target) in training space: one for
-        G and h, one for the residuals at θ*. Only a block at a time is ever in memory."""
-        gram = moment = None
-        n = 0
-        for Z, y in blocks():
-            A = _augment(Z, intercept)
-            gram = A.T @ A if gram is None else gram + A.T @ A
-            moment = A.T @ y if moment is None else moment + A.T @ y
+    def from_blocks(
+        cls,
+        blocks: Blocks,
+        *,
+        intercept: bool,
+        shift: FloatArray | None = None,
+        scale: FloatArray | None = None,
+    ) -> LeastSquaresStatistics:
+        """Two passes over `blocks()`, pairs (features, target) with the target in training
+        units and the features raw: the model sees (features - shift) / scale. The first pass
+        builds G and h, the second the residuals at θ*. Only a block is ever in memory."""
+        upper: FloatArray | None = None  # ZᵀZ, upper triangle (BLAS syrk: half a GEMM)
+        column_sums: FloatArray | None = None
+        cross: FloatArray | None = None  # Zᵀy
+        target_sum, n = 0.0, 0
+        buffer: FloatArray | None = None
+        for raw, y in blocks():
+            Z = raw
+            if shift is not None and scale is not None:
+                if buffer is None or len(buffer) < len(raw):
+                    buffer = np.empty(raw.shape)
+                Z = np.subtract(raw, shift, out=buffer[: len(raw)])
+                np.divide(Z, scale, out=Z)
+            block_upper = syrk(1.0, Z.T)  # Z.T is Fortran-ordered: no copy
+            upper = block_upper if upper is None else upper + block_upper
+            column_sums = Z.sum(axis=0) + (0.0 if column_sums is None else column_sums)
+            cross = Z.T @ y + (0.0 if cross is None else cross)
+            target_sum += float(y.sum())
             n += len(Z)
-        assert gram is not None and moment is not None, "no rows"
+        assert upper is not None and column_sums is not None and cross is not None, "no rows"
+        gram = np.triu(upper) + np.triu(upper, 1).T
+        moment = cross
+        if intercept:
+            gram = np.block([[gram, column_sums[:, None]], [column_sums[None, :], float(n)]])
+            moment = np.append(cross, target_sum)
         optimum = np.linalg.lstsq(gram, moment, rcond=None)[0]
+        # The residual pass works on the raw features: (x - shift)/scale · w = x · (w/scale) - c.
+        weights, bias = (optimum[:-1], float(optimum[-1])) if intercept else (optimum, 0.0)
+        if shift is not None and scale is not None:
+            weights = weights / scale
+            bias -= float(shift @ weights)
         squared = 0.0
-        for Z, y in blocks():  # the least loss from residuals: no cancellation
-            residual = y - _augment(Z, intercept) @ optimum
+        for raw, y in blocks():
+            residual = y - raw @ weights - bias
             squared += float(residual @ residual)
         return cls(
             torch.from_numpy(gram),
@@ -126,7 +156,3 @@ class ExactGradient:
 
     def validation_loss(self) -> float:
         return float("nan") if self.validation is None else self.validation.loss(self.theta())
-
-
-def _augment(Z: FloatArray, intercept: bool) -> FloatArray:
-    return np.column_stack([Z, np.ones(len(Z))]) if intercept else Z
