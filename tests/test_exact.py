@@ -76,11 +76,15 @@ def test_exact_path_runs_only_where_it_is_valid() -> None:
     assert gdlab.fit(X, y, epochs=3).path == "closed-form"
     assert gdlab.fit(X, y, epochs=3, optimizer="adam").path == "exact"
     assert gdlab.fit(X, y, epochs=3, exact_path="off").path == "autograd"
-    assert gdlab.fit(X, y, epochs=3, batch_size=16).path == "autograd"
+    assert gdlab.fit(X, y, epochs=3, batch_size=16).path == "analytic"
+    assert gdlab.fit(X, y, epochs=3, batch_size=16, exact_path="off").path == "autograd"
+    assert gdlab.fit(X, y, epochs=3, batch_size=16, loss="mae").path == "autograd"
     assert gdlab.fit(X, y, epochs=3, loss="mae").path == "autograd"
     assert gdlab.fit(X, y, epochs=3, model="mlp:4").path == "autograd"
     labels = (y > np.median(y)).astype(int)
-    assert gdlab.fit(X, labels, epochs=3, model="logistic").path == "autograd"
+    assert gdlab.fit(X, labels, epochs=3, model="logistic").path == "autograd"  # full batch
+    assert gdlab.fit(X, labels, epochs=3, model="logistic", batch_size=8).path == "analytic"
+    assert gdlab.fit(X, labels, epochs=3, model="softmax", batch_size=8).path == "autograd"
 
 
 def test_statistics_give_the_least_squares_solution_and_loss() -> None:
@@ -154,3 +158,39 @@ def test_closed_form_leaves_a_run_that_resumes_on_the_iterated_path() -> None:
     resumed = gdlab.fit(X, y, epochs=100, resume=first, **options)
     assert first.path == "closed-form" and resumed.path == "exact"
     assert_same_run(resumed, whole)
+
+
+def classes(seed: int = 5, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3)) * [1.0, 3.0, 0.5] + 1.0
+    logits = X @ np.array([1.0, -0.5, 2.0]) - 1.0
+    return X, (logits + rng.logistic(size=n) > 0).astype(int)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("model", ["linear", "logistic"])
+def test_analytic_mini_batches_equal_autograd(model: str, optimizer: str) -> None:
+    X, y = problem(n=300, d=3) if model == "linear" else classes()
+    lr = {"adagrad": 0.1, "rmsprop": 0.003, "adam": 0.01, "adamw": 0.01}.get(optimizer, 0.05)
+    options = {"model": model, "optimizer": optimizer, "lr": lr, "batch_size": 32,
+               "epochs": 15, "patience": 15, "tol": 0.0, "dtype": "float64", "device": "cpu"}  # fmt: skip
+    analytic = gdlab.fit(X, y, **options)
+    plain = gdlab.fit(X, y, exact_path="off", **options)
+    assert (analytic.path, plain.path) == ("analytic", "autograd")
+    assert_same_run(analytic, plain)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"l1": 0.01}, {"weight_decay": 0.1, "optimizer": "momentum"}, {"intercept": False},
+     {"batch_size": 1}, {"batch_size": 7, "val_fraction": 0.2, "patience": 3, "tol": 1e-3}],
+    ids=["l1", "weight-decay", "no-intercept", "stochastic", "ragged-last-batch-validation"],
+)  # fmt: skip
+def test_analytic_mini_batches_cover_the_options(options: dict[str, object]) -> None:
+    X, y = classes(n=150)
+    common = {"model": "logistic", "lr": 0.1, "batch_size": 16, "epochs": 8, "patience": 8,
+              "tol": 0.0, "dtype": "float64", "device": "cpu", **options}  # fmt: skip
+    analytic = gdlab.fit(X, y, **common)
+    plain = gdlab.fit(X, y, exact_path="off", **common)
+    assert analytic.path == "analytic"
+    assert_same_run(analytic, plain)

@@ -18,6 +18,7 @@ from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, hessian_curvatu
 from gdlab.analysis.divergence import explain_divergence
 from gdlab.config import FitOptions, make_options
 from gdlab.data.arrays import (
+    CHUNK_ROWS,
     FloatArray,
     IntArray,
     as_matrix,
@@ -42,6 +43,8 @@ from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.result import FitResult
 from gdlab.train import closed_form
+from gdlab.train.analytic import LOSSES as ANALYTIC_LOSSES
+from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient, LeastSquaresStatistics
 from gdlab.train.loop import LoopState, LossFunction, Outcome, Split, Stopping, train
 
@@ -266,11 +269,24 @@ class Trainer:
         self, rows: np.ndarray[Any, Any], loss: Callable[..., torch.Tensor], device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = getattr(torch, self.opts.dtype)
-        X = torch.as_tensor(self.x_scaler.transform(self.Z[rows]), dtype=dtype, device=device)
+        X = self._features(rows, dtype).to(device)
         target = self.y_scaler.transform(self.y[rows, None])
         if wants_class_indices(loss):
             return X, torch.as_tensor(target[:, 0], dtype=torch.long, device=device)
         return X, torch.as_tensor(target, dtype=dtype, device=device)
+
+    def _features(self, rows: IntArray, dtype: torch.dtype) -> torch.Tensor:
+        """The training features of `rows`, written block by block into one tensor of `dtype`
+        (no full-size float64 temporaries: on large data those cost more than the training)."""
+        features = torch.empty(len(rows), self.Z.shape[1], dtype=dtype)
+        out, ordered = features.numpy(), _in_order(rows, len(self.Z))
+        buffer = np.empty((min(len(rows), CHUNK_ROWS), self.Z.shape[1]))
+        shift, scale = self.x_scaler.shift, self.x_scaler.scale
+        for block in row_blocks(len(rows)):
+            part = buffer[: block.stop - block.start]
+            np.subtract(self.Z[block if ordered else rows[block]], shift, out=part)
+            np.divide(part, scale, out=out[block], casting="same_kind")
+        return features
 
     def run(
         self,
@@ -297,8 +313,9 @@ class Trainer:
         scale = self.loss_scale()
         exact = self._exact_gradient(net)
         split = self._split(loss_fn, device, shapes_only=exact is not None)
+        analytic = self._analytic_gradient(net, split)
 
-        path = "autograd" if exact is None else "exact"
+        path = "exact" if exact else "analytic" if analytic else "autograd"
 
         def result(status: str, state: LoopState, history: History, message: str) -> FitResult:
             coef, intercept = self._coefficients(net)
@@ -353,6 +370,7 @@ class Trainer:
             checkpoint=save_point,
             checkpoint_every=checkpoint_every,
             exact=exact,
+            analytic=analytic,
         )
         message = ""
         if outcome.status == "diverged":
@@ -394,6 +412,23 @@ class Trainer:
         if len(self.val_rows):
             split.X_val, split.y_val = tensors(self.val_rows)
         return split
+
+    def _analytic_gradient(self, net: nn.Module, split: Split) -> AnalyticGradient | None:
+        """Mini-batch gradients by formula: one-output linear or logistic models, MSE or BCE."""
+        opts = self.opts
+        valid = (
+            opts.exact_path != "off"
+            and self.custom_model is None
+            and isinstance(net, nn.Linear)
+            and net.out_features == 1
+            and opts.resolved_loss in ANALYTIC_LOSSES
+            and opts.batch_size is not None
+            and opts.batch_size < len(split.X)
+        )
+        if not valid or opts.batch_size is None:
+            return None
+        assert isinstance(net, nn.Linear)
+        return AnalyticGradient(net, split.X, split.y, opts.resolved_loss, opts.batch_size)
 
     def _exact_gradient(self, net: nn.Module) -> ExactGradient | None:
         """The sufficient-statistics path: full-batch MSE on a model linear in its parameters."""

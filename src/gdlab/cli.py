@@ -915,6 +915,7 @@ class _Progress:
 PATH_TEXT = {
     "exact": "exact (gradients from XᵀX, built in one pass: O(d²) per epoch)",
     "closed-form": "closed form (plain gd on least squares: θ_k = θ* + (I − lr·H)^k (θ_0 − θ*))",
+    "analytic": "analytic (mini-batch gradients by formula, buffers allocated once)",
     "autograd": "autograd (forward and backward over the rows every step)",
 }
 

@@ -139,8 +139,9 @@ OPTIONS: tuple[Option, ...] = (
         "exact_path",
         "auto",
         one_of(EXACT_PATHS),
-        "full-batch least squares: auto = closed form for plain gd, else gradients from XᵀX;"
-        " iterate = gradients from XᵀX every epoch; off = autograd",
+        "fast paths: auto = least squares from XᵀX (closed form for plain gd) and mini-batch"
+        " gradients of linear/logistic models by formula; iterate = XᵀX, no closed form;"
+        " off = autograd for every step",
     ),
 )
 

@@ -18,7 +18,9 @@ from torch import nn
 
 from gdlab.history import History
 from gdlab.losses import l1_penalty
+from gdlab.optim.gd import GradientDescent
 from gdlab.optim.schedules import Schedule
+from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient
 
 DIVERGENCE_FACTOR = 1000.0
@@ -105,6 +107,7 @@ def train(
     checkpoint: Callable[[LoopState, History], None] | None = None,
     checkpoint_every: int = 0,
     exact: ExactGradient | None = None,
+    analytic: AnalyticGradient | None = None,
 ) -> Outcome:
     """Train in place from `state` (a fresh start by default) until `stopping` or `stop()`.
 
@@ -112,7 +115,8 @@ def train(
     `checkpoint_every` epochs. On divergence the parameters are rolled back to the last finite
     ones. `loss_scale` converts recorded losses to the target's units (training may run
     standardized). With `exact` (full-batch least squares) the gradients come from sufficient
-    statistics instead of a pass over the rows.
+    statistics instead of a pass over the rows; with `analytic` (linear and logistic models)
+    mini-batch gradients come from closed formulas instead of autograd.
     """
     state = state or LoopState()
     history = history or History()
@@ -131,6 +135,9 @@ def train(
         state.best_params = [p.detach().clone() for p in params]
     n = data.X.shape[0]
     size = n if batch_size is None else batch_size
+
+    # gdlab's own gd has no per-step hooks to run: skip torch's profiler wrapper around step().
+    step = optimizer.update if isinstance(optimizer, GradientDescent) else optimizer.step
 
     def stopped(status: str) -> Outcome:
         return Outcome(status, history, state)
@@ -151,23 +158,25 @@ def train(
             rows = (
                 None if state.order is None else state.order[begin : begin + size].to(data.X.device)
             )
-            X = data.X if rows is None else data.X[rows]
-            y = data.y if rows is None else data.y[rows]
             if exact is not None:
                 value = exact.step_gradient()
-                if l1:
-                    _add_l1_gradient(model, l1)
+            elif analytic is not None and rows is not None:
+                value = analytic.step_gradient(rows)
             else:
+                X = data.X if rows is None else data.X.index_select(0, rows)
+                y = data.y if rows is None else data.y.index_select(0, rows)
                 loss = loss_fn(model(X), y)
-                objective = loss + l1 * l1_penalty(model) if l1 else loss
                 optimizer.zero_grad()
-                objective.backward()  # type: ignore[no-untyped-call]
+                (loss + l1 * l1_penalty(model) if l1 else loss).backward()  # type: ignore[no-untyped-call]
                 value = loss.item()
-            optimizer.step()
+            if l1 and (exact is not None or (analytic is not None and rows is not None)):
+                _add_l1_gradient(model, l1)
+            step()
             if not math.isfinite(value):
                 return _diverged(history, state, epoch + 1, value, params, last_good)
-            state.total += value * X.shape[0]
-            state.seen += X.shape[0]
+            seen = n if rows is None else len(rows)
+            state.total += value * seen
+            state.seen += seen
             state.position = min(begin + size, n)
             if state.position < n and stop is not None and stop():
                 state.epoch_start = [t.clone() for t in last_good]
