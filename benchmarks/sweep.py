@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import gdlab
-from benchmarks.run import median_seconds
+from benchmarks.common import median_seconds
 from gdlab.sweep import sweep
 
 CASES = {

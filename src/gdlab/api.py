@@ -29,7 +29,7 @@ from gdlab.data.arrays import (
 )
 from gdlab.data.scaling import (
     Scaler,
-    column_range,
+    constant_columns,
     expand_powers,
     original_units,
     power_names,
@@ -165,20 +165,17 @@ class Trainer:
             )
         Z_train = self._rows(self.Z, self.train_rows)
         regression = not opts.is_classifier
-        extent = column_range(Z_train)
         if previous is not None and previous.x_scaler and previous.y_scaler:
             self.x_scaler, self.y_scaler = previous.x_scaler, previous.y_scaler
         else:
-            self.x_scaler = Scaler.fit(
-                Z_train, center=opts.intercept, enabled=opts.standardize, extent=extent
-            )
+            self.x_scaler = Scaler.fit(Z_train, center=opts.intercept, enabled=opts.standardize)
             self.y_scaler = Scaler.fit(
                 self.y[self.train_rows, None],
                 center=opts.intercept,
                 enabled=opts.standardize and regression and custom_model is None,
                 target=True,
             )
-        same = extent[0] == extent[1]
+        same = constant_columns(Z_train)
         constant = [
             name
             for name, fixed in zip(power_names(names, self.spec.degree), same, strict=True)
@@ -197,7 +194,8 @@ class Trainer:
             and self.spec.is_linear_in_parameters
             and opts.resolved_loss == "mse"
         ):
-            self.statistics = self.least_squares(self.train_rows)
+            # θ* and loss* only serve the exact path (full batch); the curvature needs G alone.
+            self.statistics = self.least_squares(self.train_rows, solve=opts.batch_size is None)
             gram, n = self.statistics.gram.numpy(), self.statistics.n
             self.curvature = hessian_curvature(2.0 * gram / n)
             raw = self._to_raw_units(opts.intercept)
@@ -224,7 +222,7 @@ class Trainer:
         """values[rows]: a view, not a copy, when rows are all of them in order."""
         return values if _in_order(rows, len(values)) else values[rows]
 
-    def least_squares(self, rows: IntArray) -> LeastSquaresStatistics:
+    def least_squares(self, rows: IntArray, *, solve: bool = True) -> LeastSquaresStatistics:
         """XᵀX, Xᵀy and the optimum of those rows in training space, block by block."""
         ordered = _in_order(rows, len(self.Z))
 
@@ -239,6 +237,7 @@ class Trainer:
             intercept=self.opts.intercept,
             shift=None if scaler is None else scaler.shift,
             scale=None if scaler is None else scaler.scale,
+            solve=solve,
         )
 
     def _to_raw_units(self, intercept: bool) -> FloatArray:

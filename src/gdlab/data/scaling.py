@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gdlab.data.arrays import CHUNK_ROWS, FloatArray, row_blocks
 
@@ -24,6 +25,22 @@ def column_range(values: FloatArray) -> tuple[FloatArray, FloatArray]:
         np.minimum(low, values[block].min(axis=0), out=low)
         np.maximum(high, values[block].max(axis=0), out=high)
     return low, high
+
+
+def constant_columns(values: FloatArray) -> npt.NDArray[np.bool_]:
+    """Which columns hold one value in every row. A column that varies within the first block
+    is settled there; only the others (rarely any) are followed through the rest."""
+    blocks = row_blocks(len(values))
+    first = values[blocks[0]] if blocks else values
+    candidates = np.flatnonzero((first == first[:1]).all(axis=0))
+    for block in blocks[1:]:
+        if not len(candidates):
+            break
+        part = values[block][:, candidates]
+        candidates = candidates[(part == values[0, candidates]).all(axis=0)]
+    same = np.zeros(values.shape[1], dtype=bool)
+    same[candidates] = True
+    return same
 
 
 def power_names(names: list[str], degree: int) -> list[str]:
@@ -47,44 +64,25 @@ class Scaler:
 
     @classmethod
     def fit(
-        cls,
-        values: FloatArray,
-        *,
-        center: bool,
-        enabled: bool,
-        target: bool = False,
-        extent: tuple[FloatArray, FloatArray] | None = None,
+        cls, values: FloatArray, *, center: bool, enabled: bool, target: bool = False
     ) -> Scaler:
-        """Fit to `values` (rows, columns); a constant target keeps scale 1 (nothing vanishes).
-        `extent`, each column's (least, greatest) value, saves a pass when already known."""
+        """Fit to `values` (rows, columns); a constant target keeps scale 1 (nothing vanishes)."""
         width = values.shape[1]
         if not enabled:
             return cls(np.zeros(width), np.ones(width))
-        # Each pass goes block by block through one buffer: large data is never copied whole.
-        # Values beyond 1e100 are divided by their column's peak first, so that no sum of
-        # squares overflows (up to float64's limit); smaller ones need no division.
-        blocks, n = row_blocks(len(values)), len(values)
-        low, high = extent if extent is not None else column_range(values)
-        peak = np.maximum(np.abs(high), np.abs(low))
-        unit_scale = np.where(peak > 1e100, peak, 1.0)
-        buffer = np.empty((min(n, CHUNK_ROWS), width))
-
-        def unit(block: slice) -> FloatArray:
-            part = buffer[: block.stop - block.start]
-            return np.divide(values[block], unit_scale, out=part)
-
-        mean = sum(unit(block).sum(axis=0) for block in blocks) / n
-        middle = mean if center else np.zeros(width)
-        squares = sum(
-            np.square(np.subtract(unit(block), middle, out=buffer[: block.stop - block.start])).sum(
-                axis=0
-            )
-            for block in blocks
-        )
-        spread = np.sqrt(squares / n) * unit_scale
-        shift = mean * unit_scale if center else np.zeros(width)
+        # Two passes, block by block through one buffer: large data is never copied whole.
+        # If a sum overflows (values near 1e154 or beyond) or squares underflow (near 1e-154),
+        # the moments are taken again of values / column peak, times the peak.
+        constant = constant_columns(values)
+        spread, mean = _moments(values, center, np.ones(width))
+        tiny = (spread < 1e-100) & ~constant  # squares may have underflowed
+        if not (np.isfinite(spread).all() and np.isfinite(mean).all()) or tiny.any():
+            low, high = column_range(values)
+            peak = np.maximum(np.abs(high), np.abs(low))
+            spread, mean = _moments(values, center, np.where(peak > 0, peak, 1.0))
+        shift = mean if center else np.zeros(width)
         vanish = np.inf if center and not target else 1.0
-        scale = np.where(high == low, vanish, np.where(spread > 0, spread, 1.0))
+        scale = np.where(constant, vanish, np.where(spread > 0, spread, 1.0))
         return cls(shift, scale)
 
     @property
@@ -115,3 +113,28 @@ def original_units(
     coef = weights * (y_scaler.scale[:, None] / x_scaler.scale[None, :])
     intercept = y_scaler.shift + y_scaler.scale * bias - coef @ x_scaler.shift
     return coef, intercept
+
+
+def _moments(values: FloatArray, center: bool, unit: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per column: the root mean square about the mean (about 0 without `center`) and the
+    mean, of values / unit, times unit. A unit of ones divides nothing."""
+    blocks, n, width = row_blocks(len(values)), len(values), values.shape[1]
+    buffer = np.empty((min(n, CHUNK_ROWS), width))
+    divide = bool((unit != 1.0).any())
+
+    def part(block: slice) -> FloatArray:
+        if not divide:
+            return values[block]  # a view: no pass of its own
+        return np.divide(values[block], unit, out=buffer[: block.stop - block.start])
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = sum(part(block).sum(axis=0) for block in blocks) / n
+        middle = mean if center else np.zeros(width)
+        squares = sum(
+            np.square(
+                np.subtract(part(block), middle, out=buffer[: block.stop - block.start]),
+                out=buffer[: block.stop - block.start],
+            ).sum(axis=0)
+            for block in blocks
+        )
+    return np.sqrt(squares / n) * unit, mean * unit

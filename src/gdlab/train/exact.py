@@ -15,6 +15,7 @@ lets the optimizer step, so every optimizer works unchanged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ import torch
 from scipy.linalg.blas import dsyrk as syrk
 from torch import nn
 
-from gdlab.data.arrays import FloatArray, row_blocks
+from gdlab.data.arrays import CHUNK_ROWS, FloatArray, row_blocks
 
 Blocks = Callable[[], Iterable[tuple[FloatArray, FloatArray]]]
 
@@ -45,50 +46,53 @@ class LeastSquaresStatistics:
         intercept: bool,
         shift: FloatArray | None = None,
         scale: FloatArray | None = None,
+        solve: bool = True,
     ) -> LeastSquaresStatistics:
-        """Two passes over `blocks()`, pairs (features, target) with the target in training
-        units and the features raw: the model sees (features - shift) / scale. The first pass
-        builds G and h, the second the residuals at θ*. Only a block is ever in memory."""
-        upper: FloatArray | None = None  # ZᵀZ, upper triangle (BLAS syrk: half a GEMM)
-        column_sums: FloatArray | None = None
-        cross: FloatArray | None = None  # Zᵀy
-        target_sum, n = 0.0, 0
-        buffer: FloatArray | None = None
+        """One pass over `blocks()`, pairs (features, target) with the target in training
+        units and the features raw: the model sees (features - shift) / scale. Each block is
+        written once into a buffer [z, 1, y] whose Gram matrix (BLAS syrk, half a GEMM) holds
+        ZᵀZ, the column sums, Zᵀy, n and yᵀy together. loss* = (yᵀy - θ*ᵀh)/n unless that
+        difference is too small to trust (a near-perfect fit), when a second pass sums the
+        residuals. Without `solve` (the curvature needs G alone) θ* and loss* are NaN."""
+        width: int | None = None
+        upper: FloatArray | None = None
+        buffer, n = np.empty(0), 0
         for raw, y in blocks():
-            Z = raw
-            if shift is not None and scale is not None:
-                if buffer is None or len(buffer) < len(raw):
-                    buffer = np.empty(raw.shape)
-                Z = np.subtract(raw, shift, out=buffer[: len(raw)])
-                np.divide(Z, scale, out=Z)
-            block_upper = syrk(1.0, Z.T)  # Z.T is Fortran-ordered: no copy
-            upper = block_upper if upper is None else upper + block_upper
-            column_sums = Z.sum(axis=0) + (0.0 if column_sums is None else column_sums)
-            cross = Z.T @ y + (0.0 if cross is None else cross)
-            target_sum += float(y.sum())
-            n += len(Z)
-        assert upper is not None and column_sums is not None and cross is not None, "no rows"
-        gram = np.triu(upper) + np.triu(upper, 1).T
-        moment = cross
-        if intercept:
-            gram = np.block([[gram, column_sums[:, None]], [column_sums[None, :], float(n)]])
-            moment = np.append(cross, target_sum)
-        optimum = np.linalg.lstsq(gram, moment, rcond=None)[0]
-        # The residual pass works on the raw features: (x - shift)/scale · w = x · (w/scale) - c.
-        weights, bias = (optimum[:-1], float(optimum[-1])) if intercept else (optimum, 0.0)
-        if shift is not None and scale is not None:
-            weights = weights / scale
-            bias -= float(shift @ weights)
-        squared = 0.0
-        for raw, y in blocks():
-            residual = y - raw @ weights - bias
-            squared += float(residual @ residual)
+            if width is None:
+                width = raw.shape[1]
+                buffer = np.empty((CHUNK_ROWS, width + 2))
+                buffer[:, width] = 1.0
+            for begin in range(0, len(raw), CHUNK_ROWS):
+                rows = raw[begin : begin + CHUNK_ROWS]
+                part = buffer[: len(rows)]
+                features = part[:, :width]
+                if shift is not None and scale is not None:
+                    np.divide(np.subtract(rows, shift, out=features), scale, out=features)
+                else:
+                    features[...] = rows
+                part[:, width + 1] = y[begin : begin + CHUNK_ROWS]
+                block = syrk(1.0, part.T)  # part.T is Fortran-ordered: no copy
+                upper = block if upper is None else upper + block
+                n += len(rows)
+        assert upper is not None and width is not None, "no rows"
+        full = np.triu(upper) + np.triu(upper, 1).T
+        squares = float(full[width + 1, width + 1])
+        inputs = list(range(width + 1)) if intercept else list(range(width))
+        gram, moment = full[np.ix_(inputs, inputs)], full[inputs, width + 1]
+        if not solve:
+            nothing = torch.full((len(moment),), math.nan, dtype=torch.float64)
+            return cls(torch.from_numpy(gram), torch.from_numpy(moment), n, nothing, math.nan,
+                       intercept)  # fmt: skip
+        optimum = np.asarray(np.linalg.lstsq(gram, moment, rcond=None)[0], dtype=np.float64)
+        least = squares - float(optimum @ moment)
+        if not least > 1e-4 * squares:  # cancellation would cost digits: sum the residuals
+            least = _residual_squares(blocks, optimum, intercept, shift, scale)
         return cls(
             torch.from_numpy(gram),
             torch.from_numpy(moment),
             n,
             torch.from_numpy(optimum),
-            squared / n,
+            max(least, 0.0) / n,
             intercept,
         )
 
@@ -156,3 +160,22 @@ class ExactGradient:
 
     def validation_loss(self) -> float:
         return float("nan") if self.validation is None else self.validation.loss(self.theta())
+
+
+def _residual_squares(
+    blocks: Blocks,
+    optimum: FloatArray,
+    intercept: bool,
+    shift: FloatArray | None,
+    scale: FloatArray | None,
+) -> float:
+    """Σ (y - ŷ)² at θ*, on the raw features: (x - shift)/scale · w = x · (w/scale) - c."""
+    weights, bias = (optimum[:-1], float(optimum[-1])) if intercept else (optimum, 0.0)
+    if shift is not None and scale is not None:
+        weights = weights / scale
+        bias -= float(shift @ weights)
+    squared = 0.0
+    for raw, y in blocks():
+        residual = y - raw @ weights - bias
+        squared += float(residual @ residual)
+    return squared

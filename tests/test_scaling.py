@@ -1,0 +1,41 @@
+"""Standardization in blocks against numpy's whole-array mean and standard deviation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gdlab.data import scaling
+from gdlab.data.scaling import Scaler, constant_columns
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of 7 rows, so that every test crosses many block boundaries."""
+    original = scaling.row_blocks
+    monkeypatch.setattr(scaling, "row_blocks", lambda n, size=7: original(n, size))
+
+
+@pytest.mark.parametrize("magnitude", [1e-160, 1e-3, 1.0, 1e6, 1e160, 1e300])
+def test_moments_match_numpy_at_every_magnitude(magnitude: float) -> None:
+    rng = np.random.default_rng(0)
+    values = (rng.normal(size=(50, 3)) + [0.0, 5.0, -2.0]) * magnitude
+    scaler = Scaler.fit(values, center=True, enabled=True)
+    peak = np.abs(values).max(axis=0)  # numpy's std overflows beyond 1e154: compare scaled
+    np.testing.assert_allclose(scaler.shift / peak, values.mean(axis=0) / peak, rtol=1e-12)
+    np.testing.assert_allclose(scaler.scale / peak, (values / peak).std(axis=0), rtol=1e-12)
+    without = Scaler.fit(values, center=False, enabled=True)
+    rms = np.sqrt(((values / peak) ** 2).mean(axis=0))
+    assert not without.shift.any()
+    np.testing.assert_allclose(without.scale / peak, rms, rtol=1e-12)
+
+
+def test_constant_columns_are_found_past_the_first_block() -> None:
+    values = np.ones((40, 4))
+    values[:, 1] = np.arange(40)
+    values[33, 2] = 2.0  # differs only in a late block
+    np.testing.assert_array_equal(constant_columns(values), [True, False, False, True])
+    scaler = Scaler.fit(values, center=True, enabled=True)
+    assert np.isinf(scaler.scale[[0, 3]]).all() and np.isfinite(scaler.scale[[1, 2]]).all()
+    target = Scaler.fit(values[:, :1], center=True, enabled=True, target=True)
+    assert target.scale[0] == 1.0  # a constant target keeps scale 1
