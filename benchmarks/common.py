@@ -40,7 +40,7 @@ def machine() -> str:
 
 
 class Table:
-    """Rows of (case, baseline, baseline s, gdlab s, ratio, target, verdict), printed as they come."""
+    """Rows of (case, baseline, its time, gdlab's, ratio, target, verdict), printed as they come."""
 
     HEADER = ("case", "against", "baseline", "gdlab", "ratio", "target", "")
     WIDTHS = (34, 30, 10, 10, 9, 9, 6)
@@ -51,7 +51,7 @@ class Table:
 
     def add(self, case: str, against: str, baseline: float, ours: float, target: float | None,
             *, unit: str = "s", higher_is_better: bool = True) -> float:  # fmt: skip
-        """ratio = baseline / ours (a speed-up) unless higher_is_better is False (ours / baseline)."""
+        """ratio = baseline / ours (a speed-up), or ours / baseline if not higher_is_better."""
         ratio = baseline / ours if higher_is_better else ours / baseline
         if target is None:
             verdict, goal = "", ""

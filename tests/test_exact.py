@@ -172,8 +172,8 @@ def classes(seed: int = 5, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
 def test_analytic_mini_batches_equal_autograd(model: str, optimizer: str) -> None:
     X, y = problem(n=300, d=3) if model == "linear" else classes()
     lr = {"adagrad": 0.1, "rmsprop": 0.003, "adam": 0.01, "adamw": 0.01}.get(optimizer, 0.05)
-    options = {"model": model, "optimizer": optimizer, "lr": lr, "batch_size": 32,
-               "epochs": 15, "patience": 15, "tol": 0.0, "dtype": "float64", "device": "cpu"}  # fmt: skip
+    options = {"model": model, "optimizer": optimizer, "lr": lr, "batch_size": 32, "epochs": 15,
+               "patience": 15, "tol": 0.0, "dtype": "float64", "device": "cpu"}  # fmt: skip
     analytic = gdlab.fit(X, y, **options)
     plain = gdlab.fit(X, y, exact_path="off", **options)
     assert (analytic.path, plain.path) == ("analytic", "autograd")

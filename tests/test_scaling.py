@@ -19,7 +19,7 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("magnitude", [1e-160, 1e-3, 1.0, 1e6, 1e160, 1e300])
 def test_moments_match_numpy_at_every_magnitude(magnitude: float) -> None:
     rng = np.random.default_rng(0)
-    values = (rng.normal(size=(50, 3)) + [0.0, 5.0, -2.0]) * magnitude
+    values = (rng.normal(size=(50, 3)) + np.array([0.0, 5.0, -2.0])) * magnitude
     scaler = Scaler.fit(values, center=True, enabled=True)
     peak = np.abs(values).max(axis=0)  # numpy's std overflows beyond 1e154: compare scaled
     np.testing.assert_allclose(scaler.shift / peak, values.mean(axis=0) / peak, rtol=1e-12)
