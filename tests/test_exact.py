@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ import torch
 import gdlab
 from gdlab.config import OPTIMIZERS
 from gdlab.data.builtin import DATASETS
+from gdlab.history import History
 from gdlab.train.exact import LeastSquaresStatistics
 
 
@@ -194,3 +197,21 @@ def test_analytic_mini_batches_cover_the_options(options: dict[str, object]) -> 
     plain = gdlab.fit(X, y, exact_path="off", **common)
     assert analytic.path == "analytic"
     assert_same_run(analytic, plain)
+
+
+def test_the_command_line_runs_a_billion_epochs_and_says_which_path(gdlab, tmp_path) -> None:
+    out = tmp_path / "run"
+    run = gdlab("fit", "noisy-plane", "--lr", "0.1", "--epochs", "1000000000", "--tol", "0",
+                "--patience", "1000000000", "--out", str(out))  # fmt: skip
+    assert run.code == 0, run.err
+    assert (
+        "path: closed form" in run.out and "status: max_epochs after 1000000000 epochs" in run.out
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["path"] == "closed-form" and summary["epochs"] == 1_000_000_000
+    history = History.load(out / "history.csv")
+    assert history.last_epoch == 1_000_000_000 and len(history) < 5000
+    # The run continues (on the iterated exact path) from where the closed form left it.
+    more = gdlab("fit", "--resume", str(out), "--epochs", "1000000005", "--json")
+    assert more.code == 0, more.err
+    assert json.loads(more.out)["epochs"] == 1_000_000_005

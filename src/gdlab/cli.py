@@ -326,7 +326,7 @@ def _run(
         sys.exit(EXIT_DIVERGED)
     if result.status == "interrupted":
         click.echo(
-            f"gdlab: interrupted after epoch {len(result.history)}; continue with: "
+            f"gdlab: interrupted after epoch {result.history.last_epoch}; continue with: "
             f"gdlab fit --resume {saved.out}",
             err=True,
         )

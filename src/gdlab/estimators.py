@@ -117,7 +117,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         if result.status == "diverged":  # as SGDRegressor does: a diverged model is no model
             raise ValueError(f"{type(self).__name__} diverged: {result.message}")
         self.result_: FitResult = result
-        self.n_iter_ = len(result.history)
+        self.n_iter_ = result.history.last_epoch
         self.history_: History = result.history
         self.status_ = result.status
         self._set_coefficients(result)

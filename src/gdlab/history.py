@@ -87,6 +87,11 @@ class History:
         norms = {name: list(values) for name, values in data.get("grad_norms", {}).items()}
         return cls(**fields, params=params, grad_norms=norms)
 
+    @property
+    def last_epoch(self) -> int:
+        """Epochs run: the last row's epoch (rows may be sampled, as in a closed-form run)."""
+        return self.epoch[-1] if self.epoch else 0
+
     def __len__(self) -> int:
         return len(self.epoch)
 

@@ -60,7 +60,7 @@ class FitResult:
 
     @property
     def n_iter_(self) -> int:
-        return len(self.history)
+        return self.history.last_epoch
 
     @property
     def spec(self) -> ModelSpec:

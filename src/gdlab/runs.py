@@ -66,7 +66,7 @@ def summary(result: FitResult, out: Path, *, target: str, source: str) -> dict[s
     history = result.history
     data: dict[str, Any] = {
         "status": result.status,
-        "epochs": len(history),
+        "epochs": history.last_epoch,
         "loss": _number(history.train_loss[-1]) if len(history) else None,
         "val_loss": _number(history.val_loss[-1]) if len(history) else None,
     }
@@ -162,7 +162,7 @@ def save_run(
         "model_state": result.model.state_dict(),
         "optimizer_state": result.optimizer.state_dict() if result.optimizer else None,
         "generator_state": result.generator.get_state() if result.generator else None,
-        "epochs_done": len(result.history),
+        "epochs_done": result.history.last_epoch,
         "status": result.status,
         "loop_state": loop,
         "history": result.history.to_dict(),
