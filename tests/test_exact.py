@@ -15,6 +15,9 @@ from gdlab.data.builtin import DATASETS
 from gdlab.history import History
 from gdlab.train.exact import LeastSquaresStatistics
 
+# Paths are compared over fixed epochs, so most runs end at the limit on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:stopped at the epoch limit")
+
 
 def problem(seed: int = 3, n: int = 300, d: int = 4) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -6,15 +6,15 @@ For z = X w + b on a batch of B rows, with r the derivative of the loss with res
     BCE with logits, L = mean(softplus(z) - y z):     r = (sigmoid(z) - y) / B
 
 and dL/dw = Xᵀ r, dL/db = Σ r. Each step gathers its rows into buffers allocated once and
-writes the gradients into the parameters' own .grad tensors, so no step allocates or builds a
-graph; the optimizer then steps as usual. The numbers are autograd's up to rounding.
+writes the gradients into the parameters' own .grad tensors, so no step allocates more than
+a scalar or builds a graph; the optimizer then steps as usual. The numbers are autograd's up
+to rounding.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 LOSSES = ("mse", "bce")
 
@@ -32,6 +32,7 @@ class AnalyticGradient:
         self.targets = torch.empty(batch_size, dtype=dtype, device=device)
         self.scores = torch.empty(batch_size, dtype=dtype, device=device)
         self.residual = torch.empty(batch_size, dtype=dtype, device=device)
+        self.zero = torch.zeros((), dtype=dtype, device=device)
         self.weight_view = model.weight.detach()[0]
 
     @torch.no_grad()
@@ -51,8 +52,9 @@ class AnalyticGradient:
             torch.sub(scores, targets, out=residual)
             loss = residual.dot(residual).item() / size
             scale = 2.0 / size
-        else:
-            loss = (functional.softplus(scores) - targets * scores).mean().item()
+        else:  # softplus(z) - y z, as logaddexp(0, z) - y z, in the residual's buffer
+            torch.logaddexp(self.zero, scores, out=residual)
+            loss = residual.addcmul_(targets, scores, value=-1.0).mean().item()
             torch.sigmoid(scores, out=residual)
             residual.sub_(targets)
             scale = 1.0 / size

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.linalg.blas import dsyrk as syrk
 from torch import nn
 
 from gdlab.data.arrays import CHUNK_ROWS, FloatArray, row_blocks
@@ -50,12 +49,12 @@ class LeastSquaresStatistics:
     ) -> LeastSquaresStatistics:
         """One pass over `blocks()`, pairs (features, target) with the target in training
         units and the features raw: the model sees (features - shift) / scale. Each block is
-        written once into a buffer [z, 1, y] whose Gram matrix (BLAS syrk, half a GEMM) holds
+        written once into a buffer [z, 1, y] whose Gram matrix (BLAS syrk via numpy) holds
         ZᵀZ, the column sums, Zᵀy, n and yᵀy together. loss* = (yᵀy - θ*ᵀh)/n unless that
         difference is too small to trust (a near-perfect fit), when a second pass sums the
         residuals. Without `solve` (the curvature needs G alone) θ* and loss* are NaN."""
         width: int | None = None
-        upper: FloatArray | None = None
+        full: FloatArray | None = None
         buffer, n = np.empty(0), 0
         for raw, y in blocks():
             if width is None:
@@ -71,11 +70,10 @@ class LeastSquaresStatistics:
                 else:
                     features[...] = rows
                 part[:, width + 1] = y[begin : begin + CHUNK_ROWS]
-                block = syrk(1.0, part.T)  # part.T is Fortran-ordered: no copy
-                upper = block if upper is None else upper + block
+                block = part.T @ part  # numpy sees AᵀA and calls BLAS syrk: half a GEMM
+                full = block if full is None else full + block
                 n += len(rows)
-        assert upper is not None and width is not None, "no rows"
-        full = np.triu(upper) + np.triu(upper, 1).T
+        assert full is not None and width is not None, "no rows"
         squares = float(full[width + 1, width + 1])
         inputs = list(range(width + 1)) if intercept else list(range(width))
         gram, moment = full[np.ix_(inputs, inputs)], full[inputs, width + 1]
