@@ -21,6 +21,20 @@ def median_seconds(work: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(
+    first: Callable[[], object], second: Callable[[], object], repeats: int = 9
+) -> tuple[float, float]:
+    """Median times of two pieces of work run turn about, so that drifts in the machine's
+    speed (other load, frequency) fall on both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for work, record in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            work()
+            record.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     model = ""
