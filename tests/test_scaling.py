@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdlab.data import scaling
+from gdlab.data import arrays
+from gdlab.data.arrays import RowSubset
 from gdlab.data.scaling import Scaler, constant_columns
 
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks of 7 rows, so that every test crosses many block boundaries."""
-    original = scaling.row_blocks
-    monkeypatch.setattr(scaling, "row_blocks", lambda n, size=7: original(n, size))
+    original = arrays.row_blocks
+    monkeypatch.setattr(arrays, "row_blocks", lambda n, size=7: original(n, size))
 
 
 @pytest.mark.parametrize("magnitude", [1e-160, 1e-3, 1.0, 1e6, 1e160, 1e300])
@@ -39,3 +40,17 @@ def test_constant_columns_are_found_past_the_first_block() -> None:
     assert np.isinf(scaler.scale[[0, 3]]).all() and np.isfinite(scaler.scale[[1, 2]]).all()
     target = Scaler.fit(values[:, :1], center=True, enabled=True, target=True)
     assert target.scale[0] == 1.0  # a constant target keeps scale 1
+
+
+def test_a_subset_of_rows_scales_as_those_rows_copied_out() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(60, 3)) * [1.0, 10.0, 0.1]
+    values[:, 2] = 4.0
+    values[rng.permutation(60)[:20], 2] = 9.0  # constant only on some rows
+    rows = np.flatnonzero(values[:, 2] == 4.0)[::-1]  # out of order
+    subset = Scaler.fit(RowSubset.of(values, rows), center=True, enabled=True)
+    copied = Scaler.fit(values[rows], center=True, enabled=True)
+    np.testing.assert_allclose(subset.shift, copied.shift, rtol=1e-13)
+    np.testing.assert_array_equal(subset.scale[2], np.inf)  # constant within the subset
+    np.testing.assert_allclose(subset.scale[:2], copied.scale[:2], rtol=1e-13)
+    assert RowSubset.of(values, np.arange(60)).rows is None  # all rows in order: a view

@@ -21,11 +21,11 @@ from gdlab.data.arrays import (
     CHUNK_ROWS,
     FloatArray,
     IntArray,
+    RowSubset,
     as_matrix,
     as_vector,
     class_labels,
     fingerprint,
-    row_blocks,
 )
 from gdlab.data.scaling import (
     Scaler,
@@ -113,10 +113,6 @@ def fit(
         )
 
 
-def _in_order(rows: IntArray, n: int) -> bool:
-    return len(rows) == n and np.array_equal(rows, np.arange(n))
-
-
 class Trainer:
     """Prepares data in training space, builds the model and optimizer, trains, reports."""
 
@@ -164,7 +160,7 @@ class Trainer:
                 f"--batch-size {opts.batch_size} is above the {n_train} training rows; use a "
                 f"value from 1 to {n_train}, or full."
             )
-        Z_train = self._rows(self.Z, self.train_rows)
+        Z_train = RowSubset.of(self.Z, self.train_rows)  # read in blocks, never copied whole
         regression = not opts.is_classifier
         if previous is not None and previous.x_scaler and previous.y_scaler:
             self.x_scaler, self.y_scaler = previous.x_scaler, previous.y_scaler
@@ -223,19 +219,14 @@ class Trainer:
         """The digest a saved run keeps to recognise its data; a whole pass, so only on saving."""
         return fingerprint(self.X, self.y_given)
 
-    @staticmethod
-    def _rows(values: FloatArray, rows: IntArray) -> FloatArray:
-        """values[rows]: a view, not a copy, when rows are all of them in order."""
-        return values if _in_order(rows, len(values)) else values[rows]
-
     def least_squares(self, rows: IntArray, *, solve: bool = True) -> LeastSquaresStatistics:
         """XᵀX, Xᵀy and the optimum of those rows in training space, block by block."""
-        ordered = _in_order(rows, len(self.Z))
+        features, target = RowSubset.of(self.Z, rows), RowSubset.of(self.y[:, None], rows)
 
         def blocks() -> Iterator[tuple[FloatArray, FloatArray]]:
-            for block in row_blocks(len(rows)):
-                index = block if ordered else rows[block]
-                yield self.Z[index], self.y_scaler.transform(self.y[index, None])[:, 0]
+            for block in features.blocks():
+                part = self.y_scaler.transform(target.block(block))[:, 0]
+                yield features.block(block), part
 
         scaler = None if self.x_scaler.is_identity else self.x_scaler
         return LeastSquaresStatistics.from_blocks(
@@ -284,12 +275,12 @@ class Trainer:
         """The training features of `rows`, written block by block into one tensor of `dtype`
         (no full-size float64 temporaries: on large data those cost more than the training)."""
         features = torch.empty(len(rows), self.Z.shape[1], dtype=dtype)
-        out, ordered = features.numpy(), _in_order(rows, len(self.Z))
+        out, source = features.numpy(), RowSubset.of(self.Z, rows)
         buffer = np.empty((min(len(rows), CHUNK_ROWS), self.Z.shape[1]))
         shift, scale = self.x_scaler.shift, self.x_scaler.scale
-        for block in row_blocks(len(rows)):
+        for block in source.blocks():
             part = buffer[: block.stop - block.start]
-            np.subtract(self.Z[block if ordered else rows[block]], shift, out=part)
+            np.subtract(source.block(block), shift, out=part)
             np.divide(part, scale, out=out[block], casting="same_kind")
         return features
 

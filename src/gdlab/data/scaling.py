@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gdlab.data.arrays import CHUNK_ROWS, FloatArray, row_blocks
+from gdlab.data.arrays import CHUNK_ROWS, FloatArray, RowSubset
 
 
 def expand_powers(X: FloatArray, degree: int) -> FloatArray:
@@ -18,29 +18,38 @@ def expand_powers(X: FloatArray, degree: int) -> FloatArray:
     return np.column_stack([X[:, j] ** k for j in range(X.shape[1]) for k in range(1, degree + 1)])
 
 
-def column_range(values: FloatArray) -> tuple[FloatArray, FloatArray]:
+def column_range(values: FloatArray | RowSubset) -> tuple[FloatArray, FloatArray]:
     """Each column's least and greatest value, block by block (no temporary copies)."""
-    low, high = np.full(values.shape[1], np.inf), np.full(values.shape[1], -np.inf)
-    for block in row_blocks(len(values)):
-        np.minimum(low, values[block].min(axis=0), out=low)
-        np.maximum(high, values[block].max(axis=0), out=high)
+    data = _subset(values)
+    low, high = np.full(data.width, np.inf), np.full(data.width, -np.inf)
+    for block in data.blocks():
+        part = data.block(block)
+        np.minimum(low, part.min(axis=0), out=low)
+        np.maximum(high, part.max(axis=0), out=high)
     return low, high
 
 
-def constant_columns(values: FloatArray) -> npt.NDArray[np.bool_]:
+def constant_columns(values: FloatArray | RowSubset) -> npt.NDArray[np.bool_]:
     """Which columns hold one value in every row. A column that varies within the first block
     is settled there; only the others (rarely any) are followed through the rest."""
-    blocks = row_blocks(len(values))
-    first = values[blocks[0]] if blocks else values
+    data = _subset(values)
+    blocks = data.blocks()
+    same = np.zeros(data.width, dtype=bool)
+    if not blocks:
+        return same
+    first = data.block(blocks[0])
     candidates = np.flatnonzero((first == first[:1]).all(axis=0))
     for block in blocks[1:]:
         if not len(candidates):
             break
-        part = values[block][:, candidates]
-        candidates = candidates[(part == values[0, candidates]).all(axis=0)]
-    same = np.zeros(values.shape[1], dtype=bool)
+        part = data.block(block)[:, candidates]
+        candidates = candidates[(part == first[0, candidates]).all(axis=0)]
     same[candidates] = True
     return same
+
+
+def _subset(values: FloatArray | RowSubset) -> RowSubset:
+    return values if isinstance(values, RowSubset) else RowSubset(values)
 
 
 def power_names(names: list[str], degree: int) -> list[str]:
@@ -64,10 +73,11 @@ class Scaler:
 
     @classmethod
     def fit(
-        cls, values: FloatArray, *, center: bool, enabled: bool, target: bool = False
+        cls, values: FloatArray | RowSubset, *, center: bool, enabled: bool, target: bool = False
     ) -> Scaler:
         """Fit to `values` (rows, columns); a constant target keeps scale 1 (nothing vanishes)."""
-        width = values.shape[1]
+        values = _subset(values)
+        width = values.width
         if not enabled:
             return cls(np.zeros(width), np.ones(width))
         # Two passes, block by block through one buffer: large data is never copied whole.
@@ -115,17 +125,17 @@ def original_units(
     return coef, intercept
 
 
-def _moments(values: FloatArray, center: bool, unit: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _moments(values: RowSubset, center: bool, unit: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Per column: the root mean square about the mean (about 0 without `center`) and the
     mean, of values / unit, times unit. A unit of ones divides nothing."""
-    blocks, n, width = row_blocks(len(values)), len(values), values.shape[1]
+    blocks, n, width = values.blocks(), len(values), values.width
     buffer = np.empty((min(n, CHUNK_ROWS), width))
     divide = bool((unit != 1.0).any())
 
     def part(block: slice) -> FloatArray:
         if not divide:
-            return values[block]  # a view: no pass of its own
-        return np.divide(values[block], unit, out=buffer[: block.stop - block.start])
+            return values.block(block)  # a view of rows in order: no pass of its own
+        return np.divide(values.block(block), unit, out=buffer[: block.stop - block.start])
 
     with np.errstate(over="ignore", invalid="ignore"):
         mean = sum(part(block).sum(axis=0) for block in blocks) / n
