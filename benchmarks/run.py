@@ -298,6 +298,36 @@ def mlp_overhead(table: Table, n: int) -> None:
               0.91)  # fmt: skip
 
 
+def tiny_mlp_overhead(table: Table) -> None:
+    """The same comparison where each epoch is tiny: 4 points, full batch, 1000 epochs."""
+    X, y = np.array([[1.0], [2.0], [3.0], [4.0]]), np.array([2.0, 4.0, 6.0, 8.0])
+    options = {"model": "mlp:4", "optimizer": "adam", "lr": 0.01, "epochs": 1000, "tol": 0.0,
+               "patience": 1000, "standardize": False}  # fmt: skip
+
+    def hand_written() -> nn.Module:
+        torch.manual_seed(0)
+        features = torch.tensor(X, dtype=torch.float32)
+        target = torch.tensor(y, dtype=torch.float32).unsqueeze(1)
+        model = nn.Sequential(nn.Linear(1, 4), nn.ReLU(), nn.Linear(4, 1))
+        criterion, optimizer = nn.MSELoss(), optim.Adam(model.parameters(), lr=0.01)
+        for _ in range(1000):
+            loss = criterion(model(features), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()
+        return model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        theirs, mine = interleaved_medians(hand_written, partial(gdlab_fit, X, y, **options))
+    finally:
+        torch.set_num_threads(threads)
+    table.add("   mlp:4, 4 points, full, 1000 ep", "hand loop, same steps, 1 thread", theirs,
+              mine, 0.91)  # fmt: skip
+
+
 def startup(table: Table) -> None:
     command = [str(Path(sys.executable).with_name("gdlab")), "--help"]
     seconds = median_seconds(lambda: subprocess.run(command, check=True, capture_output=True), 7)
@@ -318,6 +348,7 @@ def main() -> None:
     mini_batch(table, n)
     logistic(table, n)
     mlp_overhead(table, 20_000 if args.quick else 100_000)
+    tiny_mlp_overhead(table)
     startup(table)
     print("\n" + table.markdown())
 

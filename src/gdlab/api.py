@@ -581,11 +581,12 @@ class Trainer:
 
             return coefficients
 
-        def raw() -> dict[str, float]:
-            return {
-                f"{name}[{i}]": float(v)
-                for name, p in net.named_parameters()
-                for i, v in enumerate(p.detach().cpu().flatten().tolist())
-            }
+        named = list(net.named_parameters())
+        labels = [f"{name}[{i}]" for name, p in named for i in range(p.numel())]
+        tensors = [p for _, p in named]
+
+        def raw() -> dict[str, float]:  # one concatenation and one copy to the host per epoch
+            values = torch.cat([p.detach().reshape(-1) for p in tensors]).tolist()
+            return dict(zip(labels, values, strict=True))
 
         return raw

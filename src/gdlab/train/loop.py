@@ -187,7 +187,10 @@ def train(
             state.start_loss = train_loss
         elif state.start_loss > 0 and train_loss > DIVERGENCE_FACTOR * state.start_loss:
             return _diverged(history, state, epoch + 1, train_loss, params, last_good)
-        if not all(bool(torch.isfinite(p).all()) for p in params):
+        row = record() if record else None  # small models: every parameter, as floats
+        # Finite recorded values settle it without touching the tensors; anything else (no
+        # record, or a value that overflowed only in original units) asks the parameters.
+        if not (row and all(map(math.isfinite, row.values()))) and not _all_finite(params):
             return _diverged(history, state, epoch + 1, math.inf, params, last_good)
         val_loss = exact.validation_loss() if exact else _evaluate(model, loss_fn, data)
         total_norm, layer_norms = _grad_norms(params)
@@ -197,7 +200,7 @@ def train(
             val_loss * loss_scale,
             lr,
             total_norm,
-            record() if record else None,
+            row,
             dict(zip(names, layer_norms, strict=True)) if layer_norms else None,
         )
         state.epoch = epoch + 1
@@ -236,8 +239,8 @@ def _diverged(
 @torch.no_grad()
 def _restore(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
     """Copy `sources` into `targets` in place (also used to save into preallocated buffers)."""
-    for target, source in zip(targets, sources, strict=True):
-        target.copy_(source)
+    if targets:
+        torch._foreach_copy_(targets, sources)  # one call for all tensors
 
 
 @torch.no_grad()
@@ -255,9 +258,18 @@ def _evaluate(model: nn.Module, loss_fn: LossFunction, data: Split) -> float:
     return float(loss_fn(model(data.X_val), data.y_val).item())
 
 
+def _all_finite(params: list[torch.Tensor]) -> bool:
+    """Whether every parameter is finite: one reduction over all of them, not one per tensor."""
+    with torch.no_grad():
+        return bool(torch.cat([p.reshape(-1) for p in params]).isfinite().all())
+
+
 def _grad_norms(params: list[torch.Tensor]) -> tuple[float, list[float]]:
-    """The gradient's norm over all parameters, and per parameter tensor (layer)."""
-    if any(p.grad is None for p in params):
+    """The gradient's norm over all parameters, and per parameter tensor (layer): one fused
+    call (the one torch.nn.utils.clip_grad_norm_ uses), whatever the number of layers."""
+    grads = [p.grad for p in params]
+    if not grads or any(g is None for g in grads):
         return math.nan, []
-    norms = torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in params])  # type: ignore[union-attr]
-    return float(torch.linalg.vector_norm(norms)), norms.tolist()
+    with torch.no_grad():
+        norms = torch.stack(torch._foreach_norm(grads)).tolist()  # type: ignore[arg-type]
+    return math.sqrt(sum(v * v for v in norms)), norms
