@@ -260,72 +260,58 @@ def logistic(table: Table, n: int) -> None:
 # -- case 6 ----------------------------------------------------------------------------------------
 
 
+def hand_written_mlp(X: np.ndarray, y: np.ndarray, hidden: int, lr: float, epochs: int,
+                     batch: int | None) -> nn.Module:  # fmt: skip
+    """A plain PyTorch loop: Adam on a one-hidden-layer MLP, shuffled mini-batches or full."""
+    torch.manual_seed(0)
+    features = torch.tensor(X, dtype=torch.float32)
+    target = torch.tensor(y, dtype=torch.float32).unsqueeze(1)
+    model = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 1))
+    criterion, optimizer = nn.MSELoss(), optim.Adam(model.parameters(), lr=lr)
+    generator, n = torch.Generator().manual_seed(0), len(X)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator) if batch is not None else None
+        steps = [None] if order is None or batch is None else order.split(batch)
+        for rows in steps:  # each step gathers its own rows, as a plain loop does
+            inputs = features if rows is None else features[rows]
+            outputs = target if rows is None else target[rows]
+            loss = criterion(model(inputs), outputs)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()  # the loss of each step, as any loop that reports it
+    return model
+
+
+def loop_overhead(table: Table, case: str, X: np.ndarray, y: np.ndarray, hidden: int,
+                  lr: float, epochs: int, batch: int | None) -> None:  # fmt: skip
+    """gdlab against the hand-written loop doing the same steps, run turn about on one thread
+    (small kernels: a second thread only adds jitter to both), after a warm-up of each
+    (torch's first optimizer step imports torch._dynamo)."""
+    options = {"model": f"mlp:{hidden}", "optimizer": "adam", "lr": lr, "batch_size": batch,
+               "epochs": epochs, "tol": 0.0, "patience": epochs + 1,
+               "standardize": False}  # fmt: skip
+    hand = partial(hand_written_mlp, X, y, hidden, lr, epochs, batch)
+    ours = partial(gdlab_fit, X, y, **options)
+    hand()
+    ours()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        theirs, mine = interleaved_medians(hand, ours)
+    finally:
+        torch.set_num_threads(threads)
+    table.add(case, "hand loop, same steps, 1 thread", theirs, mine, 0.91)
+
+
 def mlp_overhead(table: Table, n: int) -> None:
     rng = np.random.default_rng(3)
     X = rng.normal(size=(n, 10))
     y = np.tanh(X @ rng.normal(size=10)) + 0.1 * rng.normal(size=n)
-    epochs, batch = 1, 128
-    options = {"model": "mlp:32", "optimizer": "adam", "lr": 0.001, "batch_size": batch,
-               "epochs": epochs, "tol": 0.0, "patience": 100, "standardize": False}  # fmt: skip
-
-    def hand_written() -> nn.Module:
-        torch.manual_seed(0)
-        features = torch.tensor(X, dtype=torch.float32)
-        target = torch.tensor(y, dtype=torch.float32).unsqueeze(1)
-        model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 1))
-        criterion, optimizer = nn.MSELoss(), optim.Adam(model.parameters(), lr=0.001)
-        generator = torch.Generator().manual_seed(0)
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator)
-            for begin in range(0, n, batch):
-                rows = order[begin : begin + batch]
-                loss = criterion(model(features[rows]), target[rows])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                loss.item()  # the loss of each step, as any loop that reports it
-        return model
-
-    hand_written()  # warm-up for both: torch's first optimizer step imports torch._dynamo
-    gdlab_fit(X, y, **options)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small kernels: a second thread only adds jitter to both
-    try:
-        theirs, mine = interleaved_medians(hand_written, partial(gdlab_fit, X, y, **options))
-    finally:
-        torch.set_num_threads(threads)
-    table.add(f"6. mlp:32 {n:,} x 10, b 128", "hand loop, same steps, 1 thread", theirs, mine,
-              0.91)  # fmt: skip
-
-
-def tiny_mlp_overhead(table: Table) -> None:
-    """The same comparison where each epoch is tiny: 4 points, full batch, 1000 epochs."""
+    loop_overhead(table, f"6. mlp:32 {n:,} x 10, b 128", X, y, 32, 0.001, 1, 128)
+    # The same where each epoch is tiny (4 points, full batch): the per-epoch record shows.
     X, y = np.array([[1.0], [2.0], [3.0], [4.0]]), np.array([2.0, 4.0, 6.0, 8.0])
-    options = {"model": "mlp:4", "optimizer": "adam", "lr": 0.01, "epochs": 1000, "tol": 0.0,
-               "patience": 1000, "standardize": False}  # fmt: skip
-
-    def hand_written() -> nn.Module:
-        torch.manual_seed(0)
-        features = torch.tensor(X, dtype=torch.float32)
-        target = torch.tensor(y, dtype=torch.float32).unsqueeze(1)
-        model = nn.Sequential(nn.Linear(1, 4), nn.ReLU(), nn.Linear(4, 1))
-        criterion, optimizer = nn.MSELoss(), optim.Adam(model.parameters(), lr=0.01)
-        for _ in range(1000):
-            loss = criterion(model(features), target)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss.item()
-        return model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        theirs, mine = interleaved_medians(hand_written, partial(gdlab_fit, X, y, **options))
-    finally:
-        torch.set_num_threads(threads)
-    table.add("   mlp:4, 4 points, full, 1000 ep", "hand loop, same steps, 1 thread", theirs,
-              mine, 0.91)  # fmt: skip
+    loop_overhead(table, "   mlp:4, 4 points, full, 1000 ep", X, y, 4, 0.01, 1000, None)
 
 
 def startup(table: Table) -> None:
@@ -348,7 +334,6 @@ def main() -> None:
     mini_batch(table, n)
     logistic(table, n)
     mlp_overhead(table, 20_000 if args.quick else 100_000)
-    tiny_mlp_overhead(table)
     startup(table)
     print("\n" + table.markdown())
 
