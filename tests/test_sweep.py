@@ -24,6 +24,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning")
     ("name", "model", "optimizers", "batch"),
     [
         ("noisy-plane", "linear", ["gd", "momentum", "adam"], 16),
+        ("noisy-plane", "linear", ["gd", "nesterov", "adam"], None),  # from XᵀX, no rows
+        ("binary-blobs", "logistic", ["gd", "rmsprop"], 16),
         ("three-blobs", "softmax", ["nesterov", "rmsprop"], None),
         ("binary-blobs", "mlp:6", ["adamw", "adagrad", "sgd"], 32),
     ],
@@ -40,6 +42,19 @@ def test_stacked_runs_equal_separate_runs(
         single = gdlab.fit(X, y, optimizer=run.optimizer, lr=run.lr, tol=0, patience=10**6,
                            stop=lambda: False, **common)  # fmt: skip
         np.testing.assert_allclose(run.losses, single.history.train_loss, rtol=1e-9)
+
+
+def test_a_gd_sweep_on_least_squares_is_the_closed_form_of_each_run() -> None:
+    X, y = load("noisy-plane")
+    lrs = [0.01, 0.3, 0.9, 1.5]  # the last is above 2/λmax = 0.92
+    common = {"epochs": 40, "dtype": "float64"}
+    runs, _ = sweep(X, y, lrs=lrs, optimizers=["gd"], **common)
+    for run in runs[:3]:
+        single = gdlab.fit(X, y, lr=run.lr, tol=0, patience=10**6, **common)
+        assert single.path == "closed-form"
+        np.testing.assert_allclose(run.losses, single.history.train_loss, rtol=1e-9)
+    assert runs[3].label == "diverged" and "grew to" in runs[3].reason
+    assert gdlab.fit(X, y, lr=1.5, **common).status == "diverged"
 
 
 def test_a_vmapped_custom_architecture_equals_the_fast_path() -> None:

@@ -26,7 +26,10 @@ from gdlab.config import OPTIMIZERS, FitOptions, make_options
 from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.errors import GdlabError
 from gdlab.models import ACTIVATIONS
+from gdlab.optim.gd import GradientDescent
 from gdlab.optim.registry import optimizer_for
+from gdlab.train.closed_form import Modes
+from gdlab.train.exact import LeastSquaresStatistics
 from gdlab.train.loop import DIVERGENCE_FACTOR
 
 GOOD_WITHIN = 0.05  # a run within 5% of the best final loss is "good"
@@ -94,6 +97,15 @@ def sweep(
     groups = [_Group(net, dataclasses.replace(opts, optimizer=name), lrs) for name in optimizers]
     n = data.X.shape[0]
     size = n if opts.batch_size is None else opts.batch_size
+    linear = isinstance(net, nn.Linear) and net.out_features == 1 and opts.exact_path != "off"
+    stats = trainer.statistics
+    if linear and size >= n and stats is not None and math.isfinite(stats.least_loss):
+        for group in groups:  # full-batch least squares: no pass over the rows at all
+            _least_squares_sweep(group, stats, opts, scale)
+        runs = [run for group in groups for run in group.runs]
+        label(runs)
+        return runs, trainer
+    analytic = linear and opts.resolved_loss in ("mse", "bce")
     generator = torch.Generator().manual_seed(opts.seed)
     batched_loss = _per_copy_loss(loss_fn)
     for epoch in range(opts.epochs):
@@ -101,11 +113,15 @@ def sweep(
         totals = [torch.zeros(len(lrs), dtype=torch.float64) for _ in groups]
         for begin in range(0, n, size):
             rows = None if order is None else order[begin : begin + size].to(data.X.device)
-            Xb = data.X if rows is None else data.X[rows]
-            yb = data.y if rows is None else data.y[rows]
+            Xb = data.X if rows is None else data.X.index_select(0, rows)
+            yb = data.y if rows is None else data.y.index_select(0, rows)
             for group, total in zip(groups, totals, strict=True):
-                losses = batched_loss(group.outputs(Xb), yb)
-                group.step(losses)
+                if analytic:
+                    losses = group.linear_gradients(Xb, yb, opts.resolved_loss)
+                    group.advance()
+                else:
+                    losses = batched_loss(group.outputs(Xb), yb)
+                    group.step(losses)
                 total += losses.detach().double().cpu() * Xb.shape[0]
         for group, total in zip(groups, totals, strict=True):
             group.record(epoch, (total / n * scale).tolist())
@@ -132,6 +148,7 @@ class _Group:
         self.alive = torch.ones(k, dtype=torch.bool, device=first.device)
         self.scales = [self.rates.view((-1,) + (1,) * (p.dim() - 1)) for p in self.params.values()]
         self.runs = [SweepRun(opts.optimizer, lr, []) for lr in lrs]
+        self.optimizer_name = opts.optimizer
         self.start: list[float] | None = None
 
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
@@ -164,7 +181,64 @@ class _Group:
         self.optimizer.zero_grad()
         everyone = bool(self.alive.all())
         (losses.sum() if everyone else losses[self.alive].sum()).backward()  # type: ignore[no-untyped-call]
+        self.advance()
+
+    def theta(self) -> torch.Tensor:
+        """A linear model's K parameter vectors [w, b] as rows, in float64."""
+        weight = self.params["weight"]
+        rows = [weight.detach().reshape(len(weight), -1)]
+        if "bias" in self.params:
+            rows.append(self.params["bias"].detach().reshape(len(weight), -1))
+        return torch.cat(rows, dim=1).double()
+
+    def set_gradients(self, gradients: torch.Tensor) -> None:
+        """Rows of `gradients` (K, p) become the linear model's .grad; dead copies get none."""
+        gradients = torch.where(self.alive[:, None], gradients.to(self.alive.device), 0.0)
+        weight = self.params["weight"]
+        width = weight[0].numel()
+        weight.grad = gradients[:, :width].to(weight.dtype).reshape(weight.shape)
+        if "bias" in self.params:
+            bias = self.params["bias"]
+            bias.grad = gradients[:, width:].to(bias.dtype).reshape(bias.shape)
+
+    def linear_gradients(self, X: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+        """A linear model's gradients for a batch by formula (as train/analytic.py, K copies
+        in one GEMM each way); the (K,) mean losses."""
+        weight = self.params["weight"].detach()
+        k = len(weight)
+        scores = X @ weight.reshape(k, -1).T  # (B, K)
+        if "bias" in self.params:
+            scores = scores + self.params["bias"].detach().reshape(1, k)
+        target = y.reshape(-1, 1).to(scores.dtype)
+        if loss == "mse":
+            residual = scores - target
+            losses = (residual * residual).mean(0)
+            residual = residual * (2.0 / len(X))
+        else:
+            losses = (torch.logaddexp(torch.zeros(()), scores) - target * scores).mean(0)
+            residual = (torch.sigmoid(scores) - target) / len(X)
+        gradients = [residual.T @ X]
+        if "bias" in self.params:
+            gradients.append(residual.sum(0)[:, None])
+        self.set_gradients(torch.cat(gradients, dim=1))
+        return losses
+
+    def advance(self) -> None:
+        """The optimizer's step at rate 1, then each copy's step scaled by its own rate.
+        gdlab's gd needs no detour: p - rate (grad + weight_decay p), copy by copy."""
+        everyone = bool(self.alive.all())
         params = list(self.params.values())
+        if isinstance(self.optimizer, GradientDescent):
+            with torch.no_grad():
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+                decay = self.optimizer.param_groups[0]["weight_decay"]
+                if decay:
+                    grads = list(torch._foreach_add(grads, params, alpha=decay))
+                rates = self.scales if everyone else [
+                    s * self.alive.view(s.shape) for s in self.scales
+                ]  # fmt: skip
+                torch._foreach_sub_(params, torch._foreach_mul(grads, rates))
+            return
         with torch.no_grad():
             before = torch._foreach_mul(params, 1.0)  # copies, in one call
         self.optimizer.step()
@@ -185,13 +259,59 @@ class _Group:
             if not self.alive[k]:
                 continue
             run.losses.append(value)
-            start = self.start[k]
-            if not math.isfinite(value) or (start > 0 and value > DIVERGENCE_FACTOR * start):
+            if _diverging(value, self.start[k]):
                 self.alive[k] = False
-                grew = f"grew to {value:.3g}, over {DIVERGENCE_FACTOR:g}x its start {start:.3g}"
-                if not math.isfinite(value):
-                    grew = "became NaN or infinite"
-                run.label, run.reason = "diverged", f"the loss {grew} at epoch {epoch + 1}"
+                run.label, run.reason = "diverged", _divergence(value, self.start[k], epoch)
+
+    def record_curve(self, k: int, losses: np.ndarray) -> None:
+        """Copy k's whole loss curve at once, cut where `record` would have stopped it."""
+        run, start = self.runs[k], float(losses[0])
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(losses) | ((start > 0) & (losses > DIVERGENCE_FACTOR * start))
+        if not bad.any():
+            run.losses = losses.tolist()
+            return
+        first = int(np.argmax(bad))
+        run.losses = losses[: first + 1].tolist()
+        self.alive[k] = False
+        run.label, run.reason = "diverged", _divergence(float(losses[first]), start, first)
+
+
+def _diverging(value: float, start: float) -> bool:
+    return not math.isfinite(value) or (start > 0 and value > DIVERGENCE_FACTOR * start)
+
+
+def _divergence(value: float, start: float, epoch: int) -> str:
+    grew = f"grew to {value:.3g}, over {DIVERGENCE_FACTOR:g}x its start {start:.3g}"
+    if not math.isfinite(value):
+        grew = "became NaN or infinite"
+    return f"the loss {grew} at epoch {epoch + 1}"
+
+
+def _least_squares_sweep(
+    group: _Group, stats: LeastSquaresStatistics, opts: FitOptions, scale: float
+) -> None:
+    """Full-batch least squares from the sufficient statistics: plain gd or sgd in closed form
+    (each rate's whole loss curve at once), other optimizers stepping on (2/n)(Gθ - h) for
+    all copies in one product. Losses are recorded before each step, as the loop does."""
+    G, h, n = stats.gram, stats.moment, stats.n
+    if group.optimizer_name in ("gd", "sgd") and opts.weight_decay == 0:
+        modes = Modes.of(stats, group.theta()[0].numpy(), 1.0)  # one eigendecomposition
+        epochs = np.arange(opts.epochs)
+        for k, run in enumerate(group.runs):
+            with np.errstate(over="ignore", invalid="ignore"):
+                curve = modes.at_rate(run.lr).train_loss(stats, epochs) * scale
+            group.record_curve(k, curve)
+        return
+    for epoch in range(opts.epochs):
+        theta = group.theta()
+        offset = theta - stats.optimum
+        losses = stats.least_loss + ((offset @ G) * offset).sum(1) / n
+        group.set_gradients((2.0 / n) * (theta @ G - h))
+        group.advance()
+        group.record(epoch, (losses * scale).tolist())
+        if not group.alive.any():
+            return
 
 
 def _per_copy_loss(

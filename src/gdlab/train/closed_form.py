@@ -15,6 +15,7 @@ goes through the loop, which stops it and explains why.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ class Modes:
         values = np.clip(values, 0.0, None)  # G is positive semi-definite: negatives are rounding
         optimum = stats.optimum.numpy()
         return cls(vectors, values, vectors.T @ (theta0 - optimum), 1.0 - lr * values, optimum)
+
+    def at_rate(self, lr: float) -> Modes:
+        """The same problem and start at another rate (no new eigendecomposition)."""
+        return dataclasses.replace(self, ratio=1.0 - lr * self.values)
 
     @property
     def stable(self) -> bool:
