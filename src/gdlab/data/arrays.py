@@ -107,7 +107,7 @@ def class_labels(
         row = int(np.flatnonzero(y != np.round(y))[0])
         raise GdlabError(
             f"{source}: a classification target needs integer class labels; row {row + 1} has "
-            f"{y[row]!r}. Encode the classes as 0, 1, 2, ... (or use a regression loss)."
+            f"{float(y[row]):g}. Encode the classes as 0, 1, 2, ... (or use a regression loss)."
         )
     if known is not None:
         unseen = sorted(set(np.unique(y.astype(np.int64)).tolist()) - set(known))
