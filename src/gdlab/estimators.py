@@ -207,7 +207,7 @@ class GDClassifier(ClassifierMixin, _GDEstimator):  # type: ignore[misc]
             labels = np.unique(y) if classes is None else np.unique(np.asarray(classes))
             if len(labels) < 2:
                 raise ValueError(
-                    f"GDClassifier needs at least two classes; y has one class ({labels[0]!r})."
+                    f"GDClassifier needs at least two classes; y has one class ({labels.tolist()[0]!r})."
                 )
             self.classes_ = labels
         unknown = np.setdiff1d(y, self.classes_)
