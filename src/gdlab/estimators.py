@@ -206,8 +206,9 @@ class GDClassifier(ClassifierMixin, _GDEstimator):  # type: ignore[misc]
         if first:
             labels = np.unique(y) if classes is None else np.unique(np.asarray(classes))
             if len(labels) < 2:
+                only = labels.tolist()[0]  # a Python value: 3, not np.int64(3)
                 raise ValueError(
-                    f"GDClassifier needs at least two classes; y has one class ({labels.tolist()[0]!r})."
+                    f"GDClassifier needs at least two classes; y has one class ({only!r})."
                 )
             self.classes_ = labels
         unknown = np.setdiff1d(y, self.classes_)
