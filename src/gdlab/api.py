@@ -230,11 +230,7 @@ class Trainer:
 
         scaler = None if self.x_scaler.is_identity else self.x_scaler
         return LeastSquaresStatistics.from_blocks(
-            blocks,
-            intercept=self.opts.intercept,
-            shift=None if scaler is None else scaler.shift,
-            scale=None if scaler is None else scaler.scale,
-            solve=solve,
+            blocks, intercept=self.opts.intercept, scaler=scaler, solve=solve
         )
 
     def _to_raw_units(self, intercept: bool) -> FloatArray:
@@ -277,11 +273,9 @@ class Trainer:
         features = torch.empty(len(rows), self.Z.shape[1], dtype=dtype)
         out, source = features.numpy(), RowSubset.of(self.Z, rows)
         buffer = np.empty((min(len(rows), CHUNK_ROWS), self.Z.shape[1]))
-        shift, scale = self.x_scaler.shift, self.x_scaler.scale
         for block in source.blocks():
-            part = buffer[: block.stop - block.start]
-            np.subtract(source.block(block), shift, out=part)
-            np.divide(part, scale, out=out[block], casting="same_kind")
+            work = buffer[: block.stop - block.start]
+            self.x_scaler.transform_into(source.block(block), out[block], work)
         return features
 
     def run(
@@ -343,31 +337,32 @@ class Trainer:
                 checkpoint(result("running", state, history, ""))
 
         outcome = self._closed_form(exact, state, history, scale, net) if exact else None
-        if outcome is not None and on_epoch is not None:
-            outcome.history = outcome.history.replay(on_epoch)
         if outcome is not None:
             path = CLOSED_FORM
-        outcome = outcome or train(
-            net,
-            loss_fn,
-            optimizer,
-            make_schedule(opts.schedule, opts.rate, opts.epochs),
-            split,
-            Stopping(opts.epochs, opts.tol, opts.patience),
-            batch_size=opts.batch_size,
-            generator=generator,
-            l1=opts.l1,
-            loss_scale=scale,
-            record=self._recorder(net),
-            on_epoch=on_epoch,
-            state=state,
-            history=history,
-            stop=stop,
-            checkpoint=save_point,
-            checkpoint_every=checkpoint_every,
-            exact=exact,
-            analytic=analytic,
-        )
+            if on_epoch is not None:  # the progress bar and log lines see every recorded row
+                outcome.history = outcome.history.replay(on_epoch)
+        else:
+            outcome = train(
+                net,
+                loss_fn,
+                optimizer,
+                make_schedule(opts.schedule, opts.rate, opts.epochs),
+                split,
+                Stopping(opts.epochs, opts.tol, opts.patience),
+                batch_size=opts.batch_size,
+                generator=generator,
+                l1=opts.l1,
+                loss_scale=scale,
+                record=self._recorder(net),
+                on_epoch=on_epoch,
+                state=state,
+                history=history,
+                stop=stop,
+                checkpoint=save_point,
+                checkpoint_every=checkpoint_every,
+                exact=exact,
+                analytic=analytic,
+            )
         message = ""
         if outcome.status == "diverged":
             start = outcome.state.start_loss
@@ -409,38 +404,29 @@ class Trainer:
             split.X_val, split.y_val = tensors(self.val_rows)
         return split
 
-    def _analytic_gradient(self, net: nn.Module, split: Split) -> AnalyticGradient | None:
-        """Mini-batch gradients by formula: one-output linear or logistic models, MSE or BCE."""
-        opts = self.opts
-        valid = (
-            opts.exact_path != "off"
-            and self.custom_model is None
-            and isinstance(net, nn.Linear)
-            and net.out_features == 1
-            and opts.resolved_loss in ANALYTIC_LOSSES
-            and opts.batch_size is not None
-            and opts.batch_size < len(split.X)
-        )
-        if not valid or opts.batch_size is None:
+    def fast_linear(self, net: nn.Module) -> nn.Linear | None:
+        """`net` when a path without autograd may train it (gdlab's own one-output linear or
+        logistic model, fast paths not switched off), else None."""
+        one_output = isinstance(net, nn.Linear) and net.out_features == 1
+        if self.opts.exact_path == "off" or self.custom_model is not None or not one_output:
             return None
         assert isinstance(net, nn.Linear)
-        return AnalyticGradient(net, split.X, split.y, opts.resolved_loss, opts.batch_size)
+        return net
+
+    def _analytic_gradient(self, net: nn.Module, split: Split) -> AnalyticGradient | None:
+        """Mini-batch gradients by formula: one-output linear or logistic models, MSE or BCE."""
+        linear, batch, loss = self.fast_linear(net), self.opts.batch_size, self.opts.resolved_loss
+        if linear is None or batch is None or batch >= len(split.X) or loss not in ANALYTIC_LOSSES:
+            return None
+        return AnalyticGradient(linear, split.X, split.y, loss, batch)
 
     def _exact_gradient(self, net: nn.Module) -> ExactGradient | None:
         """The sufficient-statistics path: full-batch MSE on a model linear in its parameters."""
-        opts = self.opts
-        valid = (
-            opts.exact_path != "off"
-            and self.statistics is not None
-            and isinstance(net, nn.Linear)
-            and net.out_features == 1
-            and opts.batch_size is None
-        )
-        if not valid:
+        linear = self.fast_linear(net)
+        if linear is None or self.statistics is None or self.opts.batch_size is not None:
             return None
-        assert isinstance(net, nn.Linear) and self.statistics is not None
         validation = self.least_squares(self.val_rows) if len(self.val_rows) else None
-        return ExactGradient(net, self.statistics, validation)
+        return ExactGradient(linear, self.statistics, validation)
 
     def _closed_form(
         self, exact: ExactGradient, state: LoopState, history: History, scale: float, net: nn.Module

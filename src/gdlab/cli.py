@@ -101,6 +101,26 @@ def training_options_without(
     return lambda command: training_options(command, exclude=names)
 
 
+def run_folder(holds: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--out (a run folder, by default runs/<time>) and --overwrite, for commands that write one."""
+
+    def add(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--overwrite", is_flag=True, help="allow --out to be a folder that holds files"
+        )(command)
+        return click.option(
+            "--out", type=click.Path(path_type=Path), help=f"{holds}  [default: runs/<time>]"
+        )(command)
+
+    return add
+
+
+optimizer_list = click.option(
+    "--optimizer", "optimizers", default="gd", show_default=True,
+    help="one or more, comma-separated: gd,momentum,adam",
+)  # fmt: skip
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gdlab")
 def cli() -> None:
@@ -124,8 +144,7 @@ def datasets() -> None:
 @click.option("--target", help="column to predict (default for built-in data sets: theirs)")
 @click.option("--features", help="comma-separated feature columns (default: every other column)")
 @training_options
-@click.option("--out", type=click.Path(path_type=Path), help="run folder  [default: runs/<time>]")
-@click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@run_folder("run folder")
 @click.option(
     "--resume",
     type=click.Path(path_type=Path),
@@ -340,9 +359,7 @@ def _run(
 @model_options
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="range tests, one per initialisation seed")  # fmt: skip
-@click.option("--out", type=click.Path(path_type=Path),
-              help="folder for lr.png and lr.json  [default: runs/<time>]")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@run_folder("folder for lr.png and lr.json")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object, nothing else")
 def lr_command(
     data: str,
@@ -386,12 +403,9 @@ def lr_command(
 @click.option("--features", help="comma-separated feature columns (default: every other column)")
 @click.option("--lr", "rates", default="1e-4:1:16", show_default=True,
               help="LOW:HIGH:COUNT, log-spaced, or a comma list")  # fmt: skip
-@click.option("--optimizer", "optimizers", default="gd", show_default=True,
-              help="one or more, comma-separated: gd,momentum,adam")  # fmt: skip
+@optimizer_list
 @training_options_without("lr", "optimizer")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="folder for sweep.csv and the figures  [default: runs/<time>]")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@run_folder("folder for sweep.csv and the figures")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object, nothing else")
 def sweep_command(
     data: str,
@@ -473,12 +487,9 @@ def _write_sweep(runs: list[Any], limits: dict[str, float], out: Path) -> None:
 @click.option("--start", help="NAME=VALUE[,NAME=VALUE]  [default: 0.5 each; surfaces: their own]")
 @click.option("--lr", type=float, default=0.05, show_default=True, help="learning rate")
 @click.option("--steps", type=click.IntRange(1, 100_000), default=50, show_default=True)
-@click.option("--optimizer", "optimizers", default="gd", show_default=True,
-              help="one or more, comma-separated: gd,momentum,adam")  # fmt: skip
+@optimizer_list
 @click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path),
-              help="folder for descend.png  [default: runs/<time>]")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@run_folder("folder for descend.png")
 @click.option("--animate", is_flag=True, help="also write descend.gif")
 def descend(
     expression: str,
@@ -693,14 +704,11 @@ def _animate_run(run_dir: Path, result: Any, trainer: Any, surface: Any, pair: A
 @click.option("--features", help="comma-separated feature columns (default: every other column)")
 @click.option("--batch-sizes", default="full,32,1", show_default=True,
               help="batch (full), mini-batch (N), stochastic (1) descent to compare")  # fmt: skip
-@click.option("--optimizer", "optimizers", default="gd", show_default=True,
-              help="one or more, comma-separated: gd,momentum,adam")  # fmt: skip
+@optimizer_list
 @training_options_without("optimizer", "batch_size")
 @click.option("--params", help="two recorded parameters for the contour  [default: the first "
               "weight and the bias]")  # fmt: skip
-@click.option("--out", type=click.Path(path_type=Path),
-              help="folder for compare.png and compare.csv  [default: runs/<time>]")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="allow --out to be a folder that holds files")
+@run_folder("folder for compare.png and compare.csv")
 @click.option("--animate", is_flag=True, help="also write compare.gif")
 def compare(
     data: str,

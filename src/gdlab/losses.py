@@ -25,7 +25,19 @@ def wants_class_indices(loss: Callable[..., torch.Tensor]) -> bool:
     return isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss))
 
 
+def penalised(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters L1 acts on: weight matrices; biases are not penalised."""
+    return [p for name, p in model.named_parameters() if not name.endswith("bias")]
+
+
 def l1_penalty(model: nn.Module) -> torch.Tensor:
-    """Sum of |w| over weight matrices; biases are not penalised."""
-    terms = [p.abs().sum() for name, p in model.named_parameters() if not name.endswith("bias")]
-    return torch.stack(terms).sum()
+    """Sum of |w| over the penalised parameters."""
+    return torch.stack([p.abs().sum() for p in penalised(model)]).sum()
+
+
+@torch.no_grad()
+def add_l1_gradient(model: nn.Module, l1: float) -> None:
+    """Add the gradient of l1 * l1_penalty(model) to .grad, as autograd would."""
+    for p in penalised(model):
+        if p.grad is not None:
+            p.grad.add_(l1 * torch.sign(p))

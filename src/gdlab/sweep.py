@@ -97,7 +97,7 @@ def sweep(
     groups = [_Group(net, dataclasses.replace(opts, optimizer=name), lrs) for name in optimizers]
     n = data.X.shape[0]
     size = n if opts.batch_size is None else opts.batch_size
-    linear = isinstance(net, nn.Linear) and net.out_features == 1 and opts.exact_path != "off"
+    linear = trainer.fast_linear(net) is not None
     stats = trainer.statistics
     if linear and size >= n and stats is not None and math.isfinite(stats.least_loss):
         for group in groups:  # full-batch least squares: no pass over the rows at all

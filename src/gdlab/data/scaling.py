@@ -99,6 +99,16 @@ class Scaler:
     def is_identity(self) -> bool:
         return not self.shift.any() and bool((self.scale == 1.0).all())
 
+    def transform_into(
+        self, values: FloatArray, out: npt.NDArray[Any], work: FloatArray | None = None
+    ) -> npt.NDArray[Any]:
+        """transform(values) written into `out`, with no temporary: `work` (float64, the same
+        shape) holds the difference when `out` has a narrower dtype."""
+        middle = out if work is None else work
+        np.subtract(values, self.shift, out=middle)
+        np.divide(middle, self.scale, out=out, casting="same_kind")
+        return out
+
     def transform(self, values: FloatArray) -> FloatArray:
         if self.is_identity:
             return values  # standardization off: no copy

@@ -36,8 +36,10 @@ class AnalyticGradient:
         self.weight_view = model.weight.detach()[0]
 
     @torch.no_grad()
-    def step_gradient(self, rows: torch.Tensor) -> float:
-        """Fill .grad for the batch `rows`; the batch's mean loss."""
+    def step_gradient(self, rows: torch.Tensor | None) -> float:
+        """Fill .grad for the batch `rows`; the batch's mean loss. Only mini-batches come here
+        (the loop passes None for a full batch, which this path is never built for)."""
+        assert rows is not None, "analytic gradients are for mini-batches"
         size = len(rows)
         features, targets = self.features[:size], self.targets[:size]
         scores, residual = self.scores[:size], self.residual[:size]

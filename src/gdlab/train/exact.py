@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from gdlab.data.arrays import CHUNK_ROWS, FloatArray, row_blocks
+from gdlab.data.scaling import Scaler
 
 Blocks = Callable[[], Iterable[tuple[FloatArray, FloatArray]]]
 
@@ -43,12 +44,11 @@ class LeastSquaresStatistics:
         blocks: Blocks,
         *,
         intercept: bool,
-        shift: FloatArray | None = None,
-        scale: FloatArray | None = None,
+        scaler: Scaler | None = None,
         solve: bool = True,
     ) -> LeastSquaresStatistics:
         """One pass over `blocks()`, pairs (features, target) with the target in training
-        units and the features raw: the model sees (features - shift) / scale. Each block is
+        units and the features raw: the model sees scaler.transform(features). Each block is
         written once into a buffer [z, 1, y] whose Gram matrix (BLAS syrk via numpy) holds
         ZᵀZ, the column sums, Zᵀy, n and yᵀy together. loss* = (yᵀy - θ*ᵀh)/n unless that
         difference is too small to trust (a near-perfect fit), when a second pass sums the
@@ -65,8 +65,8 @@ class LeastSquaresStatistics:
                 rows = raw[begin : begin + CHUNK_ROWS]
                 part = buffer[: len(rows)]
                 features = part[:, :width]
-                if shift is not None and scale is not None:
-                    np.divide(np.subtract(rows, shift, out=features), scale, out=features)
+                if scaler is not None:
+                    scaler.transform_into(rows, features)
                 else:
                     features[...] = rows
                 part[:, width + 1] = y[begin : begin + CHUNK_ROWS]
@@ -84,7 +84,7 @@ class LeastSquaresStatistics:
         optimum = np.asarray(np.linalg.lstsq(gram, moment, rcond=None)[0], dtype=np.float64)
         least = squares - float(optimum @ moment)
         if not least > 1e-4 * squares:  # cancellation would cost digits: sum the residuals
-            least = _residual_squares(blocks, optimum, intercept, shift, scale)
+            least = _residual_squares(blocks, optimum, intercept, scaler)
         return cls(
             torch.from_numpy(gram),
             torch.from_numpy(moment),
@@ -116,7 +116,8 @@ class LeastSquaresStatistics:
 
 
 class ExactGradient:
-    """Sets an nn.Linear's gradients from the statistics and returns the loss before the step."""
+    """Sets an nn.Linear's gradients from the statistics and returns the loss before the step.
+    Every step is full batch, so `step_gradient` ignores the rows the loop passes."""
 
     def __init__(self, model: nn.Linear, train: LeastSquaresStatistics,
                  validation: LeastSquaresStatistics | None) -> None:  # fmt: skip
@@ -145,7 +146,7 @@ class ExactGradient:
         parts = {"weight": slice(0, width)}
         return parts | ({"bias": slice(width, width + 1)} if self.model.bias is not None else {})
 
-    def step_gradient(self) -> float:
+    def step_gradient(self, rows: torch.Tensor | None = None) -> float:
         theta = self.theta()
         gradient = self.train.gradient(theta)
         weight = self.model.weight
@@ -164,14 +165,13 @@ def _residual_squares(
     blocks: Blocks,
     optimum: FloatArray,
     intercept: bool,
-    shift: FloatArray | None,
-    scale: FloatArray | None,
+    scaler: Scaler | None,
 ) -> float:
     """Σ (y - ŷ)² at θ*, on the raw features: (x - shift)/scale · w = x · (w/scale) - c."""
     weights, bias = (optimum[:-1], float(optimum[-1])) if intercept else (optimum, 0.0)
-    if shift is not None and scale is not None:
-        weights = weights / scale
-        bias -= float(shift @ weights)
+    if scaler is not None:
+        weights = weights / scaler.scale
+        bias -= float(scaler.shift @ weights)
     squared = 0.0
     for raw, y in blocks():
         residual = y - raw @ weights - bias

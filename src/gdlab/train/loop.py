@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from gdlab.history import History
-from gdlab.losses import l1_penalty
+from gdlab.losses import add_l1_gradient, l1_penalty
 from gdlab.optim.gd import GradientDescent
 from gdlab.optim.schedules import Schedule
 from gdlab.train.analytic import AnalyticGradient
@@ -136,6 +136,7 @@ def train(
     n = data.X.shape[0]
     size = n if batch_size is None else batch_size
 
+    formula = exact or analytic  # gradients set without autograd, or None
     # gdlab's own gd has no per-step hooks to run: skip torch's profiler wrapper around step().
     step = optimizer.update if isinstance(optimizer, GradientDescent) else optimizer.step
 
@@ -158,10 +159,10 @@ def train(
             rows = (
                 None if state.order is None else state.order[begin : begin + size].to(data.X.device)
             )
-            if exact is not None:
-                value = exact.step_gradient()
-            elif analytic is not None and rows is not None:
-                value = analytic.step_gradient(rows)
+            if formula is not None:
+                value = formula.step_gradient(rows)
+                if l1:
+                    add_l1_gradient(model, l1)
             else:
                 X = data.X if rows is None else data.X.index_select(0, rows)
                 y = data.y if rows is None else data.y.index_select(0, rows)
@@ -169,8 +170,6 @@ def train(
                 optimizer.zero_grad()
                 (loss + l1 * l1_penalty(model) if l1 else loss).backward()  # type: ignore[no-untyped-call]
                 value = loss.item()
-            if l1 and (exact is not None or (analytic is not None and rows is not None)):
-                _add_l1_gradient(model, l1)
             step()
             if not math.isfinite(value):
                 return _diverged(history, state, epoch + 1, value, params, last_good)
@@ -241,14 +240,6 @@ def _restore(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
     """Copy `sources` into `targets` in place (also used to save into preallocated buffers)."""
     if targets:
         torch._foreach_copy_(targets, sources)  # one call for all tensors
-
-
-@torch.no_grad()
-def _add_l1_gradient(model: nn.Module, l1: float) -> None:
-    """The gradient of l1 * sum |w| over the weights (not biases), as autograd gives it."""
-    for name, p in model.named_parameters():
-        if not name.endswith("bias") and p.grad is not None:
-            p.grad.add_(l1 * torch.sign(p))
 
 
 @torch.no_grad()
