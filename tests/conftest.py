@@ -11,7 +11,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-STRD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "strd"
+DATA = Path(__file__).resolve().parent / "data"
+STRD = DATA / "strd"  # NIST StRD certified linear regression sets (public domain)
 
 
 @dataclass

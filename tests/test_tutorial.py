@@ -1,4 +1,4 @@
-"""The tutorial script (shared/seeds/002) and `gdlab fit` from the same seed end in one place."""
+"""The tutorial script (tests/data/seeds/002) and `gdlab fit` from the same seed end in one place."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from gdlab.demo import run_demo, tutorial_loop
-from tests.conftest import STRD
+from tests.conftest import DATA
 
-SEED_SCRIPT = STRD.parents[1] / "seeds" / "002_cc428f9d804c1b8a.txt"
+SEED_SCRIPT = DATA / "seeds" / "002_cc428f9d804c1b8a.txt"
 
 
 def tutorial_script() -> str:
