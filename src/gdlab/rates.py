@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,13 +132,16 @@ def advise_trainer(trainer: Trainer, *, seeds: int = 3, range_steps: int = 100) 
         method, n_parameters = "exact: eigenvalues of 2AᵀA/n", trainer.Z.shape[1] + opts.intercept
     else:
         net, loss_fn, data = trainer.initial_problem()
+        began = time.perf_counter()
         spectrum = hessian_spectrum(net, loss_fn, data.X, data.y, weight_decay=opts.weight_decay)
         curvature, n_parameters = spectrum.curvature, spectrum.n_parameters
         method = (
             "exact Hessian (torch.func.hessian)"
             if spectrum.method == "exact"
             else "Lanczos on Hessian-vector products"
-        )
+        ) + f", {time.perf_counter() - began:.2g} s"
+        if spectrum.quality:
+            method += f"; {spectrum.quality}"
         raw = None
         if opts.standardize:
             unscaled = Trainer(
@@ -194,6 +198,9 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
             f"the range test (a tenth of the rate at its lowest loss) over "
             f"{len(advice.range_tests)} seeds (spread {advice.range_spread:.2g}x)"
         )
+    if not c.lambda_max > 0:  # piecewise-linear losses (mae) have no curvature to bound a rate
+        rate = suggestion if suggestion is not None else 1e-2
+        return rate, "the loss has no curvature at the start (λmax = 0): the range test's rate"
     beta = advice.momentum if opts.optimizer in MOMENTUM_OPTIMIZERS else 0.0
     limit = c.max_stable_lr_momentum(beta)
     formula = "2/λmax" if beta == 0 else f"2(1+{beta:g})/λmax"

@@ -21,6 +21,8 @@ from torch.func import functional_call
 from gdlab.analysis.curvature import Curvature
 
 EXACT_LIMIT = 200  # formed and diagonalised up to here (fast); never above 2000
+LANCZOS_STEPS = 300  # ARPACK restarts at most this often: seconds, not minutes, on 650 parameters
+POWER_STEPS = 100  # the fallback for λmax when Lanczos does not converge
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -29,6 +31,7 @@ class HessianSpectrum:
     curvature: Curvature
     method: str  # "exact" or "lanczos"
     n_parameters: int
+    quality: str = ""  # empty when both ends converged; else what the estimate is worth
 
 
 def flat_loss(
@@ -68,10 +71,11 @@ def hessian_spectrum(
         eigenvalues = torch.linalg.eigvalsh((matrix + matrix.T) / 2)
         low, high = float(eigenvalues[0]), float(eigenvalues[-1])
         method = "exact"
+        quality = ""
     else:
-        low, high = _lanczos_extremes(loss, start)
+        low, high, quality = _lanczos_extremes(loss, start)
         method = "lanczos"
-    return HessianSpectrum(Curvature(high + weight_decay, low + weight_decay), method, n)
+    return HessianSpectrum(Curvature(high + weight_decay, low + weight_decay), method, n, quality)
 
 
 def hessian_vector_product(
@@ -91,8 +95,13 @@ def hessian_vector_product(
 
 def _lanczos_extremes(
     loss: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor
-) -> tuple[float, float]:
-    from scipy.sparse.linalg import LinearOperator, eigsh
+) -> tuple[float, float, str]:
+    """λmin, λmax by Lanczos with a bounded number of restarts, and a note on their quality.
+    A λmax that does not converge falls back to power iteration (a lower bound that is
+    usually within a few percent); a λmin that does not converge (a cluster of eigenvalues at
+    0, as softmax's over-parameterised Hessian has) is reported as its last estimate, clipped
+    at 0 for the lower end."""
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
     product = hessian_vector_product(loss, start)
     n = start.numel()
@@ -103,10 +112,39 @@ def _lanczos_extremes(
 
     operator = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
     rng = np.random.default_rng(0)  # a fixed start vector: the same answer every time
-    high = eigsh(
-        operator, k=1, which="LA", tol=1e-8, v0=rng.normal(size=n), return_eigenvectors=False
-    )
-    low = eigsh(
-        operator, k=1, which="SA", tol=1e-8, v0=rng.normal(size=n), return_eigenvectors=False
-    )
-    return float(low[0]), float(high[0])
+    notes: list[str] = []
+
+    def extreme(which: str) -> float:
+        try:
+            values = eigsh(operator, k=1, which=which, tol=1e-8, maxiter=LANCZOS_STEPS,
+                           v0=rng.normal(size=n), return_eigenvectors=False)  # fmt: skip
+            return float(values[0])
+        except ArpackNoConvergence as error:
+            end = "λmax" if which == "LA" else "λmin"
+            notes.append(f"{end} did not converge in {LANCZOS_STEPS} Lanczos restarts")
+            found = np.asarray(error.eigenvalues)
+            return float(found[0]) if found.size else math.nan
+
+    high = extreme("LA")
+    if not math.isfinite(high):
+        high = _power_iteration(product, rng.normal(size=n))
+        notes.append(f"λmax from {POWER_STEPS} power-iteration steps (a lower bound)")
+    low = extreme("SA")
+    if not math.isfinite(low):
+        low = 0.0
+        notes.append("λmin taken as 0")
+    return low, high, "; ".join(notes)
+
+
+def _power_iteration(product: Callable[[torch.Tensor], torch.Tensor], start: np.ndarray) -> float:
+    """The Rayleigh quotient of the top eigenvector's power-iteration estimate."""
+    vector = torch.from_numpy(start / np.linalg.norm(start))
+    value = 0.0
+    for _ in range(POWER_STEPS):
+        image = product(vector)
+        value = float(vector @ image)
+        norm = float(torch.linalg.vector_norm(image))
+        if norm == 0:
+            break
+        vector = image / norm
+    return value
