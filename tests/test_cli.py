@@ -17,7 +17,7 @@ from gdlab.config import OPTIONS, FitOptions
 from gdlab.data.builtin import DATASETS
 from gdlab.history import History
 
-JSON_KEYS = ["status", "epochs", "loss", "val_loss", "coef", "intercept", "path", "out"]
+JSON_KEYS = ["status", "epochs", "loss", "val_loss", "stop", "coef", "intercept", "path", "out"]
 
 
 def test_json_output_is_exactly_one_object_with_the_documented_keys(gdlab, tmp_path: Path) -> None:

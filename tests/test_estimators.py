@@ -38,7 +38,7 @@ def test_the_parameters_are_the_options_of_gdlab_fit() -> None:
         params = estimator().get_params()
         assert set(params) == set(fields)
         different = {name for name in fields if params[name] != fields[name]}
-        assert different == {"dtype"}  # float64: scikit-learn's precision
+        assert different == set()  # the same defaults: gdlab.fit's
         assert list(inspect.signature(estimator).parameters) == list(fields)
 
 

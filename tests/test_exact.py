@@ -27,7 +27,7 @@ def problem(seed: int = 3, n: int = 300, d: int = 4) -> tuple[np.ndarray, np.nda
 
 
 def both_paths(X: object, y: object, **options: object) -> tuple[gdlab.FitResult, gdlab.FitResult]:
-    common = {"dtype": "float64", "tol": 0.0, "device": "cpu", **options}
+    common = {"dtype": "float64", "tol": 0.0, "gtol": 0.0, "xtol": 0.0, "device": "cpu", **options}
     exact = gdlab.fit(X, y, exact_path="iterate", **common)
     plain = gdlab.fit(X, y, exact_path="off", **common)
     assert (exact.path, plain.path) == ("exact", "autograd")
@@ -140,7 +140,7 @@ def test_closed_form_equals_the_iterated_loop(options: dict[str, object]) -> Non
 def test_a_billion_epochs_return_at_once_with_a_log_sampled_history() -> None:
     X, y = problem(n=500, d=5)
     result = gdlab.fit(X, y, dtype="float64", lr=0.01, epochs=1_000_000_000, tol=0.0,
-                       patience=1_000_000_000)  # fmt: skip
+                       patience=1_000_000_000, xtol=0.0)  # fmt: skip
     assert result.path == "closed-form" and result.status == "max_epochs"
     epochs = result.history.epoch
     assert epochs[:1000] == list(range(1, 1001)) and epochs[-1] == 1_000_000_000
@@ -205,7 +205,7 @@ def test_analytic_mini_batches_cover_the_options(options: dict[str, object]) -> 
 def test_the_command_line_runs_a_billion_epochs_and_says_which_path(gdlab, tmp_path) -> None:
     out = tmp_path / "run"
     run = gdlab("fit", "noisy-plane", "--lr", "0.1", "--epochs", "1000000000", "--tol", "0",
-                "--patience", "1000000000", "--out", str(out))  # fmt: skip
+                "--patience", "1000000000", "--xtol", "0", "--out", str(out))  # fmt: skip
     assert run.code == 0, run.err
     assert (
         "path: closed form" in run.out and "status: max_epochs after 1000000000 epochs" in run.out

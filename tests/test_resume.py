@@ -146,8 +146,8 @@ def finished_run(gdlab_cli, tmp_path: Path) -> Path:
     x = rng.normal(size=(40, 2))
     np.savetxt(data, np.column_stack([x, x @ [1.0, -2.0] + 0.5]), delimiter=",",
                header="a,b,y", comments="")  # fmt: skip
-    assert gdlab_cli("fit", str(data), "--target", "y", "--epochs", "5", "--out",
-                     str(tmp_path / "run")).code == 0  # fmt: skip
+    assert gdlab_cli("fit", str(data), "--target", "y", "--epochs", "5", "--lr", "0.01",
+                     "--out", str(tmp_path / "run")).code == 0  # fmt: skip
     return tmp_path / "run"
 
 

@@ -40,7 +40,7 @@ def test_stacked_runs_equal_separate_runs(
     runs, _ = sweep(X, y, lrs=lrs, optimizers=optimizers, **common)
     for run in runs:
         single = gdlab.fit(X, y, optimizer=run.optimizer, lr=run.lr, tol=0, patience=10**6,
-                           stop=lambda: False, **common)  # fmt: skip
+                           gtol=0, xtol=0, stop=lambda: False, **common)  # fmt: skip
         np.testing.assert_allclose(run.losses, single.history.train_loss, rtol=1e-9)
 
 
@@ -50,7 +50,7 @@ def test_a_gd_sweep_on_least_squares_is_the_closed_form_of_each_run() -> None:
     common = {"epochs": 40, "dtype": "float64"}
     runs, _ = sweep(X, y, lrs=lrs, optimizers=["gd"], **common)
     for run in runs[:3]:
-        single = gdlab.fit(X, y, lr=run.lr, tol=0, patience=10**6, **common)
+        single = gdlab.fit(X, y, lr=run.lr, tol=0, patience=10**6, gtol=0, xtol=0, **common)
         assert single.path == "closed-form"
         np.testing.assert_allclose(run.losses, single.history.train_loss, rtol=1e-9)
     assert runs[3].label == "diverged" and "grew to" in runs[3].reason

@@ -1,4 +1,4 @@
-"""The tutorial script (tests/data/seeds/002) and `gdlab fit` from the same seed end in one place."""
+"""The tutorial script (tests/data/seeds/002) and `gdlab fit` from one seed end in one place."""
 
 from __future__ import annotations
 

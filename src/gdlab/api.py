@@ -16,7 +16,7 @@ from torch import nn
 
 from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, hessian_curvature
 from gdlab.analysis.divergence import explain_divergence
-from gdlab.config import FitOptions, make_options
+from gdlab.config import AUTO_EPOCHS, FitOptions, make_options
 from gdlab.data.arrays import (
     CHUNK_ROWS,
     FloatArray,
@@ -47,8 +47,17 @@ from gdlab.train.analytic import LOSSES as ANALYTIC_LOSSES
 from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient, LeastSquaresStatistics
 from gdlab.train.loop import LoopState, LossFunction, Outcome, Split, Stopping, train
+from gdlab.train.rules import (
+    DETERMINED,
+    EPSILON,
+    Tolerances,
+    Verdict,
+    epochs_for_quadratic,
+    stall_reason,
+)
 
 MAX_RECORDED_PARAMETERS = 20
+MAX_AUTO_EPOCHS = 10_000_000
 CLOSED_FORM = "closed-form"
 CURVATURE_ROWS = 1 << 17
 logger = logging.getLogger("gdlab")
@@ -113,6 +122,28 @@ def fit(
         )
 
 
+@torch.no_grad()
+def _separates(net: nn.Module, split: Split) -> bool:
+    """Whether a classifier puts every training row strictly on its own side: a positive
+    margin for one logit (labels 0/1), the true class's logit above all others for softmax."""
+    for begin in range(0, len(split.X), CHUNK_ROWS):
+        scores = net(split.X[begin : begin + CHUNK_ROWS])
+        labels = split.y[begin : begin + CHUNK_ROWS]
+        if scores.shape[1] == 1:
+            margins = (2 * labels.reshape(-1) - 1) * scores[:, 0]
+        else:
+            true = scores.gather(1, labels.reshape(-1, 1).long())
+            others = scores.scatter(1, labels.reshape(-1, 1).long(), -math.inf)
+            margins = (true - others.max(dim=1, keepdim=True).values).reshape(-1)
+        if not bool((margins > 0).all()):
+            return False
+    return True
+
+
+def _on_gpu(opts: FitOptions) -> bool:
+    return opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
+
+
 class Trainer:
     """Prepares data in training space, builds the model and optimizer, trains, reports."""
 
@@ -126,10 +157,13 @@ class Trainer:
         previous: FitResult | None = None,
         classes: list[int] | None = None,
     ) -> None:
+        if opts.dtype == "auto":  # float64 where it is cheap: exact digits; float32 on a GPU
+            opts = dataclasses.replace(opts, dtype="float32" if _on_gpu(opts) else "float64")
         self.opts, self.names, self.custom_model = opts, names, custom_model
         self.previous = previous
         self.spec = ModelSpec.parse(opts.model)
         self.warnings: list[str] = []
+        self.undetermined = ""  # why no stop test can certify convergence, when the data say so
         self.classes: list[int] | None = None
         self.lr_choice = ""
         self.X = X
@@ -288,6 +322,8 @@ class Trainer:
     ) -> FitResult:
         if isinstance(self.opts.lr, str):
             self._choose_rate()
+        if isinstance(self.opts.epochs, str):
+            self.opts = dataclasses.replace(self.opts, epochs=self._epoch_budget())
         opts, device, previous = self.opts, self._device(), self.previous
         loss_fn = custom_loss if custom_loss is not None else make_loss(opts.resolved_loss)
         if previous is not None and previous.optimizer and previous.generator:
@@ -307,12 +343,13 @@ class Trainer:
 
         path = "exact" if exact else "analytic" if analytic else "autograd"
 
-        def result(status: str, state: LoopState, history: History, message: str) -> FitResult:
+        def result(verdict: Verdict, state: LoopState, history: History, message: str) -> FitResult:
             coef, intercept = self._coefficients(net)
             return FitResult(
                 model=net,
                 history=history,
-                status=status,
+                status=verdict.status,
+                verdict=verdict,
                 options=opts,
                 feature_names=self.names,
                 coef_=coef,
@@ -334,7 +371,7 @@ class Trainer:
 
         def save_point(state: LoopState, history: History) -> None:
             if checkpoint is not None:
-                checkpoint(result("running", state, history, ""))
+                checkpoint(result(Verdict("running"), state, history, ""))
 
         outcome = self._closed_form(exact, state, history, scale, net) if exact else None
         if outcome is not None:
@@ -346,9 +383,9 @@ class Trainer:
                 net,
                 loss_fn,
                 optimizer,
-                make_schedule(opts.schedule, opts.rate, opts.epochs),
+                make_schedule(opts.schedule, opts.rate, opts.budget),
                 split,
-                Stopping(opts.epochs, opts.tol, opts.patience),
+                self.stopping(exact, net, functools.partial(_separates, net, split)),
                 batch_size=opts.batch_size,
                 generator=generator,
                 l1=opts.l1,
@@ -363,12 +400,111 @@ class Trainer:
                 exact=exact,
                 analytic=analytic,
             )
-        message = ""
-        if outcome.status == "diverged":
-            start = outcome.state.start_loss
-            message = explain_divergence(
-                epoch=outcome.diverged_epoch or 0,
-                loss=(outcome.diverged_loss or math.inf) * scale,
+        message = self.explain(outcome, scale)
+        final_loss = self._final_loss(net, loss_fn, split, exact) * scale
+        if outcome.status in ("max_epochs", "stalled", "separable"):
+            self._warn(f"{outcome.status}: {message}")
+        return dataclasses.replace(
+            result(outcome.verdict, outcome.state, outcome.history, message), loss=final_loss
+        )
+
+    @torch.no_grad()
+    def _final_loss(
+        self, net: nn.Module, loss_fn: LossFunction, split: Split, exact: ExactGradient | None
+    ) -> float:
+        """The training loss of the model the run keeps (history rows hold each epoch's loss
+        before its step): from XᵀX on the exact path, else one pass over the rows in blocks."""
+        if exact is not None:
+            return exact.train.loss(exact.theta())
+        n, total = len(split.X), 0.0
+        for begin in range(0, n, CHUNK_ROWS):
+            X, y = split.X[begin : begin + CHUNK_ROWS], split.y[begin : begin + CHUNK_ROWS]
+            total += float(loss_fn(net(X), y)) * len(X)
+        return total / n if n else math.nan
+
+    def tolerances(self) -> Tolerances:
+        opts = self.opts
+        return Tolerances(opts.gtol, opts.xtol, opts.tol, opts.patience, opts.dtype)
+
+    def stopping(
+        self,
+        exact: ExactGradient | None,
+        net: nn.Module | None = None,
+        separation: Callable[[], bool] | None = None,
+    ) -> Stopping:
+        """The stop tests and what this run knows about itself (see `gdlab.train.rules`)."""
+        opts = self.opts
+        # AdamW's decay is not the gradient of any penalty, and L1 has no gradient at 0: no
+        # first-order test can hold for them, so such runs stall or run out of epochs.
+        first_order = opts.l1 == 0 and (opts.optimizer != "adamw" or opts.weight_decay == 0)
+        stopping = Stopping(
+            opts.budget,
+            self.tolerances(),
+            weight_decay=opts.weight_decay if opts.optimizer != "adamw" else 0.0,
+            first_order=first_order,
+            separated=separation
+            if opts.is_classifier and opts.weight_decay == 0 and opts.l1 == 0
+            else None,
+        )
+        curvature = self.curvature
+        if curvature is None or opts.batch_size is not None or self.custom_model is not None:
+            return stopping  # not full-batch least squares: the gradient test
+        plain = opts.optimizer in ("gd", "sgd") and opts.schedule == "constant" and opts.l1 == 0
+        limit = self._stable_limit()
+        unstable = plain and limit is not None and opts.rate > limit
+        stopping = dataclasses.replace(
+            stopping, monotone=plain and not unstable and opts.weight_decay == 0, unstable=unstable
+        )
+        # The data determine θ* only to about κ·ε: no test may claim more digits than that.
+        if curvature.condition_number * EPSILON["float64"] > DETERMINED:
+            self.undetermined = (
+                f" The least-squares optimum is determined only to about "
+                f"{curvature.condition_number * EPSILON['float64']:.1g} relative (condition "
+                f"number {curvature.condition_number:.3g} × float64's ε), fewer than "
+                f"{-math.log10(DETERMINED):.0f} digits, so no test can certify convergence: use "
+                f"fewer or less correlated features."
+            )
+            return dataclasses.replace(stopping, first_order=False)
+        if exact is None and isinstance(net, nn.Linear) and net.out_features == 1:
+            assert self.statistics is not None  # full-batch least squares: θ* was solved
+            exact = ExactGradient(net, self.statistics, None)  # to measure ‖θ - θ*‖ only
+        if exact is None or not first_order:
+            return stopping
+        optimum = exact.optimum(stopping.weight_decay)
+        return dataclasses.replace(
+            stopping,
+            distance=functools.partial(exact.distance, optimum),
+            optimum_norm=float(torch.linalg.vector_norm(optimum)),
+            condition=curvature.condition_number,
+        )
+
+    def _epoch_budget(self) -> int:
+        """epochs='auto': for full-batch least squares, twice what plain gd at this rate needs
+        to reach xtol from λmin (the closed form costs nothing per epoch; capped at 10^7),
+        else AUTO_EPOCHS."""
+        curvature, opts = self.curvature, self.opts
+        if curvature is None or opts.batch_size is not None or curvature.lambda_min <= 0:
+            return AUTO_EPOCHS
+        needed = epochs_for_quadratic(
+            opts.rate, curvature.lambda_min, curvature.lambda_max, max(opts.xtol, 1e-16)
+        )
+        return int(min(max(AUTO_EPOCHS, 2 * needed), MAX_AUTO_EPOCHS))
+
+    def _stable_limit(self) -> float | None:
+        """2/λmax of the (L2-penalized) least-squares Hessian: gd's largest stable rate."""
+        if self.curvature is None:
+            return None
+        return 2.0 / (self.curvature.lambda_max + self.opts.weight_decay)
+
+    def explain(self, outcome: Outcome, scale: float) -> str:
+        """One paragraph on why the run ended as it did, with the numbers and what to change."""
+        verdict, opts, state = outcome.verdict, self.opts, outcome.state
+        if verdict.status == "diverged":
+            start = state.start_loss
+            return explain_divergence(
+                epoch=outcome.diverged_epoch or state.epoch,
+                loss=(outcome.diverged_loss if outcome.diverged_loss is not None else math.inf)
+                * scale,
                 start_loss=None if start is None else start * scale,
                 lr=opts.rate,
                 optimizer=opts.optimizer,
@@ -376,13 +512,60 @@ class Trainer:
                 curvature=self.curvature,
                 raw_condition=self.raw_condition,
                 standardized=opts.standardize,
+                test=verdict.test,
+                limit=self._stable_limit(),
             )
-        elif outcome.status == "max_epochs":
-            self._warn(
-                f"stopped at the epoch limit ({opts.epochs}) while the loss was still improving "
-                f"by more than tol={opts.tol:g} x loss; raise --epochs or --lr, or loosen --tol."
+        if verdict.status == "converged":
+            return ""
+        if verdict.status == "separable":
+            return (
+                f"the classes are separable: at epoch {state.epoch} the model puts every "
+                f"training row on its side, so the loss falls forever and the weights grow "
+                f"without a minimum. The model separates the training rows; for a finite "
+                f"optimum add a penalty (weight_decay)."
             )
-        return result(outcome.status, outcome.state, outcome.history, message)
+        if verdict.status == "early_stopped":
+            return (
+                f"Early stopping: the validation loss has not improved by tol={opts.tol:g} "
+                f"for {opts.patience} epochs; the model of epoch {state.best_epoch} (its best) is "
+                f"kept."
+            )
+        first_order_note = (
+            ""
+            if outcome.verdict.measures and outcome.verdict.measures[0].name != "loss improvement"
+            else self.undetermined
+            or " No first-order test applies with an L1 penalty or AdamW's weight decay."
+        )
+        if verdict.status == "stalled":
+            _, advice = stall_reason(
+                state.recent,
+                epsilon=self.tolerances().epsilon,
+                mini_batch=opts.batch_size is not None,
+            )
+            return f"Stalled: {advice}.{first_order_note}"
+        if verdict.status == "max_epochs":
+            return (
+                f"stopped at the epoch limit ({opts.budget}) before a stop test held."
+                f"{first_order_note}{self._epochs_needed()}"
+            )
+        return ""
+
+    def _epochs_needed(self) -> str:
+        """For plain gd on least squares: how many epochs the rate needs (from λmin), and the
+        rate that needs fewest."""
+        curvature, opts = self.curvature, self.opts
+        if curvature is None or opts.optimizer not in ("gd", "sgd") or curvature.lambda_min <= 0:
+            return " Raise the epochs, or the rate."
+
+        def needed(lr: float) -> float:  # from a relative distance of 1 down to xtol
+            return epochs_for_quadratic(lr, curvature.lambda_min, curvature.lambda_max, opts.xtol)
+
+        best = 2.0 / (curvature.lambda_max + curvature.lambda_min)
+        return (
+            f" At lr={opts.rate:.3g} reaching xtol needs about {needed(opts.rate):.3g} epochs "
+            f"(λmin = {curvature.lambda_min:.3g}); lr={best:.3g} = 2/(λmax+λmin) needs about "
+            f"{needed(best):.3g}."
+        )
 
     def _split(self, loss: LossFunction, device: torch.device, *, shapes_only: bool) -> Split:
         """The training (and validation) tensors; with `shapes_only` (the exact path, which
@@ -461,9 +644,9 @@ class Trainer:
             exact.validation,
             theta0,
             lr=opts.rate,
-            epochs=opts.epochs,
-            tol=opts.tol,
-            patience=opts.patience,
+            epochs=opts.budget,
+            tolerances=self.tolerances(),
+            certify=self.stopping(exact).distance is not None,
             loss_scale=scale,
             record=rows,
             layers=exact.layers(),
@@ -477,13 +660,17 @@ class Trainer:
         state = LoopState(
             epoch=run.epochs_run,
             start_loss=run.history.train_loss[0] / scale if scale else None,
-            best=run.best,
-            waited=run.waited,
+            best=run.rule.best if exact.validation is not None else run.recent[-1],
+            best_epoch=run.rule.best_epoch if exact.validation is not None else run.epochs_run,
+            lowest=run.recent[-1],
+            waited=run.rule.waited,
+            start_grad=run.history.grad_norm[0],
+            recent=run.recent,
         )
         if exact.validation is not None:
             state.best_params = [p.detach().clone() for p in net.parameters()]
             state.current = last
-        return Outcome(run.status, run.history, state)
+        return Outcome(run.verdict, run.history, state)
 
     def _choose_rate(self) -> None:
         """lr='auto': the curvature's rate for least squares, else the range test's (capped)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -13,7 +14,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from gdlab.config import OPTIONS, FitOptions, Option, make_options
+from gdlab.config import (
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    PARSED,
+    FitOptions,
+    Option,
+    invalid,
+    make_options,
+    parse_value,
+)
 from gdlab.errors import GdlabError, GdlabWarning
 
 if TYPE_CHECKING:
@@ -33,31 +43,11 @@ def warn(message: str) -> None:
 
 
 def _batch_size(value: str | None) -> int | None:
-    if value is None or value == "full":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise GdlabError(
-            f"The 'batch_size' option must be 'full' or an integer >= 1. Got {value!r} instead."
-        ) from None
-
-
-class _Rate(click.ParamType):  # type: ignore[type-arg]
-    """A positive number or the word auto."""
-
-    name = "FLOAT|auto"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value == "auto" or isinstance(value, float):
-            return value
-        try:
-            return float(value)
-        except ValueError:
-            self.fail(f"{value!r} is not a number or 'auto'.", param, ctx)
-
-
-_RATE = _Rate()
+    """A batch size written as text ('full' or N), read as `gdlab.fit` reads it."""
+    size = parse_value("batch_size", value or "full")
+    if not OPTIONS_BY_NAME["batch_size"].constraint.check(size):
+        raise invalid("batch_size", value, OPTIONS_BY_NAME["batch_size"].constraint.describe)
+    return size  # type: ignore[no-any-return]
 
 
 def _option_decorator(option: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -67,11 +57,9 @@ def _option_decorator(option: Option) -> Callable[[Callable[..., Any]], Callable
         return click.option(
             f"{flag}/--no-{flag[2:]}", default=option.default, show_default=True, help=option.help
         )
-    if option.name == "batch_size":
-        return click.option(flag, default="full", show_default=True, help=option.help + ": N|full")
-    if option.name == "lr":
-        return click.option(flag, type=_RATE, default=option.default, show_default=True,
-                            help=option.help)  # fmt: skip
+    if option.name in PARSED:  # text, read by config.parse_value as gdlab.fit reads it
+        default = "full" if option.default is None else option.default
+        return click.option(flag, default=default, show_default=True, help=option.help)
     kind: Any = str
     if isinstance(option.default, float):
         kind = float
@@ -82,10 +70,16 @@ def _option_decorator(option: Option) -> Callable[[Callable[..., Any]], Callable
 
 
 def training_options(
-    command: Callable[..., Any], exclude: tuple[str, ...] = ()
+    command: Callable[..., Any],
+    exclude: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
 ) -> Callable[..., Any]:
+    """The table's options as click options; `defaults` replaces some defaults for a command
+    whose runs are pictures of a fixed length (sweep, compare) rather than fits to the end."""
     for option in reversed(OPTIONS):
         if option.name not in exclude:
+            if defaults and option.name in defaults:
+                option = dataclasses.replace(option, default=defaults[option.name])
             command = _option_decorator(option)(command)
     return command
 
@@ -95,10 +89,15 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return training_options(command, exclude=("lr",))
 
 
+# Pictures of descent (a sweep of rates, batch sizes side by side) run a fixed 1000 epochs at a
+# rate the user compares, as the tutorials do, rather than fitting to the end.
+PICTURE_DEFAULTS = {"epochs": 1000, "lr": "0.01"}
+
+
 def training_options_without(
     *names: str,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return lambda command: training_options(command, exclude=names)
+    return lambda command: training_options(command, exclude=names, defaults=PICTURE_DEFAULTS)
 
 
 def run_folder(holds: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -336,7 +335,8 @@ def _run(
     for message in result.warnings:
         warn(message)
     if run.as_json:
-        keys = ("status", "epochs", "loss", "val_loss", "coef", "intercept", "path", "out")
+        keys = ("status", "epochs", "kept_epoch", "loss", "val_loss", "stop", "coef",
+                "intercept", "path", "out")  # fmt: skip
         click.echo(json.dumps({key: summary[key] for key in keys if key in summary}))
     else:
         _print_result(result, summary, saved.out)
@@ -872,7 +872,8 @@ def _train(
     from gdlab.api import fit as fit_model
 
     done = len(previous.history) if previous is not None else 0
-    progress = _Progress(options.epochs, done, log_every=run.log_every, quiet=run.as_json)
+    budget = options.epochs if isinstance(options.epochs, int) else None  # auto: unknown yet
+    progress = _Progress(budget, done, log_every=run.log_every, quiet=run.as_json)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GdlabWarning)  # printed once, after the run
         try:
@@ -894,7 +895,7 @@ def _train(
 class _Progress:
     """Log lines every N epochs on stdout (stderr with --json); a bar on a terminal."""
 
-    def __init__(self, epochs: int, done: int, *, log_every: int, quiet: bool) -> None:
+    def __init__(self, epochs: int | None, done: int, *, log_every: int, quiet: bool) -> None:
         self.log_every, self.quiet = log_every, quiet
         self.bar = None
         if sys.stderr.isatty():
@@ -929,12 +930,20 @@ PATH_TEXT = {
 
 
 def _print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None:
-    click.echo(f"status: {summary['status']} after {summary['epochs']} epochs")
+    verdict = result.verdict
+    why = ""
+    if verdict is not None and verdict.test:
+        why = f" ({verdict.test} test{', ' + verdict.reason if verdict.reason else ''})"
+    click.echo(f"status: {summary['status']} after {summary['epochs']} epochs{why}")
+    if verdict is not None:
+        for measure in verdict.measures:
+            click.echo(f"  {measure}")
     click.echo(f"path: {PATH_TEXT.get(result.path, result.path)}")
+    kept = f" (the kept model, epoch {summary['kept_epoch']})" if "kept_epoch" in summary else ""
     if summary["loss"] is not None:
-        click.echo(f"train loss: {summary['loss']:.6g}")
+        click.echo(f"train loss: {summary['loss']:.6g}{kept}")
     if summary.get("val_loss") is not None:
-        click.echo(f"validation loss: {summary['val_loss']:.6g}")
+        click.echo(f"validation loss: {summary['val_loss']:.6g}{kept}")
     if "coef" in summary:
         click.echo("coefficients (original units):")
         for name, value in summary["coef"].items():

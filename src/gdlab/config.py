@@ -21,10 +21,12 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam",
 LOSSES = ("mse", "mae", "huber", "bce", "cross-entropy")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "inverse-scaling")
-DTYPES = ("float32", "float64")
+DTYPES = ("auto", "float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 EXACT_PATHS = ("auto", "iterate", "off")
 MODEL_FORMS = "linear | logistic | softmax | poly:K | mlp:H1,H2,..."
+
+AUTO_EPOCHS = 10_000  # the budget of epochs='auto' where no curvature predicts one
 
 _MODEL_PATTERN = re.compile(
     r"^(linear|logistic|softmax|poly:[1-9][0-9]*|mlp:[1-9][0-9]*(,[1-9][0-9]*)*)$"
@@ -88,7 +90,7 @@ LEARNING_RATE = Constraint(
     lambda v: v == "auto" or real_in(0.0, math.inf, low_open=True).check(v),
 )
 BATCH_SIZE = Constraint(
-    "None (full batch) or an integer >= 1", lambda v: v is None or (_is_int(v) and v >= 1)
+    "'full' (or None) or an integer >= 1", lambda v: v is None or (_is_int(v) and v >= 1)
 )
 
 
@@ -113,7 +115,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("momentum", 0.9, real_in(0.0, 1.0), "momentum of the momentum and nesterov optimizers"),
     Option("weight_decay", 0.0, real_in(0.0, math.inf), "L2 penalty added to the gradient"),
     Option("l1", 0.0, real_in(0.0, math.inf), "L1 penalty on the weights, added to the loss"),
-    Option("lr", 0.01, LEARNING_RATE, "learning rate, or auto: chosen from the curvature"),
+    Option("lr", "auto", LEARNING_RATE, "learning rate, or auto: chosen from the curvature"),
     Option(
         "schedule",
         "constant",
@@ -124,16 +126,42 @@ OPTIONS: tuple[Option, ...] = (
         ),
         "learning-rate schedule over epochs",
     ),
-    Option("epochs", 1000, int_at_least(1), "passes over the training data"),
+    Option(
+        "epochs",
+        "auto",
+        Constraint("an integer >= 1 or 'auto'", lambda v: v == "auto" or (_is_int(v) and v >= 1)),
+        "the budget: most passes over the data; auto: what least squares needs at this rate"
+        f" (from λmin), else {AUTO_EPOCHS}",
+    ),
     Option("batch_size", None, BATCH_SIZE, "rows per step; full batch when not set"),
     Option(
-        "tol", 1e-8, real_in(0.0, math.inf), "stop when the loss improves by less than tol x loss"
+        "gtol",
+        1e-8,
+        real_in(0.0, math.inf),
+        "converged when the gradient norm is below gtol x its start",
     ),
-    Option("patience", 10, int_at_least(1), "epochs without enough improvement before stopping"),
+    Option(
+        "xtol",
+        1e-12,
+        real_in(0.0, math.inf),
+        "least squares: converged when |θ - θ*| is below xtol x |θ*|",
+    ),
+    Option(
+        "tol",
+        1e-8,
+        real_in(0.0, math.inf),
+        "stalled (or early-stopped) when the loss improves by less than tol x loss",
+    ),
+    Option("patience", 20, int_at_least(1), "epochs of such small improvement before stopping"),
     Option("val_fraction", 0.0, real_in(0.0, 1.0), "rows held out; early stopping watches them"),
     Option("standardize", True, BOOLEAN, "train on standardized features and target"),
     Option("seed", 0, int_at_least(0), "seed of initialisation and shuffling"),
-    Option("dtype", "float32", one_of(DTYPES), "floating-point type of the training tensors"),
+    Option(
+        "dtype",
+        "auto",
+        one_of(DTYPES),
+        "floating-point type of the training tensors; auto: float64 on the CPU, float32 on a GPU",
+    ),
     Option("device", "auto", one_of(DEVICES), "where to train; auto picks cuda when available"),
     Option(
         "exact_path",
@@ -146,6 +174,28 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+PARSED = ("lr", "batch_size", "epochs")  # options whose text form is not their value's Python form
+
+
+def parse_value(name: str, text: str) -> Any:
+    """The one reading of an option written as text, shared by the CLI and `gdlab.fit`:
+    batch_size 'full' is None (every row), lr 'auto' stays 'auto', numbers are numbers. Text
+    that is none of these comes back unchanged, for the constraint to reject by name."""
+    word = text.strip().lower()
+    if name == "batch_size":
+        if word in ("full", "none"):
+            return None
+        return int(word) if word.isdigit() else text
+    if name == "epochs":
+        return "auto" if word == "auto" else int(word) if word.isdigit() else text
+    if name == "lr":
+        if word == "auto":
+            return "auto"
+        try:
+            return float(word)
+        except ValueError:
+            return text
+    return text
 
 
 def invalid(name: str, value: Any, allowed: str) -> GdlabError:
@@ -165,16 +215,18 @@ class FitOptions:
     momentum: float = 0.9
     weight_decay: float = 0.0
     l1: float = 0.0
-    lr: float | str = 0.01
+    lr: float | str = "auto"
     schedule: str = "constant"
-    epochs: int = 1000
+    epochs: int | str = "auto"
     batch_size: int | None = None
+    gtol: float = 1e-8
+    xtol: float = 1e-12
     tol: float = 1e-8
-    patience: int = 10
+    patience: int = 20
     val_fraction: float = 0.0
     standardize: bool = True
     seed: int = 0
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "auto"
     exact_path: str = "auto"
 
@@ -182,6 +234,9 @@ class FitOptions:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             option = OPTIONS_BY_NAME[field.name]
+            if isinstance(value, str) and field.name in PARSED:
+                value = parse_value(field.name, value)
+                object.__setattr__(self, field.name, value)
             if _is_int(value) and isinstance(option.default, float):
                 value = float(value)  # 1 is a fine learning rate: store it as 1.0
                 object.__setattr__(self, field.name, value)
@@ -232,6 +287,13 @@ class FitOptions:
         if self.loss is not None:
             return self.loss
         return {"logistic": "bce", "softmax": "cross-entropy"}.get(self.model.split(":")[0], "mse")
+
+    @property
+    def budget(self) -> int:
+        """The epochs as a number; 'auto' must have been resolved (see gdlab.fit)."""
+        if isinstance(self.epochs, str):
+            raise GdlabError("epochs 'auto' has not been resolved to a number yet.")
+        return int(self.epochs)
 
     @property
     def rate(self) -> float:

@@ -25,7 +25,11 @@ from gdlab.errors import GdlabWarning
 from gdlab.history import History
 from gdlab.result import FitResult
 
-EPOCH_LIMIT = "epoch limit"
+NOT_CONVERGED = (
+    "max_epochs:",
+    "stalled:",
+    "separable:",
+)  # gdlab's warnings that scikit-learn calls ConvergenceWarning
 
 
 def _never() -> bool:
@@ -46,16 +50,18 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         l1: float = 0.0,
-        lr: float = 0.01,
+        lr: float | str = "auto",
         schedule: str = "constant",
-        epochs: int = 1000,
+        epochs: int | str = "auto",
         batch_size: int | None = None,
+        gtol: float = 1e-8,
+        xtol: float = 1e-12,
         tol: float = 1e-8,
-        patience: int = 10,
+        patience: int = 20,
         val_fraction: float = 0.0,
         standardize: bool = True,
         seed: int = 0,
-        dtype: str = "float64",
+        dtype: str = "auto",
         device: str = "auto",
         exact_path: str = "auto",
     ) -> None:
@@ -71,6 +77,8 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         self.schedule = schedule
         self.epochs = epochs
         self.batch_size = batch_size
+        self.gtol = gtol
+        self.xtol = xtol
         self.tol = tol
         self.patience = patience
         self.val_fraction = val_fraction
@@ -129,7 +137,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
     @staticmethod
     def _rewarn(warning: warnings.WarningMessage, partial: bool) -> None:
         message = str(warning.message)
-        if issubclass(warning.category, GdlabWarning) and EPOCH_LIMIT in message:
+        if issubclass(warning.category, GdlabWarning) and message.startswith(NOT_CONVERGED):
             if not partial:
                 warnings.warn(message, ConvergenceWarning, stacklevel=4)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from gdlab.errors import GdlabError
 from gdlab.history import History
 from gdlab.models import ModelSpec
 from gdlab.train.loop import LoopState
+from gdlab.train.rules import Verdict
 
 
 @dataclass
@@ -43,6 +45,8 @@ class FitResult:
     fingerprint: str | None = None
     lr_choice: str = ""  # with lr="auto": the rate chosen and why
     path: str = "autograd"  # or "exact": gradients from least-squares sufficient statistics
+    verdict: Verdict | None = None  # the stop test that ended the run, with its measures
+    loss: float = math.nan  # the kept model's training loss, in the target's units
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable: a torch.Generator is stored as its state tensor."""

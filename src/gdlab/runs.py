@@ -21,7 +21,7 @@ import filelock
 import torch
 
 from gdlab.atomic import write_bytes, write_text
-from gdlab.config import FitOptions
+from gdlab.config import PARSED, FitOptions, parse_value
 from gdlab.data.scaling import Scaler
 from gdlab.errors import GdlabError
 from gdlab.history import History
@@ -34,7 +34,7 @@ FORMAT = 2
 MODEL_FILE, HISTORY_FILE, SUMMARY_FILE = "model.pt", "history.csv", "summary.json"
 LOCK_FILE = ".gdlab.lock"
 # Options a resumed run may change; every other option is part of what was trained.
-RESUMABLE_OPTIONS = ("epochs", "tol", "patience", "device")
+RESUMABLE_OPTIONS = ("epochs", "gtol", "xtol", "tol", "patience", "device")
 
 
 def claim_default_out_dir(root: Path = Path("runs")) -> Path:
@@ -64,12 +64,17 @@ def check_out_dir(out: Path, *, overwrite: bool) -> None:
 def summary(result: FitResult, out: Path, *, target: str, source: str) -> dict[str, Any]:
     """The JSON summary: the fields of `--json` first, then the run's details."""
     history = result.history
+    kept = kept_row(result)
     data: dict[str, Any] = {
         "status": result.status,
         "epochs": history.last_epoch,
-        "loss": _number(history.train_loss[-1]) if len(history) else None,
-        "val_loss": _number(history.val_loss[-1]) if len(history) else None,
+        "loss": _loss(result, kept),
+        "val_loss": _number(history.val_loss[kept]) if kept is not None else None,
     }
+    if kept is not None and result.options.val_fraction > 0:
+        data["kept_epoch"] = history.epoch[kept]
+    if result.verdict is not None:
+        data["stop"] = result.verdict.to_dict()
     data |= coefficients(result)
     data["out"] = str(out)
     data |= {
@@ -90,6 +95,24 @@ def summary(result: FitResult, out: Path, *, target: str, source: str) -> dict[s
             "max_stable_lr": result.curvature.max_stable_lr,
         }
     return data
+
+
+def kept_row(result: FitResult) -> int | None:
+    """The history row of the model the run keeps: the best validation epoch with a split (the
+    losses reported are that model's), else the last."""
+    history, state = result.history, result.loop_state
+    if not len(history):
+        return None
+    if result.options.val_fraction > 0 and state is not None and state.best_epoch in history.epoch:
+        return history.epoch.index(state.best_epoch)
+    return len(history) - 1
+
+
+def _loss(result: FitResult, kept: int | None) -> float | None:
+    """The kept model's training loss: measured at the end, else its history row's."""
+    if math.isfinite(result.loss):
+        return result.loss
+    return _number(result.history.train_loss[kept]) if kept is not None else None
 
 
 def coefficients(result: FitResult) -> dict[str, Any]:
@@ -164,6 +187,7 @@ def save_run(
         "generator_state": result.generator.get_state() if result.generator else None,
         "epochs_done": result.history.last_epoch,
         "status": result.status,
+        "verdict": result.verdict.to_dict() if result.verdict is not None else None,
         "loop_state": loop,
         "history": result.history.to_dict(),
         "fingerprint": result.fingerprint,
@@ -244,6 +268,8 @@ def resume_options(
     Returns the options and notes for the user (e.g. a schedule that depends on --epochs).
     """
     saved = dict(state["options"])
+    given = {name: parse_value(name, v) if isinstance(v, str) and name in PARSED else v
+             for name, v in given.items()}  # fmt: skip
     for name, value in given.items():
         if name in RESUMABLE_OPTIONS or value == saved[name]:
             continue
@@ -260,7 +286,7 @@ def resume_options(
             f"{path} is from a diverged run; resuming would diverge again. Start a new run with a "
             f"lower --lr."
         )
-    if options.epochs < done:
+    if isinstance(options.epochs, int) and options.epochs < done:
         raise GdlabError(
             f"--epochs {options.epochs} is below the {done} epochs {path.parent} has done; give "
             f"--epochs above {done} to train further."

@@ -30,8 +30,9 @@ from gdlab.optim.gd import GradientDescent
 from gdlab.optim.registry import optimizer_for
 from gdlab.train.closed_form import Modes
 from gdlab.train.exact import LeastSquaresStatistics
-from gdlab.train.loop import DIVERGENCE_FACTOR
+from gdlab.train.rules import DIVERGENCE_FACTOR, RISE_FACTOR, RISE_WINDOW, divergence
 
+SWEEP_EPOCHS = 1000
 GOOD_WITHIN = 0.05  # a run within 5% of the best final loss is "good"
 OSCILLATING_SHARE = 0.1  # rising in more than 10% of the last half of epochs
 
@@ -88,6 +89,7 @@ def sweep(
     **options: Any,
 ) -> tuple[list[SweepRun], Trainer]:
     """Train every (optimizer, lr) pair from the same initial point; label each run."""
+    options.setdefault("epochs", SWEEP_EPOCHS)  # curves of a fixed length, compared
     opts = make_options(**{**options, "lr": 1.0})
     matrix, names = as_matrix(X)
     names = list(feature_names) if feature_names is not None else names
@@ -108,7 +110,7 @@ def sweep(
     analytic = linear and opts.resolved_loss in ("mse", "bce")
     generator = torch.Generator().manual_seed(opts.seed)
     batched_loss = _per_copy_loss(loss_fn)
-    for epoch in range(opts.epochs):
+    for epoch in range(opts.budget):
         order = None if size >= n else torch.randperm(n, generator=generator)
         totals = [torch.zeros(len(lrs), dtype=torch.float64) for _ in groups]
         for begin in range(0, n, size):
@@ -259,15 +261,20 @@ class _Group:
             if not self.alive[k]:
                 continue
             run.losses.append(value)
-            if _diverging(value, self.start[k]):
+            if _diverging(run.losses, self.start[k]):
                 self.alive[k] = False
                 run.label, run.reason = "diverged", _divergence(value, self.start[k], epoch)
 
     def record_curve(self, k: int, losses: np.ndarray) -> None:
         """Copy k's whole loss curve at once, cut where `record` would have stopped it."""
         run, start = self.runs[k], float(losses[0])
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"):  # the loop's tests, all epochs at once
+            lowest = np.minimum.accumulate(np.where(np.isfinite(losses), losses, np.inf))
+            window = np.lib.stride_tricks.sliding_window_view(losses, RISE_WINDOW).min(axis=1)
+            rising = np.zeros(len(losses), dtype=bool)
+            rising[RISE_WINDOW - 1 :] = window > RISE_FACTOR * lowest[RISE_WINDOW - 1 :]
             bad = ~np.isfinite(losses) | ((start > 0) & (losses > DIVERGENCE_FACTOR * start))
+            bad |= rising & (lowest > 0)
         if not bad.any():
             run.losses = losses.tolist()
             return
@@ -277,8 +284,10 @@ class _Group:
         run.label, run.reason = "diverged", _divergence(float(losses[first]), start, first)
 
 
-def _diverging(value: float, start: float) -> bool:
-    return not math.isfinite(value) or (start > 0 and value > DIVERGENCE_FACTOR * start)
+def _diverging(losses: list[float], start: float) -> bool:
+    """The loop's divergence tests (gdlab.train.rules) on a run's losses so far."""
+    recent = losses[-RISE_WINDOW:]
+    return divergence(losses[-1], start, min(losses), recent) is not None
 
 
 def _divergence(value: float, start: float, epoch: int) -> str:
@@ -297,13 +306,13 @@ def _least_squares_sweep(
     G, h, n = stats.gram, stats.moment, stats.n
     if group.optimizer_name in ("gd", "sgd") and opts.weight_decay == 0:
         modes = Modes.of(stats, group.theta()[0].numpy(), 1.0)  # one eigendecomposition
-        epochs = np.arange(opts.epochs)
+        epochs = np.arange(opts.budget)
         for k, run in enumerate(group.runs):
             with np.errstate(over="ignore", invalid="ignore"):
                 curve = modes.at_rate(run.lr).train_loss(stats, epochs) * scale
             group.record_curve(k, curve)
         return
-    for epoch in range(opts.epochs):
+    for epoch in range(opts.budget):
         theta = group.theta()
         offset = theta - stats.optimum
         losses = stats.least_loss + ((offset @ G) * offset).sum(1) / n

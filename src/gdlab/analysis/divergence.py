@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from gdlab.analysis.curvature import Curvature
+from gdlab.train.rules import DIVERGENCE_FACTOR, RISE_FACTOR, RISE_WINDOW
 
 MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
 
@@ -20,10 +21,28 @@ def explain_divergence(
     curvature: Curvature | None,
     raw_condition: float | None,
     standardized: bool,
+    test: str = "growth",
+    limit: float | None = None,
 ) -> str:
-    """Say when the run diverged and the likely cause, e.g. lr against 2/λmax."""
-    if math.isfinite(loss) and start_loss:
-        what = f"the loss grew to {loss:.3g}, over 1000 times its start {start_loss:.3g}"
+    """Say when the run diverged, which test of `gdlab.train.rules` saw it, and the likely
+    cause, e.g. lr against 2/λmax."""
+    if test == "unstable_rate" and limit is not None:
+        growth = abs(1 - lr * 2 / limit)
+        rose = f"the loss rose at epoch {epoch}" if math.isfinite(loss) else "the run ended"
+        what = (
+            f"lr={lr:g} is above 2/λmax = {limit:.4g}, so the mode along λmax grows by "
+            f"|1 - lr·λmax| = {growth:.4g} every epoch and {rose}"
+        )
+    elif test == "rising":
+        what = (
+            f"the loss ({loss:.3g}) has stayed above {RISE_FACTOR:g} times its best for "
+            f"{RISE_WINDOW} epochs"
+        )
+    elif math.isfinite(loss) and start_loss:
+        what = (
+            f"the loss grew to {loss:.3g}, over {DIVERGENCE_FACTOR:g} times its start "
+            f"{start_loss:.3g}"
+        )
     else:
         what = "the loss became infinite or NaN"
     parts = [f"Diverged at epoch {epoch}: {what}."]

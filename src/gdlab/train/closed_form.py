@@ -6,11 +6,13 @@ gradient descent at a constant rate maps θ - θ* to (I - lr·H)(θ - θ*), so a
     θ_k = θ* + V diag(ρ^k) Vᵀ (θ_0 - θ*),      ρ = 1 - lr·λ,   H = V diag(λ) Vᵀ.
 
 The loss, its gradient and the validation loss are then sums of exponentials in k, so a whole
-history is a few array operations and `--epochs 1000000000` costs what 1000 does. The stopping
-rule of the iterative loop (tol, patience) is replayed on those values epoch by epoch, with jumps
-over runs of improving epochs, up to EXACT_SCAN epochs; past that it is checked between
-log-spaced samples. Only stable rates use this path (|ρ| ≤ 1 for every mode): a diverging run
-goes through the loop, which stops it and explains why.
+history is a few array operations and `--epochs 1000000000` costs what 1000 does. The run
+converges at the first epoch whose distance to θ* is within tolerance (the stop test of
+`gdlab.train.rules`, found by bisection); with validation, the loop's early stopping (ftol,
+patience) is replayed on the validation losses epoch by epoch, with jumps over runs of improving
+epochs, up to EXACT_SCAN epochs; past that it is checked between log-spaced samples. Only
+stable rates use this path (|ρ| ≤ 1 for every mode): a diverging run goes through the loop,
+which stops it and explains why.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy.typing as npt
 from gdlab.data.arrays import FloatArray
 from gdlab.history import History
 from gdlab.train.exact import LeastSquaresStatistics
+from gdlab.train.rules import RISE_WINDOW, Measure, Tolerances, Verdict, recent_improvement
 
 EXACT_SCAN = 1 << 18  # epochs over which the stopping rule is replayed exactly
 EVERY_EPOCH = 10_000  # histories up to this long keep every epoch; longer ones are sampled
@@ -125,13 +128,13 @@ class Rule:
 
 @dataclass
 class ClosedFormRun:
-    status: str  # converged or max_epochs
+    verdict: Verdict  # converged, early_stopped or max_epochs, with its measures
     epochs_run: int
     theta: FloatArray  # the parameters the run ends with (the best epoch's with validation)
     last_theta: FloatArray  # after the last epoch run
     history: History
-    best: float  # the stopping rule's state, for a resumed run
-    waited: int
+    rule: Rule  # the validation rule's state, for a resumed run
+    recent: list[float]  # the last training losses, as the loop keeps them
 
 
 def affine_columns(
@@ -170,36 +173,46 @@ def run(
     *,
     lr: float,
     epochs: int,
-    tol: float,
-    patience: int,
+    tolerances: Tolerances,
     loss_scale: float,
+    certify: bool = True,
     record: Callable[[FloatArray], dict[str, list[float]]] | None,
     layers: dict[str, slice],
 ) -> ClosedFormRun:
-    """Plain gradient descent for `epochs` epochs (or until the stopping rule), all at once.
+    """Plain gradient descent for `epochs` epochs (or until a stop test), all at once.
 
-    History rows follow the loop's conventions: row e holds the loss and gradient norm at the
-    start of epoch e (before its step) and the parameters and validation loss after it.
+    The run converges at the first epoch whose distance to θ* is within the threshold (found by
+    bisection: the distance never grows at a stable rate); with validation the loop's early
+    stopping is replayed on the validation losses up to there. History rows follow the loop's
+    conventions: row e holds the loss and gradient norm at the start of epoch e (before its
+    step) and the parameters and validation loss after it.
     """
     modes = Modes.of(stats, theta0, lr)
-    rule = Rule(tol, patience)
-
-    def watched(epoch_numbers: Epochs) -> FloatArray:
-        if validation is None:
-            return modes.train_loss(stats, epoch_numbers - 1)
-        return validation_loss(validation, modes.thetas(epoch_numbers))
-
+    positive = modes.values[modes.values > 0]
+    condition = float(positive.max() / positive.min()) if positive.size else 1.0
+    threshold = tolerances.distance_threshold(float(np.linalg.norm(modes.optimum)), condition)
+    converged_at = _first_epoch_within(modes, threshold, epochs) if certify else None
+    budget = epochs if converged_at is None else converged_at
+    rule = Rule(tolerances.ftol, tolerances.patience)
     stopped_at = None
-    for begin in range(1, min(epochs, EXACT_SCAN) + 1, CHUNK):
-        numbers = np.arange(begin, min(begin + CHUNK, epochs + 1, EXACT_SCAN + 1))
-        stopped_at = rule.replay(watched(numbers), begin)
-        if stopped_at is not None:
-            break
-    if stopped_at is None and epochs > EXACT_SCAN:
-        stopped_at = _sampled_stop(watched, rule, epochs)
-    if stopped_at is None:
-        stopped_at = epochs
-    converged = rule.waited >= patience or stopped_at < epochs
+    if validation is not None:
+
+        def watched(epoch_numbers: Epochs) -> FloatArray:
+            return validation_loss(validation, modes.thetas(epoch_numbers))
+
+        for begin in range(1, min(budget, EXACT_SCAN) + 1, CHUNK):
+            numbers = np.arange(begin, min(begin + CHUNK, budget + 1, EXACT_SCAN + 1))
+            stopped_at = rule.replay(watched(numbers), begin)
+            if stopped_at is not None:
+                break
+        if stopped_at is None and budget > EXACT_SCAN:
+            stopped_at = _sampled_stop(watched, rule, budget)
+        if stopped_at is None and rule.waited >= rule.patience:
+            stopped_at = budget  # the patience ran out on the last epoch itself
+    status = "early_stopped" if stopped_at is not None else "max_epochs"
+    if converged_at is not None and (stopped_at is None or converged_at <= stopped_at):
+        status, stopped_at = "converged", converged_at
+    stopped_at = stopped_at or epochs
     recorded = _recorded_epochs(stopped_at)
     thetas = modes.thetas(recorded)
     train_losses = modes.train_loss(stats, recorded - 1) * loss_scale
@@ -223,8 +236,32 @@ def run(
     )
     last = modes.thetas(np.array([stopped_at]))[0]
     best = modes.thetas(np.array([rule.best_epoch]))[0] if validation is not None else last
-    status = "converged" if converged else "max_epochs"
-    return ClosedFormRun(status, stopped_at, best, last, history, rule.best, rule.waited)
+    window = np.arange(max(1, stopped_at - RISE_WINDOW + 1), stopped_at + 1)
+    recent = modes.train_loss(stats, window - 1).tolist()
+    distance = float(np.linalg.norm(modes.offsets(np.array([stopped_at]))[0]))
+    measures = [
+        *([Measure("distance to optimum", distance, threshold)] if certify else []),
+        Measure("loss improvement", recent_improvement(recent), tolerances.ftol),
+    ]
+    test = {"converged": "distance", "early_stopped": "plateau"}.get(status, "")
+    verdict = Verdict(status, test, "validation" if status == "early_stopped" else "", measures)
+    return ClosedFormRun(verdict, stopped_at, best, last, history, rule, recent)
+
+
+def _first_epoch_within(modes: Modes, threshold: float, epochs: int) -> int | None:
+    """The first epoch k in 1..epochs with ‖θ_k − θ*‖ <= threshold, by bisection (at a stable
+    rate every mode's |ρ| <= 1, so the distance never grows), or None."""
+
+    def within(k: int) -> bool:
+        return bool(np.linalg.norm(modes.offsets(np.array([k]))[0]) <= threshold)
+
+    if threshold <= 0 or not within(epochs):  # a threshold of 0 turns the test off
+        return None
+    low, high = 0, epochs  # within(high), and low is 0 or fails
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if within(middle) else (middle, high)
+    return high
 
 
 def _sampled_stop(watched: Callable[[Epochs], FloatArray], rule: Rule, epochs: int) -> int | None:

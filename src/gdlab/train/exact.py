@@ -160,6 +160,22 @@ class ExactGradient:
     def validation_loss(self) -> float:
         return float("nan") if self.validation is None else self.validation.loss(self.theta())
 
+    def optimum(self, weight_decay: float = 0.0) -> torch.Tensor:
+        """θ* of the training loss, plus (weight_decay/2)‖θ‖² when given: the point where
+        (2/n)(Gθ - h) + weight_decay·θ = 0, which every L2-coupled optimizer approaches."""
+        if weight_decay == 0:
+            return self.train.optimum
+        stats = self.train
+        hessian = (2.0 / stats.n) * stats.gram + weight_decay * torch.eye(
+            len(stats.moment), dtype=torch.float64
+        )
+        optimum: torch.Tensor = torch.linalg.solve(hessian, (2.0 / stats.n) * stats.moment)
+        return optimum
+
+    def distance(self, optimum: torch.Tensor) -> float:
+        """‖θ - θ*‖ in training space: the least-squares convergence measure."""
+        return float(torch.linalg.vector_norm(self.theta() - optimum))
+
 
 def _residual_squares(
     blocks: Blocks,

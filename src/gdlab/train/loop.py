@@ -22,10 +22,22 @@ from gdlab.optim.gd import GradientDescent
 from gdlab.optim.schedules import Schedule
 from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient
-
-DIVERGENCE_FACTOR = 1000.0
+from gdlab.train.rules import (
+    RISE_WINDOW,
+    Measure,
+    Tolerances,
+    Verdict,
+    divergence,
+    first_order,
+    improved,
+    recent_improvement,
+    rises,
+    stall_reason,
+)
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SEPARATION_EVERY = 100  # epochs between checks that a classifier separates its training rows
+FULL_GRADIENT_ROWS = 1 << 16  # rows per chunk when a mini-batch run measures the full gradient
 
 
 @dataclass
@@ -40,9 +52,24 @@ class Split:
 
 @dataclass(frozen=True)
 class Stopping:
+    """The budget and the stop tests of `gdlab.train.rules`, with what the run knows about itself.
+
+    `distance` (least squares from XᵀX) measures ‖θ − θ*‖; `monotone` says the training loss
+    provably falls to θ* (plain gd at a constant stable rate on least squares), so a slow fall
+    is not a stall; `unstable` says the rate is above 2/λmax there, so any rise is divergence.
+    `first_order` is False where no first-order test exists (an L1 penalty, AdamW's decay).
+    """
+
     epochs: int
-    tol: float
-    patience: int
+    tolerances: Tolerances
+    distance: Callable[[], float] | None = None
+    optimum_norm: float = 0.0
+    condition: float = 1.0  # κ of the least-squares Hessian: θ* is known to about κ·ε
+    monotone: bool = False
+    unstable: bool = False
+    weight_decay: float = 0.0
+    first_order: bool = True
+    separated: Callable[[], bool] | None = None  # classifiers: every training row on its side
 
 
 @dataclass
@@ -52,12 +79,15 @@ class LoopState:
     `position` > 0 means the run stopped inside an epoch: `order` is that epoch's row order,
     `total`/`seen` its running loss sum, and `epoch_start` the parameters to roll back to if
     the rest of the epoch diverges. `current` holds the last parameters when the model was set
-    to the best validation epoch at the end.
+    to the best validation epoch at the end. `recent` keeps the last training losses that the
+    divergence and stall tests look at; `start_grad` is ‖g₀‖, the gradient test's reference.
     """
 
     epoch: int = 0
     start_loss: float | None = None
     best: float = math.inf
+    best_epoch: int = 0
+    lowest: float = math.inf
     waited: int = 0
     best_params: list[torch.Tensor] | None = None
     order: torch.Tensor | None = None
@@ -66,25 +96,34 @@ class LoopState:
     seen: int = 0
     epoch_start: list[torch.Tensor] | None = None
     current: list[torch.Tensor] | None = None
+    start_grad: float | None = None
+    recent: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> LoopState:
-        return cls(**{name: state[name] for name in cls.__dataclass_fields__})
+        fresh = cls()
+        return cls(
+            **{name: state.get(name, getattr(fresh, name)) for name in cls.__dataclass_fields__}
+        )
 
 
 @dataclass
 class Outcome:
-    """How training ended. `status` is converged, max_epochs, diverged or interrupted."""
+    """How training ended: the verdict of `gdlab.train.rules`, or interrupted."""
 
-    status: str
+    verdict: Verdict
     history: History
     state: LoopState
     diverged_epoch: int | None = None
     diverged_loss: float | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.verdict.status
 
 
 def train(
@@ -109,7 +148,7 @@ def train(
     exact: ExactGradient | None = None,
     analytic: AnalyticGradient | None = None,
 ) -> Outcome:
-    """Train in place from `state` (a fresh start by default) until `stopping` or `stop()`.
+    """Train in place from `state` (a fresh start by default) until a stop test or `stop()`.
 
     `stop` is polled after every optimisation step; `checkpoint` is called every
     `checkpoint_every` epochs. On divergence the parameters are rolled back to the last finite
@@ -135,17 +174,45 @@ def train(
         state.best_params = [p.detach().clone() for p in params]
     n = data.X.shape[0]
     size = n if batch_size is None else batch_size
+    mini_batch = size < n
+    tolerances = stopping.tolerances
 
     formula = exact or analytic  # gradients set without autograd, or None
     # gdlab's own gd has no per-step hooks to run: skip torch's profiler wrapper around step().
     step = optimizer.update if isinstance(optimizer, GradientDescent) else optimizer.step
 
-    def stopped(status: str) -> Outcome:
-        return Outcome(status, history, state)
+    def full_gradient() -> float:
+        return _full_gradient_norm(model, loss_fn, data, params, l1, stopping.weight_decay)
 
+    def first_order_measure(epoch_gradient: float) -> Measure | None:
+        """The convergence measure of this epoch: distance to θ*, else the gradient norm (a
+        mini-batch run measures its full gradient only when asked, at a stall or the end)."""
+        if stopping.distance is not None:
+            threshold = tolerances.distance_threshold(stopping.optimum_norm, stopping.condition)
+            return Measure("distance to optimum", stopping.distance(), threshold)
+        if not stopping.first_order or state.start_grad is None:
+            return None
+        threshold = tolerances.gradient_threshold(state.start_grad)
+        return Measure("gradient norm", epoch_gradient, threshold)
+
+    def ended(
+        status: str, test: str = "", reason: str = "", measure: Measure | None = None
+    ) -> Outcome:
+        """The verdict, with the first-order measure (taken now if the epoch had none: the
+        full gradient of a mini-batch run) and the plateau measure beside their thresholds."""
+        if measure is None and status != "diverged":
+            gradient = full_gradient() if mini_batch else (history.grad_norm or [math.nan])[-1]
+            measure = first_order_measure(gradient)
+        if status != "diverged" and first_order(measure):
+            assert measure is not None
+            status, test, reason = "converged", _test_of(measure), ""
+        plateau = Measure("loss improvement", recent_improvement(state.recent), tolerances.ftol)
+        verdict = Verdict(status, test, reason, [m for m in (measure, plateau) if m is not None])
+        return _keep_best(Outcome(verdict, history, state), params)
+
+    if mini_batch and state.start_grad is None and stopping.first_order:
+        state.start_grad = full_gradient()
     while state.epoch < stopping.epochs:
-        if state.waited >= stopping.patience:
-            break
         epoch = state.epoch
         lr = schedule(epoch)
         for group in optimizer.param_groups:
@@ -172,33 +239,46 @@ def train(
                 value = loss.item()
             step()
             if not math.isfinite(value):
-                return _diverged(history, state, epoch + 1, value, params, last_good)
+                return _diverged(history, state, epoch + 1, value, params, last_good, "not_finite")
             seen = n if rows is None else len(rows)
             state.total += value * seen
             state.seen += seen
             state.position = min(begin + size, n)
             if state.position < n and stop is not None and stop():
                 state.epoch_start = [t.clone() for t in last_good]
-                return stopped("interrupted")
+                return Outcome(Verdict("interrupted"), history, state)
         state.position, state.order, state.epoch_start = 0, None, None
         train_loss = state.total / state.seen
+        previous = state.recent[-1] if state.recent else None
+        state.recent = [*state.recent[-(RISE_WINDOW - 1) :], train_loss]
         if state.start_loss is None:
             state.start_loss = train_loss
-        elif state.start_loss > 0 and train_loss > DIVERGENCE_FACTOR * state.start_loss:
-            return _diverged(history, state, epoch + 1, train_loss, params, last_good)
+        state.lowest = min(state.lowest, train_loss)
+        test = divergence(train_loss, state.start_loss, state.lowest, state.recent)
+        if test is None and stopping.unstable and rises(previous, train_loss):
+            test = "unstable_rate"
+        if test is not None:
+            return _diverged(history, state, epoch + 1, train_loss, params, last_good, test)
         row = record() if record else None  # small models: every parameter, as floats
         # Finite recorded values settle it without touching the tensors; anything else (no
         # record, or a value that overflowed only in original units) asks the parameters.
         if not (row and all(map(math.isfinite, row.values()))) and not _all_finite(params):
-            return _diverged(history, state, epoch + 1, math.inf, params, last_good)
+            return _diverged(history, state, epoch + 1, math.inf, params, last_good, "not_finite")
         val_loss = exact.validation_loss() if exact else _evaluate(model, loss_fn, data)
         total_norm, layer_norms = _grad_norms(params)
+        gradient = (
+            _penalized_norm(params, stopping.weight_decay)
+            if stopping.weight_decay and not mini_batch
+            else total_norm
+        )
+        if not mini_batch and state.start_grad is None:
+            state.start_grad = gradient
         history.append(
             epoch + 1,
             train_loss * loss_scale,
             val_loss * loss_scale,
             lr,
-            total_norm,
+            gradient,
             row,
             dict(zip(names, layer_norms, strict=True)) if layer_norms else None,
         )
@@ -206,21 +286,50 @@ def train(
         if on_epoch is not None:
             on_epoch(history)
         watched = val_loss if monitor_validation else train_loss
-        if state.best == math.inf or watched < state.best - stopping.tol * abs(state.best):
-            state.best, state.waited = watched, 0
+        if improved(watched, state.best, tolerances.ftol):
+            state.best, state.best_epoch, state.waited = watched, state.epoch, 0
             if state.best_params is not None:
                 _restore(state.best_params, params)
         else:
             state.waited += 1
+        measure = None if mini_batch else first_order_measure(gradient)
+        if first_order(measure):
+            return ended("converged", "", "", measure)
+        if (
+            stopping.separated is not None
+            and state.epoch % SEPARATION_EVERY == 0
+            and state.waited == 0
+            and stopping.separated()
+        ):
+            return ended("separable", "separation", "", measure)
+        if state.waited >= tolerances.patience:
+            if monitor_validation:
+                return ended("early_stopped", "plateau", "validation", measure)
+            if not stopping.monotone:
+                reason = stall_reason(
+                    state.recent, epsilon=tolerances.epsilon, mini_batch=mini_batch
+                )[0]
+                return ended("stalled", "plateau", reason, measure)
         if stop is not None and stop():
-            return stopped("interrupted")
+            return Outcome(Verdict("interrupted"), history, state)
         if checkpoint is not None and checkpoint_every and state.epoch % checkpoint_every == 0:
             checkpoint(state, history)
-    status = "converged" if state.waited >= stopping.patience else "max_epochs"
+    if stopping.unstable:
+        return _diverged(history, state, state.epoch, math.nan, params, params, "unstable_rate")
+    return ended("max_epochs")
+
+
+def _keep_best(outcome: Outcome, params: list[torch.Tensor]) -> Outcome:
+    """With a validation split the model ends at its best epoch; the last one is kept aside."""
+    state = outcome.state
     if state.best_params is not None:
         state.current = [p.detach().clone() for p in params]
         _restore(params, state.best_params)
-    return stopped(status)
+    return outcome
+
+
+def _test_of(measure: Measure) -> str:
+    return "distance" if measure.name.startswith("distance") else "gradient"
 
 
 def _diverged(
@@ -230,9 +339,11 @@ def _diverged(
     loss: float,
     params: list[torch.Tensor],
     last_good: list[torch.Tensor],
+    test: str,
 ) -> Outcome:
     _restore(params, last_good)
-    return Outcome("diverged", history, state, diverged_epoch=epoch, diverged_loss=loss)
+    verdict = Verdict("diverged", test)
+    return Outcome(verdict, history, state, diverged_epoch=epoch, diverged_loss=loss)
 
 
 @torch.no_grad()
@@ -264,3 +375,40 @@ def _grad_norms(params: list[torch.Tensor]) -> tuple[float, list[float]]:
     with torch.no_grad():
         norms = torch.stack(torch._foreach_norm(grads)).tolist()  # type: ignore[arg-type]
     return math.sqrt(sum(v * v for v in norms)), norms
+
+
+def _penalized_norm(params: list[torch.Tensor], weight_decay: float) -> float:
+    """‖g + weight_decay·θ‖: the gradient of the L2-penalized loss every coupled optimizer
+    follows, which is zero at its optimum."""
+    grads = [p.grad for p in params]
+    if any(g is None for g in grads):
+        return math.nan
+    with torch.no_grad():
+        total = torch._foreach_add(grads, params, alpha=weight_decay)  # type: ignore[arg-type]
+        return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(total))))
+
+
+def _full_gradient_norm(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Split,
+    params: list[torch.Tensor],
+    l1: float,
+    weight_decay: float,
+) -> float:
+    """The norm of the full-batch gradient at the current parameters, in chunks of rows, for
+    mini-batch runs whose recorded gradient is one batch's. `.grad` is left as it was."""
+    saved = [None if p.grad is None else p.grad.clone() for p in params]
+    n = data.X.shape[0]
+    for p in params:
+        p.grad = None
+    for begin in range(0, n, FULL_GRADIENT_ROWS):
+        X = data.X[begin : begin + FULL_GRADIENT_ROWS]
+        y = data.y[begin : begin + FULL_GRADIENT_ROWS]
+        (loss_fn(model(X), y) * (len(X) / n)).backward()  # type: ignore[no-untyped-call]
+    if l1:
+        add_l1_gradient(model, l1)
+    norm = _penalized_norm(params, weight_decay)
+    for p, grad in zip(params, saved, strict=True):
+        p.grad = grad
+    return norm
