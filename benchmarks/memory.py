@@ -29,14 +29,17 @@ def main() -> None:
     n, d = int(sys.argv[1]), int(sys.argv[2])
     validation = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     warnings.simplefilter("ignore")
-    gdlab.fit(np.ones((8, 2)) + np.eye(8, 2), np.arange(8.0), epochs=2)  # imports and warm-up
+    gdlab.fit(
+        np.ones((8, 2)) + np.eye(8, 2), np.arange(8.0), epochs=2, lr=0.1
+    )  # imports and warm-up
     before = status("VmRSS")
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, d))
     y = X @ rng.normal(size=d) + rng.normal(size=n)
     Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from here
-    gdlab.fit(X, y, optimizer="gd", lr=0.1, epochs=1000, tol=0.0, patience=1000,
-              standardize=False, device="cpu", val_fraction=validation)  # fmt: skip
+    gdlab.fit(X, y, optimizer="gd", lr=0.1, epochs=1000, tol=0.0, patience=1000, gtol=0.0,
+              xtol=0.0, dtype="float32", standardize=False, device="cpu",
+              val_fraction=validation)  # fmt: skip
     data = X.nbytes + y.nbytes
     print(json.dumps({"data": data, "before": before, "peak": status("VmHWM")}))
 

@@ -51,8 +51,12 @@ def quiet(function: Callable[..., object], *args: object, **kwargs: object) -> o
         return function(*args, **kwargs)
 
 
+# The baselines are float32 loops that run a fixed number of epochs: so does gdlab here.
+FIXED_RUN = {"device": "cpu", "dtype": "float32", "gtol": 0.0, "xtol": 0.0}
+
+
 def gdlab_fit(X: object, y: object, **options: object) -> gdlab.FitResult:
-    result = quiet(gdlab.fit, X, y, device="cpu", **options)
+    result = quiet(gdlab.fit, X, y, **(FIXED_RUN | options))
     assert isinstance(result, gdlab.FitResult)
     return result
 

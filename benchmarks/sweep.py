@@ -39,7 +39,8 @@ def main() -> None:
     lrs = np.geomspace(1e-4, 1.0, 16).tolist()
     for name, (model, n, d, batch, epochs) in CASES.items():
         X, y = data(n, d)
-        common = {"model": model, "epochs": epochs, "batch_size": batch, "device": "cpu"}
+        common = {"model": model, "epochs": epochs, "batch_size": batch, "device": "cpu",
+                  "dtype": "float32"}  # as before the dtype became auto  # fmt: skip
         one = median_seconds(partial(one_run, X, y, common), repeats=5)
         many = median_seconds(partial(sweep, X, y, lrs=lrs, optimizers=["gd"], **common), 5)
         print(f"{name:<44}{one:>10.3f}{many:>12.3f}{many / one:>7.2f}x")
@@ -48,7 +49,8 @@ def main() -> None:
 def one_run(X: np.ndarray, y: np.ndarray, common: dict[str, object]) -> object:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return gdlab.fit(X, y, lr=0.01, tol=0.0, patience=10**6, stop=lambda: False, **common)
+        return gdlab.fit(X, y, lr=0.01, tol=0.0, patience=10**6, gtol=0.0, xtol=0.0,
+                         stop=lambda: False, **common)  # fmt: skip
 
 
 if __name__ == "__main__":

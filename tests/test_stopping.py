@@ -340,3 +340,25 @@ def test_epochs_for_a_quadratic_match_the_closed_form() -> None:
     epochs = rules.epochs_for_quadratic(lr, lam_min, lam_max, 1e-6)
     assert (1 - lr * lam_min) ** epochs <= 1e-6 < (1 - lr * lam_min) ** (epochs - 1)
     assert math.isinf(rules.epochs_for_quadratic(2.5, lam_min, lam_max, 1e-6))
+
+
+def test_separable_classes_are_recognised_before_training() -> None:
+    from sklearn.datasets import load_breast_cancer, load_wine
+
+    from gdlab.analysis.separation import linearly_separable
+
+    for loader, expected in ((load_wine, True), (load_breast_cancer, True), (load_iris, False)):
+        X, y = loader(return_X_y=True)
+        codes = np.unique(y, return_inverse=True)[1]
+        assert linearly_separable(X, codes, int(codes.max()) + 1) is expected
+    X, y = load_breast_cancer(return_X_y=True)
+    with pytest.warns(gdlab.GdlabWarning, match="the classes are separable"):
+        result = gdlab.fit(X, y, model="logistic", lr=1.0, epochs=300)
+    assert result.status in ("separable", "max_epochs")
+    # the separating weights the linear program promises do exist: the data are separated
+    # by a long enough run, which then stops and says so
+    wine_X, wine_y = load_wine(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wine = gdlab.fit(wine_X, wine_y, model="softmax")
+    assert wine.status == "separable" and (wine.predict(wine_X) == wine_y).all()

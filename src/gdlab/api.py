@@ -164,6 +164,7 @@ class Trainer:
         self.spec = ModelSpec.parse(opts.model)
         self.warnings: list[str] = []
         self.undetermined = ""  # why no stop test can certify convergence, when the data say so
+        self.separable: bool | None = None  # classifiers: proved separable (no minimum) or not
         self.classes: list[int] | None = None
         self.lr_choice = ""
         self.X = X
@@ -206,6 +207,7 @@ class Trainer:
                 enabled=opts.standardize and regression and custom_model is None,
                 target=True,
             )
+        self.separable = self._check_separable()
         same = constant_columns(Z_train)
         constant = [
             name
@@ -247,6 +249,35 @@ class Trainer:
                     f"needs about that many epochs per digit and the coefficients are poorly "
                     f"determined. Use fewer or less correlated features, or a lower degree."
                 )
+
+    def _check_separable(self) -> bool | None:
+        """Linear classifiers without a penalty: are the training rows linearly separable?
+        Then no minimum exists, and the user hears it before the run (see analysis/separation)."""
+        opts, previous = self.opts, self.previous
+        if (
+            not opts.is_classifier
+            or self.custom_model is not None
+            or not self.spec.is_linear_in_parameters
+            or opts.weight_decay > 0
+            or opts.l1 > 0
+            or self.classes is None
+            or previous is not None
+        ):
+            return None
+        from gdlab.analysis.separation import linearly_separable
+
+        rows = self.train_rows
+        separable = linearly_separable(
+            self.Z[rows], self.y[rows].astype(np.int64), len(self.classes)
+        )
+        if separable:
+            self._warn(
+                "the classes are separable (a linear program finds weights that put every "
+                "training row on its side): the loss falls forever and the weights grow, so "
+                "no minimum exists; the run stops once the model separates the rows. For a "
+                "finite optimum add weight_decay."
+            )
+        return separable
 
     @functools.cached_property
     def data_fingerprint(self) -> str:
@@ -542,10 +573,13 @@ class Trainer:
                 epsilon=self.tolerances().epsilon,
                 mini_batch=opts.batch_size is not None,
             )
-            return f"Stalled: {advice}.{first_order_note}"
+            return f"{advice}.{first_order_note}"
         if verdict.status == "max_epochs":
+            separable = (
+                " The classes are separable, so no minimum exists." if self.separable else ""
+            )
             return (
-                f"stopped at the epoch limit ({opts.budget}) before a stop test held."
+                f"stopped at the epoch limit ({opts.budget}) before a stop test held.{separable}"
                 f"{first_order_note}{self._epochs_needed()}"
             )
         return ""

@@ -28,6 +28,7 @@ from gdlab.train.rules import (
     Tolerances,
     Verdict,
     divergence,
+    falling,
     first_order,
     improved,
     recent_improvement,
@@ -305,7 +306,7 @@ def train(
         if state.waited >= tolerances.patience:
             if monitor_validation:
                 return ended("early_stopped", "plateau", "validation", measure)
-            if not stopping.monotone:
+            if not stopping.monotone and not falling(state.recent[-tolerances.patience :]):
                 reason = stall_reason(
                     state.recent, epsilon=tolerances.epsilon, mini_batch=mini_batch
                 )[0]

@@ -10,8 +10,10 @@ each against its own threshold, as SciPy's gtol/xtol/ftol and R's glm.control ar
 - diverged: the loss is not finite; or it is above DIVERGENCE_FACTOR × its start; or the lowest
   loss of the last RISE_WINDOW epochs is above RISE_FACTOR × the best; or, for plain gradient
   descent on least squares with lr > 2/λmax, it rises at all (the λmax mode grows every step).
-- stalled: the watched loss improved by less than ftol × |best| for `patience` epochs while no
-  first-order test holds (an oscillation, a plateau, mini-batch noise, the dtype's precision).
+- stalled: the watched loss improved by less than ftol × |best| for `patience` epochs, without
+  falling in every one of them, while no first-order test holds (an oscillation, a plateau,
+  mini-batch noise, the dtype's precision). A loss that falls every epoch, however slowly, is
+  still descending: it runs on to a first-order test or the budget.
 - early_stopped: the same on the validation loss: the model of its best epoch is kept.
 - separable: a classifier puts every training row on its side while its loss still falls: no
   minimum exists (the loss falls forever and the weights grow), so the run stops there.
@@ -134,6 +136,12 @@ def rises(previous: float | None, loss: float) -> bool:
 def improved(value: float, best: float, ftol: float) -> bool:
     """Whether `value` improves on `best` by more than ftol × |best| (the plateau test)."""
     return best == math.inf or value < best - ftol * abs(best)
+
+
+def falling(recent: Sequence[float]) -> bool:
+    """Whether every recent epoch lowered the loss: a slow, steady fall is a crawl (more epochs
+    or a larger rate will finish it), not a stall."""
+    return len(recent) > 1 and all(b < a for a, b in itertools.pairwise(recent))
 
 
 def recent_improvement(recent: Sequence[float]) -> float:

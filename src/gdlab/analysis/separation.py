@@ -1,0 +1,63 @@
+"""Whether classes are linearly separable: then logistic and softmax regression have no minimum.
+
+Separable classes let the loss fall forever while the weights grow, so no first-order test can
+hold and a run would only end at its budget. A linear program decides it before training: the
+classes are separable exactly when some W, b satisfy
+
+    (w_{y_i} - w_k)·x_i + (b_{y_i} - b_k) >= 1     for every row i and every class k != y_i
+
+(for two classes with one logit: (2y_i - 1)(w·x_i + b) >= 1). HiGHS (scipy.optimize.linprog)
+answers in milliseconds to seconds on the sizes it is asked about (MAX_CELLS).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+from gdlab.data.arrays import FloatArray, IntArray
+
+MAX_CELLS = 500_000  # rows x features x (classes - 1) above which the question is not asked
+TIME_LIMIT = 2.0  # seconds HiGHS may take before the answer is "unknown"
+
+
+def linearly_separable(X: FloatArray, codes: IntArray, n_classes: int) -> bool | None:
+    """True when a hyperplane (one per class pair, as softmax has) separates every row of X by
+    its class code; False when none does; None when the problem is too large or timed out."""
+    from scipy.optimize import linprog
+
+    n, d = X.shape
+    pairs = max(n_classes - 1, 1)
+    if n * d * pairs > MAX_CELLS or n_classes < 2:
+        return None
+    A = np.column_stack([X, np.ones(n)])  # (n, d + 1): the intercept as a feature
+    if n_classes == 2:
+        signs = (2.0 * codes - 1.0)[:, None]
+        constraints = sparse.csr_matrix(-signs * A)
+        width = d + 1
+    else:
+        width = n_classes * (d + 1)
+        row_of = np.repeat(np.arange(n), n_classes)
+        wrong = np.tile(np.arange(n_classes), n)
+        keep = wrong != codes[row_of]
+        row_of, wrong = row_of[keep], wrong[keep]  # one constraint per (row, wrong class)
+        count, span = len(row_of), np.arange(d + 1)
+        rows = np.repeat(np.arange(count), 2 * (d + 1))
+        true_cols = codes[row_of][:, None] * (d + 1) + span
+        wrong_cols = wrong[:, None] * (d + 1) + span
+        cols = np.concatenate([true_cols, wrong_cols], axis=1).reshape(-1)
+        values = np.concatenate([-A[row_of], A[row_of]], axis=1).reshape(-1)
+        constraints = sparse.csr_matrix((values, (rows, cols)), shape=(count, width))
+    result = linprog(
+        np.zeros(width),
+        A_ub=constraints,
+        b_ub=-np.ones(constraints.shape[0]),
+        bounds=(None, None),
+        method="highs",
+        options={"time_limit": TIME_LIMIT},
+    )
+    if result.status == 0:
+        return True
+    if result.status == 2:  # infeasible: no separating hyperplane
+        return False
+    return None
