@@ -362,3 +362,21 @@ def test_separable_classes_are_recognised_before_training() -> None:
         warnings.simplefilter("ignore")
         wine = gdlab.fit(wine_X, wine_y, model="softmax")
     assert wine.status == "separable" and (wine.predict(wine_X) == wine_y).all()
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov"])
+def test_momentum_limits_on_least_squares_are_where_runs_start_to_diverge(optimizer: str) -> None:
+    """2(1+β)/λmax (heavy ball) and 2(1+β)/((1+2β)λmax) (Nesterov, torch's form): the rate
+    auto picks, the divergence message and the no-stall guarantee all rest on them."""
+    X, y = builtin("noisy-plane")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = gdlab.fit(X, y, lr=0.01, epochs=1, dtype="float64")
+        assert probe.curvature is not None
+        limit = rules.quadratic_limit(optimizer, 0.9, probe.curvature.lambda_max)
+        below = gdlab.fit(X, y, optimizer=optimizer, lr=0.97 * limit, epochs=3000)
+        above = gdlab.fit(X, y, optimizer=optimizer, lr=1.03 * limit, epochs=3000)
+        auto = gdlab.fit(X, y, optimizer=optimizer)
+    assert below.status in ("converged", "max_epochs")  # slow, oscillating, never a stall
+    assert above.status == "diverged" and f"= {limit:.3g}" in above.message
+    assert auto.status == "converged" and auto.options.lr == pytest.approx(limit / 2)

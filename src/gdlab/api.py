@@ -53,6 +53,7 @@ from gdlab.train.rules import (
     Tolerances,
     Verdict,
     epochs_for_quadratic,
+    quadratic_limit,
     stall_reason,
 )
 
@@ -480,11 +481,16 @@ class Trainer:
         curvature = self.curvature
         if curvature is None or opts.batch_size is not None or self.custom_model is not None:
             return stopping  # not full-batch least squares: the gradient test
-        plain = opts.optimizer in ("gd", "sgd") and opts.schedule == "constant" and opts.l1 == 0
-        limit = self._stable_limit()
-        unstable = plain and limit is not None and opts.rate > limit
+        # gd below 2/λmax and heavy-ball or Nesterov momentum below their limits converge on a
+        # quadratic from any start, so a slow or oscillating approach is not a stall there;
+        # above them the mode along λmax grows, so the run can only diverge.
+        steady = opts.schedule == "constant" and opts.l1 == 0
+        limit = self._stable_limit() or 0.0
         stopping = dataclasses.replace(
-            stopping, monotone=plain and not unstable and opts.weight_decay == 0, unstable=unstable
+            stopping,
+            assured=steady and opts.rate < limit,
+            unstable=steady and 0 < limit < opts.rate,
+            rise_diverges=steady and opts.optimizer in ("gd", "sgd") and 0 < limit < opts.rate,
         )
         # The data determine θ* only to about κ·ε: no test may claim more digits than that.
         if curvature.condition_number * EPSILON["float64"] > DETERMINED:
@@ -522,10 +528,13 @@ class Trainer:
         return int(min(max(AUTO_EPOCHS, 2 * needed), MAX_AUTO_EPOCHS))
 
     def _stable_limit(self) -> float | None:
-        """2/λmax of the (L2-penalized) least-squares Hessian: gd's largest stable rate."""
+        """The optimizer's largest stable rate on the (L2-penalized) least-squares Hessian:
+        2/λmax for gd, its momentum forms for momentum and nesterov, none for the others."""
         if self.curvature is None:
             return None
-        return 2.0 / (self.curvature.lambda_max + self.opts.weight_decay)
+        opts = self.opts
+        lambda_max = self.curvature.lambda_max + opts.weight_decay
+        return quadratic_limit(opts.optimizer, opts.momentum, lambda_max) or None
 
     def explain(self, outcome: Outcome, scale: float) -> str:
         """One paragraph on why the run ended as it did, with the numbers and what to change."""

@@ -27,6 +27,7 @@ from gdlab.api import Trainer
 from gdlab.config import FitOptions, make_options
 from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.optim.registry import optimizer_for
+from gdlab.train.rules import limit_formula, quadratic_limit
 
 CURVATURE_OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov")
 MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
@@ -158,7 +159,7 @@ def advise_trainer(trainer: Trainer, *, seeds: int = 3, range_steps: int = 100) 
         else:
             raw = curvature
     beta = opts.momentum if opts.optimizer in MOMENTUM_OPTIMIZERS else 0.0
-    limit = curvature.max_stable_lr_momentum(beta) if curvature.lambda_max > 0 else 1.0
+    limit = quadratic_limit(opts.optimizer, beta, curvature.lambda_max) or 1.0
     end = max(10.0, 10 * limit)  # the sweep must reach past the predicted limit
     tests = [
         _range_test(trainer, seed, range_steps, end) for seed in range(opts.seed, opts.seed + seeds)
@@ -202,12 +203,13 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
         rate = suggestion if suggestion is not None else 1e-2
         return rate, "the loss has no curvature at the start (λmax = 0): the range test's rate"
     beta = advice.momentum if opts.optimizer in MOMENTUM_OPTIMIZERS else 0.0
-    limit = c.max_stable_lr_momentum(beta)
-    formula = "2/λmax" if beta == 0 else f"2(1+{beta:g})/λmax"
+    limit = quadratic_limit(opts.optimizer, beta, c.lambda_max)
+    formula = limit_formula(opts.optimizer, beta)
     if least_squares:
         if beta > 0:
-            return (1 + beta) / c.lambda_max, (
-                f"half the heavy-ball limit {formula} = {limit:.3g} (λmax = {c.lambda_max:.3g})"
+            kind = "Nesterov" if opts.optimizer == "nesterov" else "heavy-ball"
+            return 0.5 * limit, (
+                f"half the {kind} limit {formula} = {limit:.3g} (λmax = {c.lambda_max:.3g})"
             )
         if not full_batch:
             return 1.0 / c.lambda_max, (

@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 
 from gdlab.analysis.curvature import Curvature
-from gdlab.train.rules import DIVERGENCE_FACTOR, RISE_FACTOR, RISE_WINDOW
+from gdlab.train.rules import (
+    DIVERGENCE_FACTOR,
+    RISE_FACTOR,
+    RISE_WINDOW,
+    limit_formula,
+    quadratic_limit,
+)
 
 MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
 
@@ -27,12 +33,18 @@ def explain_divergence(
     """Say when the run diverged, which test of `gdlab.train.rules` saw it, and the likely
     cause, e.g. lr against 2/λmax."""
     if test == "unstable_rate" and limit is not None:
-        growth = abs(1 - lr * 2 / limit)
-        rose = f"the loss rose at epoch {epoch}" if math.isfinite(loss) else "the run ended"
-        what = (
-            f"lr={lr:g} is above 2/λmax = {limit:.4g}, so the mode along λmax grows by "
-            f"|1 - lr·λmax| = {growth:.4g} every epoch and {rose}"
-        )
+        rose = f"the loss rose at epoch {epoch}" if math.isfinite(loss) else "the budget ended"
+        if optimizer in MOMENTUM_OPTIMIZERS:
+            what = (
+                f"lr={lr:g} is above {limit_formula(optimizer, momentum)} = {limit:.4g}, so "
+                f"the {optimizer} iteration's mode along λmax grows every epoch and {rose}"
+            )
+        else:
+            growth = abs(1 - lr * 2 / limit)
+            what = (
+                f"lr={lr:g} is above 2/λmax = {limit:.4g}, so the mode along λmax grows by "
+                f"|1 - lr·λmax| = {growth:.4g} every epoch and {rose}"
+            )
     elif test == "rising":
         what = (
             f"the loss ({loss:.3g}) has stayed above {RISE_FACTOR:g} times its best for "
@@ -48,8 +60,8 @@ def explain_divergence(
     parts = [f"Diverged at epoch {epoch}: {what}."]
     if curvature is not None and optimizer in ("gd", "sgd", *MOMENTUM_OPTIMIZERS):
         beta = momentum if optimizer in MOMENTUM_OPTIMIZERS else 0.0
-        limit = curvature.max_stable_lr_momentum(beta)
-        formula = "2/λmax" if beta == 0 else f"2(1+{beta:g})/λmax"
+        limit = quadratic_limit(optimizer, beta, curvature.lambda_max)
+        formula = limit_formula(optimizer, beta)
         verdict = "above" if lr >= limit else "below"
         parts.append(
             f"lr={lr:g} is {verdict} the largest stable rate {formula} = {limit:.3g} "

@@ -55,9 +55,11 @@ class Split:
 class Stopping:
     """The budget and the stop tests of `gdlab.train.rules`, with what the run knows about itself.
 
-    `distance` (least squares from XᵀX) measures ‖θ − θ*‖; `monotone` says the training loss
-    provably falls to θ* (plain gd at a constant stable rate on least squares), so a slow fall
-    is not a stall; `unstable` says the rate is above 2/λmax there, so any rise is divergence.
+    `distance` (least squares from XᵀX) measures ‖θ − θ*‖; `assured` says the run provably
+    converges to θ* (gd or momentum below its stability limit on least squares, a constant
+    rate), so a slow or oscillating approach is not a stall; `unstable` says the rate is above
+    that limit, so the run can only diverge (at the latest when the budget ends), and
+    `rise_diverges` (plain gd there) that any rise of the loss is that divergence.
     `first_order` is False where no first-order test exists (an L1 penalty, AdamW's decay).
     """
 
@@ -66,8 +68,9 @@ class Stopping:
     distance: Callable[[], float] | None = None
     optimum_norm: float = 0.0
     condition: float = 1.0  # κ of the least-squares Hessian: θ* is known to about κ·ε
-    monotone: bool = False
+    assured: bool = False
     unstable: bool = False
+    rise_diverges: bool = False
     weight_decay: float = 0.0
     first_order: bool = True
     separated: Callable[[], bool] | None = None  # classifiers: every training row on its side
@@ -256,7 +259,7 @@ def train(
             state.start_loss = train_loss
         state.lowest = min(state.lowest, train_loss)
         test = divergence(train_loss, state.start_loss, state.lowest, state.recent)
-        if test is None and stopping.unstable and rises(previous, train_loss):
+        if test is None and stopping.rise_diverges and rises(previous, train_loss):
             test = "unstable_rate"
         if test is not None:
             return _diverged(history, state, epoch + 1, train_loss, params, last_good, test)
@@ -306,7 +309,8 @@ def train(
         if state.waited >= tolerances.patience:
             if monitor_validation:
                 return ended("early_stopped", "plateau", "validation", measure)
-            if not stopping.monotone and not falling(state.recent[-tolerances.patience :]):
+            steady = stopping.assured or stopping.unstable  # converges, or can only diverge
+            if not steady and not falling(state.recent[-tolerances.patience :]):
                 reason = stall_reason(
                     state.recent, epsilon=tolerances.epsilon, mini_batch=mini_batch
                 )[0]

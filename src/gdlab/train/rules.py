@@ -109,6 +109,31 @@ class Verdict:
         }
 
 
+def quadratic_limit(optimizer: str, momentum: float, lambda_max: float) -> float:
+    """The largest rate at which `optimizer` converges on a quadratic with top eigenvalue
+    λmax, from any start: 2/λmax for gd, 2(1+β)/λmax for heavy-ball momentum and
+    2(1+β)/((1+2β)λmax) for Nesterov's (torch.optim.SGD's forms); 0 for the adaptive ones,
+    whose steps have no such guarantee at a constant rate."""
+    if not lambda_max > 0:
+        return 0.0
+    limits = {
+        "gd": 2.0,
+        "sgd": 2.0,
+        "momentum": 2.0 * (1 + momentum),
+        "nesterov": 2.0 * (1 + momentum) / (1 + 2 * momentum),
+    }
+    return limits.get(optimizer, 0.0) / lambda_max
+
+
+def limit_formula(optimizer: str, momentum: float) -> str:
+    """How `quadratic_limit` is written for `optimizer`, for messages."""
+    if optimizer == "momentum":
+        return f"2(1+{momentum:g})/λmax"
+    if optimizer == "nesterov":
+        return f"2(1+{momentum:g})/((1+{2 * momentum:g})λmax)"
+    return "2/λmax"
+
+
 def first_order(measure: Measure | None) -> bool:
     """The convergence test: a first-order measure at or below its threshold."""
     return measure is not None and measure.holds
