@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -721,9 +722,13 @@ class Trainer:
             raise GdlabError("lr 'auto' needs a named model; give a number for a custom module.")
         from gdlab.rates import advise_trainer
 
+        began = time.perf_counter()
         advice = advise_trainer(self)
         self.opts = dataclasses.replace(self.opts, lr=advice.recommended_lr)
-        self.lr_choice = f"lr auto: {advice.recommended_lr:.3g}, {advice.reason}"
+        self.lr_choice = (
+            f"lr auto: {advice.recommended_lr:.3g}, {advice.reason} [curvature: {advice.method}; "
+            f"the choice took {time.perf_counter() - began:.2g} s]"
+        )
         logger.info(self.lr_choice)
 
     def initial_parameters(self) -> dict[str, float]:
