@@ -213,10 +213,11 @@ def fit(
     if data in DATASETS and "model" not in given:
         raw["model"] = DATASETS[data].model  # each built-in set comes with its natural model
     options = make_options(**raw)  # every option is checked before any data is read
-    from gdlab.runs import check_out_dir, claim_default_out_dir
+    from gdlab.runs import RUN_FILES, check_not_input, check_out_dir, claim_default_out_dir
 
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
+        check_not_input([out / name for name in RUN_FILES], [Path(data)])
     source, frame, default_target = _load(data)
     target = target or default_target
     if target is None:
@@ -374,10 +375,11 @@ def lr_command(
     """Predict good learning rates for a model on DATA, before training it."""
     raw["batch_size"] = _batch_size(raw["batch_size"])
     X, y, names, options = _data_and_options(data, target, features, raw | {"lr": "auto"})
-    from gdlab.runs import check_out_dir, claim_default_out_dir
+    from gdlab.runs import check_not_input, check_out_dir, claim_default_out_dir
 
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
+        check_not_input([out / name for name in ("lr.png", "lr.json")], [Path(data)])
     from gdlab.rates import advise
 
     with warnings.catch_warnings():
@@ -387,10 +389,12 @@ def lr_command(
     from gdlab.atomic import write_text
     from gdlab.plot.rates import range_test_figure
     from gdlab.plot.training import save
+    from gdlab.runs import RunLock
 
     report = advice.to_dict() | {"figure": str(out / "lr.png")}
-    save(range_test_figure(advice), out / "lr.png")
-    write_text(out / "lr.json", json.dumps(report, indent=2) + "\n")
+    with RunLock(out):  # another gdlab process writing there is refused, as fit refuses it
+        save(range_test_figure(advice), out / "lr.png")
+        write_text(out / "lr.json", json.dumps(report, indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -424,10 +428,22 @@ def sweep_command(
     lrs, names = parse_rates(rates), parse_optimizers(optimizers)
     raw["batch_size"] = _batch_size(raw["batch_size"])
     X, y, columns, options = _data_and_options(data, target, features, raw | {"lr": 1.0})
-    from gdlab.runs import check_out_dir, claim_default_out_dir
+    from gdlab.runs import check_not_input, check_out_dir, claim_default_out_dir
 
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
+        check_not_input(
+            [
+                out / name
+                for name in (
+                    "sweep.csv",
+                    "sweep_history.csv",
+                    "sweep_curves.png",
+                    "sweep_final.png",
+                )
+            ],
+            [Path(data)],
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GdlabWarning)
         runs, trainer = sweep(X, y, lrs=lrs, optimizers=names, feature_names=columns,
@@ -532,14 +548,16 @@ def descend(
     out = out or claim_default_out_dir()
     from gdlab.plot.descent import descent_figure
     from gdlab.plot.training import save
+    from gdlab.runs import RunLock
 
-    save(descent_figure(parsed, paths), out / "descend.png")
     written = [out / "descend.png"]
-    if animate:
-        from gdlab.plot.animate import descent_animation, save_gif
+    with RunLock(out):  # another gdlab process writing there is refused, as fit refuses it
+        save(descent_figure(parsed, paths), out / "descend.png")
+        if animate:
+            from gdlab.plot.animate import descent_animation, save_gif
 
-        save_gif(descent_animation(parsed, paths)[0], out / "descend.gif")
-        written.append(out / "descend.gif")
+            save_gif(descent_animation(parsed, paths)[0], out / "descend.gif")
+            written.append(out / "descend.gif")
     click.echo(f"\nwrote {', '.join(map(str, written))}")
     if any(path.status == "diverged" for path in paths):
         sys.exit(EXIT_DIVERGED)
@@ -633,18 +651,27 @@ def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> 
               "first weight and the bias]")  # fmt: skip
 @click.option("--data", help="the run's data, if it moved (default: the path the run recorded)")
 @click.option("--out", type=click.Path(path_type=Path), help="[default: RUN_DIR/report.html]")
-def report(run_dir: Path, params: str | None, data: str | None, out: Path | None) -> None:
+@click.option("--overwrite", is_flag=True, help="allow --out to replace an existing file")
+def report(
+    run_dir: Path, params: str | None, data: str | None, out: Path | None, overwrite: bool
+) -> None:
     """One self-contained HTML file with interactive figures of a run (no network needed)."""
     from plotly.offline import get_plotlyjs
 
     from gdlab.atomic import write_text
     from gdlab.report import render, report_data
-    from gdlab.runs import SUMMARY_FILE, RunLock, load_run
+    from gdlab.runs import SUMMARY_FILE, RunLock, check_not_input, check_out_file, load_run
 
     if not run_dir.is_dir():
         raise GdlabError(f"{run_dir}: no such run folder.")
+    if out is not None:  # the default, RUN_DIR/report.html, is the report's own file
+        check_out_file(out, overwrite=overwrite)
     with RunLock(run_dir):
         result, state = load_run(run_dir)
+        if out is not None:  # never the run's own files, nor its data
+            own = [path for path in run_dir.iterdir() if path.name != "report.html"]
+            inputs = [Path(state["data_path"])] if state.get("data_path") else []
+            check_not_input([out], [*own, *inputs, *([Path(data)] if data else [])])
         if not len(result.history):
             raise GdlabError(f"{run_dir} has no epochs in its history; nothing to report.")
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
@@ -731,10 +758,13 @@ def compare(
     if not sizes:
         raise GdlabError("--batch-sizes: give one or more of full or N, comma-separated.")
     X, y, columns, options = _data_and_options(data, target, features, raw | {"batch_size": None})
-    from gdlab.runs import check_out_dir, claim_default_out_dir
+    from gdlab.runs import check_not_input, check_out_dir, claim_default_out_dir
 
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
+        check_not_input(
+            [out / name for name in ("compare.png", "compare.csv", "compare.gif")], [Path(data)]
+        )
     from gdlab.api import Trainer, fit
     from gdlab.data.arrays import as_matrix, as_vector
 
@@ -964,9 +994,11 @@ def _print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None
 @click.option("--overwrite", is_flag=True, help="allow --out to replace an existing file")
 def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None:
     """Predict with the model of RUN_DIR on DATA; classifiers add class probabilities."""
-    if out is not None and out.exists() and not overwrite:
-        raise GdlabError(f"--out {out} exists; choose another file or pass --overwrite.")
-    from gdlab.runs import load_run
+    from gdlab.runs import RUN_FILES, check_not_input, check_out_file, load_run
+
+    if out is not None:
+        check_out_file(out, overwrite=overwrite)
+        check_not_input([out], [Path(data), *(run_dir / name for name in RUN_FILES)])
 
     result, _ = load_run(run_dir)
     source, frame, _ = _load(data)

@@ -51,6 +51,29 @@ def claim_default_out_dir(root: Path = Path("runs")) -> Path:
     raise AssertionError("unreachable")
 
 
+RUN_FILES = (MODEL_FILE, HISTORY_FILE, SUMMARY_FILE)
+
+
+def check_not_input(outputs: list[Path], inputs: list[Path], option: str = "--out") -> None:
+    """Refuse to write over a file this command reads, even with --overwrite: paths are
+    compared after resolving symlinks, so no spelling of the input slips through."""
+    protected = {path.resolve() for path in inputs if path.exists()}
+    for path in outputs:
+        if path.resolve() in protected:
+            raise GdlabError(
+                f"{option} would replace {path}, which this command reads; nothing was "
+                f"written. Choose another {option}."
+            )
+
+
+def check_out_file(target: Path, *, overwrite: bool, option: str = "--out") -> None:
+    """Refuse an existing file unless overwriting was asked for, and a folder always."""
+    if target.is_dir():
+        raise GdlabError(f"{option} {target} is a folder; give a file path.")
+    if target.exists() and not overwrite:
+        raise GdlabError(f"{option} {target} exists; choose another file or pass --overwrite.")
+
+
 def check_out_dir(out: Path, *, overwrite: bool) -> None:
     """Refuse a folder that holds anything unless overwriting was asked for."""
     if out.exists() and not out.is_dir():
