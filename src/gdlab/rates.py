@@ -227,6 +227,19 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
             f"{c.condition_number:.3g})"
         )
     half = 0.5 * limit
+    if opts.model.startswith("mlp") and (suggestion is None or suggestion >= half):
+        # A network's curvature grows as it trains (progressive sharpening): past half the
+        # initial limit, full-batch runs climb to the edge of stability and oscillate.
+        found = "" if suggestion is None else f"the range test suggests {suggestion:.3g}; "
+        return half, (
+            f"{found}half the stability limit {formula} = {limit:.3g} at the initial point: a "
+            f"network's curvature grows as it trains"
+        )
+    if opts.model.startswith("mlp"):
+        return suggestion, (
+            f"the range test over {len(advice.range_tests)} seeds (spread "
+            f"{advice.range_spread:.2g}x), below half the initial limit {formula} = {limit:.3g}"
+        )
     if suggestion is None or suggestion < half:
         found = "" if suggestion is None else f"the range test suggests {suggestion:.3g}; "
         return half, (
