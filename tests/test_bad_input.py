@@ -108,6 +108,26 @@ CASES: dict[str, tuple[dict[str, object], list[str], list[str]]] = {
         ["'schedule'"],
     ),
     "unknown flag": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--speed", "3"], ["--speed"]),
+    "seed beyond 64 bits": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--seed", str(2**70)],
+        ["'seed'", "9223372036854775807"],
+    ),
+    "epochs text": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--epochs", "many"],
+        ["'epochs'", "'auto'", "'many'"],
+    ),
+    "batch size text": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--batch-size", "fulll"],
+        ["'batch_size'", "'full'", "'fulll'"],
+    ),
+    "gtol negative": (
+        {"d.csv": GOOD},
+        ["d.csv", "--target", "y", "--gtol", "-1"],
+        ["'gtol'", "[0, inf)"],
+    ),
 }
 
 

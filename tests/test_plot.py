@@ -164,3 +164,22 @@ def test_rate_figures_draw_the_range_tests_sweeps_and_limits() -> None:
     assert titles == ["too small: gd lr=0.001", "just right: gd lr=0.1", "too large: gd lr=2"]
     final = sweep_final(runs, {"2/λmax": advice.max_stable_lr}).axes[0]
     np.testing.assert_array_equal(final.lines[0].get_ydata(), [runs[0].final, runs[1].final])
+
+
+def test_a_flat_surface_draws_the_path_without_contours() -> None:
+    """An mlp whose units are dead has a flat loss over two parameters: no levels exist."""
+    from gdlab.plot.training import compare_figure, contour_levels
+    from gdlab.surface import Surface
+
+    grid = np.linspace(-1, 1, 5)
+    flat = Surface(("w", "b"), grid, grid, np.full((5, 5), 3.0))
+    assert contour_levels(flat.loss) is None
+    levels = contour_levels(np.arange(25.0).reshape(5, 5))
+    assert levels is not None and levels[0] > 0 and levels[-1] == pytest.approx(24.0)
+    history = History()
+    for epoch in (1, 2):
+        history.append(epoch, 3.0, float("nan"), 0.1, 0.0, {"w": 0.1 * epoch, "b": 0.0})
+    figure = surface_figure(flat, history)
+    assert figure.axes[0].lines  # the path is drawn
+    assert any("flat" in text.get_text() for text in figure.axes[0].texts)
+    assert compare_figure(flat, {"gd": history}).axes[0].lines

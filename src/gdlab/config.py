@@ -73,6 +73,10 @@ def int_at_least(low: int) -> Constraint:
     return Constraint(f"an integer >= {low}", lambda v: _is_int(v) and v >= low)
 
 
+def int_between(low: int, high: int) -> Constraint:
+    return Constraint(f"an integer from {low} to {high}", lambda v: _is_int(v) and low <= v <= high)
+
+
 def one_of(choices: Sequence[str]) -> Constraint:
     return Constraint("one of " + ", ".join(choices), lambda v: v in choices)
 
@@ -155,7 +159,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("patience", 20, int_at_least(1), "epochs of such small improvement before stopping"),
     Option("val_fraction", 0.0, real_in(0.0, 1.0), "rows held out; early stopping watches them"),
     Option("standardize", True, BOOLEAN, "train on standardized features and target"),
-    Option("seed", 0, int_at_least(0), "seed of initialisation and shuffling"),
+    Option(
+        "seed", 0, int_between(0, 2**63 - 1), "seed of initialisation and shuffling"
+    ),  # torch.manual_seed takes a signed 64-bit integer
     Option(
         "dtype",
         "auto",

@@ -235,7 +235,7 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
             f"{found}half the stability limit {formula} = {limit:.3g} at the initial point: a "
             f"network's curvature grows as it trains"
         )
-    if opts.model.startswith("mlp"):
+    if opts.model.startswith("mlp") and suggestion is not None:
         return suggestion, (
             f"the range test over {len(advice.range_tests)} seeds (spread "
             f"{advice.range_spread:.2g}x), below half the initial limit {formula} = {limit:.3g}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gdlab.atomic import write_bytes
 
@@ -88,18 +88,32 @@ def gradient_norms(history: History) -> Figure:
     return figure
 
 
+def contour_levels(loss: Any) -> Any:
+    """25 levels spaced geometrically above the minimum (the valley stays visible), or None
+    when the grid is flat: equal values have no contour to draw."""
+    import numpy as np
+
+    shifted = loss - loss.min()
+    top = float(shifted.max())
+    if not top > 0 or not np.isfinite(top):
+        return None
+    return np.geomspace(max(top * 1e-6, 1e-300), top, 25) + loss.min()
+
+
 def surface_figure(
     surface: Surface, history: History, start: dict[str, float] | None = None
 ) -> Figure:
     """The loss over two parameters, with the run's path across it (from `start`, if given)."""
-    import numpy as np
 
     figure = _figure(7.0, 5.0)
     axes = figure.axes[0]
-    shifted = surface.loss - surface.loss.min()
-    levels = np.geomspace(max(shifted.max() * 1e-6, 1e-12), shifted.max(), 25) + surface.loss.min()
-    contours = axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap="viridis")
-    figure.colorbar(contours, ax=axes, label="loss")
+    levels = contour_levels(surface.loss)
+    if levels is None:  # a flat surface (e.g. dead ReLU units): nothing to draw but the path
+        axes.text(0.5, 0.5, "the loss is flat over this grid", transform=axes.transAxes,
+                  ha="center", color="grey")  # fmt: skip
+    else:
+        contours = axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap="viridis")
+        figure.colorbar(contours, ax=axes, label="loss")
     a, b = (([start[name]] if start else []) + history.params[name] for name in surface.names)
     axes.plot(a, b, "r.-", markersize=3, linewidth=1, label="path")
     axes.plot(a[-1:], b[-1:], "k*", markersize=12, label="final")
@@ -114,13 +128,12 @@ def compare_figure(
     surface: Surface, runs: dict[str, History], start: dict[str, float] | None = None
 ) -> Figure:
     """Several runs from the same start: paths on one contour, loss curves on one axis."""
-    import numpy as np
 
     figure = _figure(12.0, 5.0, columns=2, sharey=False)
     contour_axes, loss_axes = figure.axes
-    shifted = surface.loss - surface.loss.min()
-    levels = np.geomspace(max(shifted.max() * 1e-6, 1e-12), shifted.max(), 25) + surface.loss.min()
-    contour_axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap="Greys")
+    levels = contour_levels(surface.loss)
+    if levels is not None:  # a flat surface has no contours, only the paths
+        contour_axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap="Greys")
     first = [[start[name]] if start else [] for name in surface.names]
     for label, history in runs.items():
         a, b = (first[k] + history.params[name] for k, name in enumerate(surface.names))
