@@ -88,3 +88,46 @@ def test_the_report_works_offline_and_the_slider_moves_the_point_and_line(
     assert line == pytest.approx([w * x[0] + b, w * x[1] + b])
     assert "epoch 5" in page.text_content("#epoch-label")
     assert errors == []
+
+
+HOSTILE = ["<!--<script>", "</script><script>alert(1)</script>", "x\u2028&amp;<b>"]
+
+
+@pytest.fixture
+def hostile_report(gdlab: Callable[..., CliRun], tmp_path: Path) -> Path:
+    """A one-feature run whose column names try to end or re-mode the page's scripts."""
+    feature, target = HOSTILE[1], HOSTILE[0]
+    rows = "\n".join(f"{x},{2 * x + 1}" for x in range(8))
+    data = tmp_path / "hostile.csv"
+    data.write_text(f'"{feature}","{target}"\n{rows}\n')
+    out = tmp_path / "run"
+    fitted = gdlab("fit", str(data), "--target", target, "--epochs", "30", "--lr", "0.1",
+                   "--out", str(out))  # fmt: skip
+    assert fitted.code == 0, fitted.err
+    assert gdlab("report", str(out)).code == 0
+    return out / "report.html"
+
+
+def test_hostile_names_stay_data_in_the_page(hostile_report: Path) -> None:
+    page = hostile_report.read_text()
+    payload = page.split('<script type="application/json" id="gdlab-data">')[1]
+    payload = payload.split("</script>")[0]
+    assert "<" not in payload and ">" not in payload  # nothing the HTML tokenizer acts on
+    import json
+
+    assert HOSTILE[1] in json.dumps(json.loads(payload), ensure_ascii=False)
+    assert "<script>alert(1)" not in page.split("<h2>Summary</h2>")[1].split("<script>")[0]
+
+
+@pytest.mark.slow
+def test_hostile_names_draw_every_figure_in_chromium(hostile_report: Path, browser: Any) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    dialogs: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.route("http*://**", lambda route: route.abort())
+    page.goto(hostile_report.as_uri())
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 5")
+    assert errors == [] and dialogs == []

@@ -131,6 +131,16 @@ def report_data(
     return cleaned
 
 
+def embedded_json(data: Any) -> str:
+    """JSON that no string inside it can end or re-mode a <script> element: '<', '>' and '&'
+    are written as \\u escapes (valid JSON, the same values), so names such as '<!--<script>'
+    or '</script>' stay data (json.dumps already escapes U+2028/2029)."""
+    text = json.dumps(data, allow_nan=False)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escape)
+    return text
+
+
 def render(
     title: str,
     data: dict[str, Any],
@@ -139,7 +149,7 @@ def render(
     plotly_js: str,
 ) -> str:
     """The whole page; `plotly_js` is embedded as it is."""
-    payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")
+    payload = embedded_json(data)
     options = summary.get("options", {})
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
