@@ -151,6 +151,23 @@ def finished_run(gdlab_cli, tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
+def flip_tensor_bit(checkpoint: bytes) -> bytes:
+    """One bit flipped inside the first tensor's stored bytes: the archive still opens and
+    torch.load alone would load the wrong number."""
+    import io
+    import zipfile
+
+    member = next(i for i in zipfile.ZipFile(io.BytesIO(checkpoint)).infolist()
+                  if "/data/" in i.filename)  # fmt: skip
+    header = member.header_offset
+    name_length = int.from_bytes(checkpoint[header + 26 : header + 28], "little")
+    extra_length = int.from_bytes(checkpoint[header + 28 : header + 30], "little")
+    start = header + 30 + name_length + extra_length
+    damaged = bytearray(checkpoint)
+    damaged[start + 2] ^= 0x40
+    return bytes(damaged)
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
@@ -161,6 +178,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         (lambda b: b[: len(b) // 2], ["model.pt", "damaged, truncated"]),
         (lambda b: b"\x00garbage" * 50, ["model.pt", "damaged"]),
         (lambda b: b"", ["model.pt"]),
+        (lambda b: flip_tensor_bit(b), ["model.pt", "damaged"]),
     ],
 )
 def test_a_damaged_checkpoint_is_refused_and_nothing_changes(

@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import math
+import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,7 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
     if not path.is_file():
         raise GdlabError(f"{run_dir} is not a gdlab run folder: {MODEL_FILE} is missing.")
     try:
+        _check_crcs(path)  # torch.load does not: a flipped bit in a tensor would load silently
         # weights_only: a checkpoint holds tensors and plain values, never code to run
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -281,6 +283,14 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
         fingerprint=state["fingerprint"],
     )
     return result, state
+
+
+def _check_crcs(path: Path) -> None:
+    """Every member of the checkpoint's zip archive against the CRC-32 torch.save stored."""
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise ValueError(f"CRC mismatch in {bad}")
 
 
 def resume_options(
