@@ -238,3 +238,52 @@ def test_a_finished_run_resumes_with_its_own_data_path_from_elsewhere(
     assert run.code == 0, run.err
     summary = json.loads(run.out)
     assert summary["epochs"] == 8
+
+
+def _crafted(state: dict, change: str) -> dict:
+    import math as _math
+
+    if change == "missing key":
+        del state["history"]
+    elif change == "wrong type":
+        state["features"] = 3
+    elif change == "unequal history":
+        state["history"]["train_loss"] = state["history"]["train_loss"][:-1]
+    elif change == "nan history":
+        state["history"]["train_loss"][0] = _math.nan
+    elif change == "scaler shape":
+        state["x_scaler"]["shift"] = [0.0, 0.0, 0.0]
+    return state
+
+
+@pytest.mark.parametrize(
+    "change", ["missing key", "wrong type", "unequal history", "nan history", "scaler shape"]
+)
+@pytest.mark.parametrize("command", ["resume", "predict", "plot", "report"])
+def test_a_crafted_checkpoint_is_one_message_everywhere(
+    gdlab_cli, finished_run: Path, tmp_path: Path, change: str, command: str
+) -> None:
+    import torch
+
+    checkpoint = finished_run / "model.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save(_crafted(state, change), checkpoint)  # valid CRCs: only the structure is wrong
+    before = snapshot(finished_run)
+    data = tmp_path / "d.csv"
+    argv = {
+        "resume": ["fit", "--resume", str(finished_run), "--epochs", "10"],
+        "predict": ["predict", str(finished_run), str(data)],
+        "plot": ["plot", str(finished_run)],
+        "report": ["report", str(finished_run)],
+    }[command]
+    run = gdlab_cli(*argv)
+    assert run.code == 2 and run.err.count("\n") == 1 and "Traceback" not in run.err, run.err
+    assert "model.pt" in run.err and "damaged" in run.err
+    assert snapshot(finished_run) == before
+
+
+def test_a_damaged_summary_is_one_message(gdlab_cli, finished_run: Path) -> None:
+    (finished_run / "summary.json").write_text('{"status": ')
+    run = gdlab_cli("report", str(finished_run))
+    assert run.code == 2 and run.err.count("\n") == 1 and "summary.json" in run.err
+    assert not (finished_run / "report.html").exists()

@@ -660,7 +660,7 @@ def report(
 
     from gdlab.atomic import write_text
     from gdlab.report import render, report_data
-    from gdlab.runs import SUMMARY_FILE, RunLock, check_not_input, check_out_file, load_run
+    from gdlab.runs import RunLock, check_not_input, check_out_file, load_run, read_summary
 
     if not run_dir.is_dir():
         raise GdlabError(f"{run_dir}: no such run folder.")
@@ -674,7 +674,7 @@ def report(
             check_not_input([out], [*own, *inputs, *([Path(data)] if data else [])])
         if not len(result.history):
             raise GdlabError(f"{run_dir} has no epochs in its history; nothing to report.")
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        summary = read_summary(run_dir)
         surface, line = None, None
         if result.history.params:
             from gdlab.surface import check_pair, default_pair, loss_surface

@@ -261,6 +261,7 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
         history = History.from_dict(state["history"])
         x_scaler = Scaler.from_dict(state["x_scaler"]) if state["x_scaler"] else None
         y_scaler = Scaler.from_dict(state["y_scaler"]) if state["y_scaler"] else None
+        _check_structure(state, history, x_scaler, y_scaler, spec.degree)
     except Exception as error:  # any unpickling failure means the same thing to the user
         raise GdlabError(
             f"{path} is damaged, truncated or not a gdlab {FORMAT} checkpoint "
@@ -283,6 +284,60 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
         fingerprint=state["fingerprint"],
     )
     return result, state
+
+
+def _check_structure(
+    state: dict[str, Any],
+    history: History,
+    x_scaler: Scaler | None,
+    y_scaler: Scaler | None,
+    degree: int,
+) -> None:
+    """What the views of a run rely on, checked once here so that a crafted or damaged
+    checkpoint is one message, never a traceback later in predict, plot or report."""
+    rows = len(history.epoch)
+    columns = [history.train_loss, history.val_loss, history.lr, history.grad_norm,
+               *history.params.values(), *history.grad_norms.values()]  # fmt: skip
+    if any(len(column) != rows for column in columns):
+        raise ValueError("history columns of unequal length")
+    if not all(isinstance(e, int) for e in history.epoch) or history.epoch != sorted(
+        set(history.epoch)
+    ):
+        raise ValueError("history epochs are not increasing integers")
+    if not all(math.isfinite(float(v)) for v in history.train_loss):
+        raise ValueError("non-finite training loss in the history")
+    features, inputs = state["features"], int(state["n_inputs"])
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise ValueError("feature names")
+    if len(features) * degree != inputs:
+        raise ValueError("feature count")
+    if x_scaler is not None and (x_scaler.shift.shape != (inputs,) or
+                                 x_scaler.scale.shape != (inputs,)):  # fmt: skip
+        raise ValueError("feature scaler shape")
+    if y_scaler is not None and (y_scaler.shift.shape != (1,) or y_scaler.scale.shape != (1,)):
+        raise ValueError("target scaler shape")
+    classes = state["classes"]
+    if classes is not None and not all(isinstance(c, int) for c in classes):
+        raise ValueError("class labels")
+    if not isinstance(state["status"], str) or not isinstance(state["target"], str):
+        raise ValueError("status or target")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """summary.json as a dict, or the damaged-file message."""
+    path = run_dir / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict) or not isinstance(summary.get("options", {}), dict):
+            raise ValueError("not a summary")
+        if not isinstance(summary.get("warnings", []), list):
+            raise ValueError("warnings")
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise GdlabError(
+            f"{path} is missing or damaged ({type(error).__name__}); rerun the fit, or "
+            f"`gdlab fit --resume {run_dir}` rewrites it."
+        ) from None
+    return summary
 
 
 def _check_crcs(path: Path) -> None:
