@@ -31,6 +31,10 @@ FUNCTIONS: dict[str, tuple[Any, Callable[[torch.Tensor], torch.Tensor]]] = {
 }
 CONSTANTS = {"pi": (sympy.pi, math.pi), "e": (sympy.E, math.e)}
 MAX_LENGTH = 500
+MAX_DEPTH = 64  # nesting of the parsed tree (a power tower, nested calls)
+MAX_EXPONENT = 64  # |exponent| of any power with a number as exponent
+MAX_MAGNITUDE = 300  # decimal digits of a constant the expression may fold to
+EXPAND_OPS = 60  # derivatives of expressions up to this size are expanded; larger ones not
 
 SURFACES = {
     "quadratic-bowl": ("x**2 + y**2", {"x": 1.5, "y": 1.0}),
@@ -49,7 +53,12 @@ class Expression:
     function: Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
     def derivative(self, name: str) -> Any:
-        return sympy.expand(sympy.diff(self.symbolic, sympy.Symbol(name, real=True)))
+        """The symbolic derivative, expanded (18A + 18) when the expression is small; as sympy
+        leaves it when expanding could take long (a product of many factors)."""
+        derivative = sympy.diff(self.symbolic, sympy.Symbol(name, real=True))
+        if sympy.count_ops(self.symbolic) <= EXPAND_OPS:
+            return sympy.expand(derivative)
+        return derivative
 
     def __call__(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.function(values)
@@ -68,8 +77,25 @@ def parse(text: str) -> Expression:
             f"cannot read the expression at column {column + 1}: {_point(text, column)} "
             f"({error.msg}); write it like (3+3*a)**2 or (1-x)**2 + 100*(y-x**2)**2."
         ) from None
+    if _depth(tree.body) > MAX_DEPTH:
+        raise GdlabError(
+            f"the expression nests deeper than {MAX_DEPTH} levels; write a shallower one."
+        )
     names: list[str] = []
-    symbolic = _to_sympy(tree.body, text, names)
+    try:
+        symbolic = sympy.sympify(_to_sympy(tree.body, text, names))
+    except GdlabError:
+        raise
+    except (OverflowError, ZeroDivisionError, ValueError, RecursionError, MemoryError) as error:
+        raise GdlabError(
+            f"the expression cannot be evaluated ({error}); write one with a finite value "
+            f"(no division by zero, no 0 to a negative power, no huge numbers)."
+        ) from None
+    if symbolic.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
+        raise GdlabError(
+            "the expression is not finite (a division by zero, or 0 to a negative power); "
+            "write one that has a value everywhere near the start."
+        )
     variables = tuple(sorted(dict.fromkeys(names)))
     if not 1 <= len(variables) <= 2:
         found = ", ".join(variables) or "none"
@@ -83,6 +109,30 @@ def parse(text: str) -> Expression:
         return result
 
     return Expression(text, variables, symbolic, function)
+
+
+def _depth(node: ast.AST) -> int:
+    """The height of the tree, without recursion (a deep tree must not overflow the stack)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:
+            stack.extend((child, level + 1) for child in ast.iter_child_nodes(current))
+    return deepest
+
+
+def _check_power(node: ast.AST, base: Any, exponent: Any, text: str) -> None:
+    """Refuse powers whose folding or expansion is unbounded: an exponent above MAX_EXPONENT,
+    or a constant of more than MAX_MAGNITUDE digits (9**9**9**9)."""
+    if not exponent.is_number:
+        return
+    if exponent.is_finite and abs(float(exponent)) > MAX_EXPONENT:
+        raise _fail(node, text, f"an exponent above {MAX_EXPONENT} ({exponent})")
+    if base.is_number and base.is_finite and base != 0:
+        digits = abs(float(exponent)) * math.log10(abs(complex(base)))
+        if digits > MAX_MAGNITUDE:
+            raise _fail(node, text, f"a number of about {digits:.0f} digits")
 
 
 def _point(text: str, column: int) -> str:
@@ -119,6 +169,8 @@ def _to_sympy(node: ast.AST, text: str, names: list[str]) -> Any:
     if isinstance(node, ast.BinOp) and type(node.op) in _SYMPY_OPERATORS:
         left = _to_sympy(node.left, text, names)
         right = _to_sympy(node.right, text, names)
+        if isinstance(node.op, ast.Pow):
+            _check_power(node, sympy.sympify(left), sympy.sympify(right), text)
         return _SYMPY_OPERATORS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         value = _to_sympy(node.operand, text, names)
@@ -138,8 +190,8 @@ def _to_sympy(node: ast.AST, text: str, names: list[str]) -> Any:
 
 def _to_torch(node: ast.AST, values: dict[str, torch.Tensor]) -> Any:
     """Evaluate the (already whitelisted) tree on tensors."""
-    if isinstance(node, ast.Constant):
-        return node.value
+    if isinstance(node, ast.Constant):  # a float tensor: 10**20 fits, and 1/0 is inf, not raised
+        return torch.tensor(float(node.value), dtype=torch.float64)
     if isinstance(node, ast.Name):
         return CONSTANTS[node.id][1] if node.id in CONSTANTS else values[node.id]
     if isinstance(node, ast.BinOp):
