@@ -158,6 +158,7 @@ class Trainer:
         custom_model: nn.Module | None,
         previous: FitResult | None = None,
         classes: list[int] | None = None,
+        copies: int = 1,
     ) -> None:
         if opts.dtype == "auto":  # float64 where it is cheap: exact digits; float32 on a GPU
             opts = dataclasses.replace(opts, dtype="float32" if _on_gpu(opts) else "float64")
@@ -181,6 +182,7 @@ class Trainer:
                     f"({', '.join(map(str, self.classes))}). Use --model softmax."
                 )
             self.y = codes.astype(np.float64)
+        self._check_memory(X, copies)
         self.Z = expand_powers(X, self.spec.degree)
         n = len(self.Z)
         n_val = round(n * opts.val_fraction)
@@ -251,6 +253,25 @@ class Trainer:
                     f"needs about that many epochs per digit and the coefficients are poorly "
                     f"determined. Use fewer or less correlated features, or a lower degree."
                 )
+
+    def _check_memory(self, X: FloatArray, copies: int) -> None:
+        """Refuse, before allocating, a model or a sweep that cannot fit the memory budget."""
+        from gdlab.memory import check_fits, estimate_fit
+
+        opts = self.opts
+        outputs = len(self.classes) if self.classes and opts.resolved_loss == "cross-entropy" else 1
+        estimate = estimate_fit(
+            self.spec,
+            rows=len(X),
+            features=X.shape[1],
+            outputs=outputs,
+            dtype_bytes=4 if opts.dtype == "float32" else 8,
+            batch_size=opts.batch_size,
+            least_squares=self.spec.is_linear_in_parameters and opts.resolved_loss == "mse",
+            copies=copies,
+        )
+        what = f"model {opts.model}" + (f" with {copies} rates" if copies > 1 else "")
+        check_fits(estimate, opts.memory_budget, what)
 
     def _check_separable(self) -> bool | None:
         """Linear classifiers without a penalty: are the training rows linearly separable?

@@ -170,6 +170,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("device", "auto", one_of(DEVICES), "where to train; auto picks cuda when available"),
     Option(
+        "memory_budget",
+        None,
+        Constraint(
+            "None (80% of the available memory) or a positive number of bytes, e.g. 4e9 or 4G",
+            lambda v: v is None or (real_in(0.0, math.inf, low_open=True).check(v)),
+        ),
+        "memory a run may plan to use; a model or sweep estimated above it is refused",
+    ),
+    Option(
         "exact_path",
         "auto",
         one_of(EXACT_PATHS),
@@ -180,7 +189,13 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
-PARSED = ("lr", "batch_size", "epochs")  # options whose text form is not their value's Python form
+PARSED = ("lr", "batch_size", "epochs", "memory_budget")
+_UNITS = {
+    "k": 1e3,
+    "m": 1e6,
+    "g": 1e9,
+    "t": 1e12,
+}  # options whose text form is not their value's Python form
 
 
 def parse_value(name: str, text: str) -> Any:
@@ -192,6 +207,15 @@ def parse_value(name: str, text: str) -> Any:
         if word in ("full", "none"):
             return None
         return int(word) if word.isdigit() else text
+    if name == "memory_budget":
+        if word in ("", "none", "auto"):
+            return None
+        scale = _UNITS.get(word.rstrip("ib")[-1:], 1.0)
+        number = word.rstrip("ib").rstrip("kmgt") if scale != 1.0 else word.rstrip("b")
+        try:
+            return float(number) * scale
+        except ValueError:
+            return text
     if name == "epochs":
         return "auto" if word == "auto" else int(word) if word.isdigit() else text
     if name == "lr":
@@ -234,6 +258,7 @@ class FitOptions:
     seed: int = 0
     dtype: str = "auto"
     device: str = "auto"
+    memory_budget: float | None = None
     exact_path: str = "auto"
 
     def __post_init__(self) -> None:

@@ -63,6 +63,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         seed: int = 0,
         dtype: str = "auto",
         device: str = "auto",
+        memory_budget: float | None = None,
         exact_path: str = "auto",
     ) -> None:
         self.model = model
@@ -86,6 +87,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         self.seed = seed
         self.dtype = dtype
         self.device = device
+        self.memory_budget = memory_budget
         self.exact_path = exact_path
 
     # -- what subclasses decide -------------------------------------------------------------

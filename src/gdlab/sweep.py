@@ -33,6 +33,7 @@ from gdlab.train.exact import LeastSquaresStatistics
 from gdlab.train.rules import DIVERGENCE_FACTOR, RISE_FACTOR, RISE_WINDOW, divergence
 
 SWEEP_EPOCHS = 1000
+MAX_RATES = 1000
 GOOD_WITHIN = 0.05  # a run within 5% of the best final loss is "good"
 OSCILLATING_SHARE = 0.1  # rising in more than 10% of the last half of epochs
 
@@ -55,11 +56,16 @@ def parse_rates(text: str) -> list[float]:
     try:
         if ":" in text:
             low, high, count = text.split(":")
-            rates = np.geomspace(float(low), float(high), int(count)).tolist()
+            if not 1 <= int(count) <= MAX_RATES:
+                rates = [math.nan] * 2  # refused below, with the count named
+            else:
+                rates = np.geomspace(float(low), float(high), int(count)).tolist()
         else:
             rates = [float(part) for part in text.split(",")]
     except ValueError:
         rates = []
+    if ":" in text and len(rates) == 2 and math.isnan(rates[0]):
+        raise GdlabError(f"--lr {text!r}: a sweep takes 1 to {MAX_RATES} rates.")
     if not rates or not all(math.isfinite(r) and r > 0 for r in rates):
         raise GdlabError(
             f"--lr {text!r}: give LOW:HIGH:COUNT (log-spaced, e.g. 1e-4:1:16) or a comma list of "
@@ -93,7 +99,8 @@ def sweep(
     opts = make_options(**{**options, "lr": 1.0})
     matrix, names = as_matrix(X)
     names = list(feature_names) if feature_names is not None else names
-    trainer = Trainer(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None)
+    trainer = Trainer(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None,
+                      copies=len(lrs) * len(optimizers))  # fmt: skip
     net, loss_fn, data = trainer.initial_problem()
     scale = trainer.loss_scale()
     groups = [_Group(net, dataclasses.replace(opts, optimizer=name), lrs) for name in optimizers]

@@ -1,0 +1,49 @@
+"""Work bounded by what the user asked for: each case, in a subprocess whose memory and time
+are limited, ends within seconds with exit code 2, one line naming the problem, no traceback,
+and nothing written."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MEMORY_LIMIT = 6 << 30  # address space: torch alone maps about 1.5 GiB of it
+SECONDS = 60
+
+CASES = {
+    "mlp of 10^8 units": (["fit", "noisy-plane", "--model", "mlp:100000000"], ["310 GiB"]),
+    "two layers of 10^5": (["fit", "noisy-plane", "--model", "mlp:100000,100000"], ["GiB"]),
+    "poly of degree 10^5": (["fit", "noisy-plane", "--model", "poly:100000"], ["XᵀX"]),
+    "a billion rates": (["sweep", "noisy-plane", "--lr", "1e-4:1:1000000000"], ["1 to 1000"]),
+    "many rates of a large mlp": (
+        ["sweep", "noisy-plane", "--model", "mlp:1000000", "--lr", "1e-4:1:1000"],
+        ["1000 rates", "TiB"],
+    ),
+    "a tiny budget": (["fit", "noisy-plane", "--memory-budget", "1k"], ["memory_budget"]),
+    "a seed beyond 64 bits": (["fit", "noisy-plane", "--seed", str(2**70)], ["'seed'"]),
+    "a power tower": (["descend", "9**9**9**9"], ["exponent above 64"]),
+    "a huge exponent": (["descend", "(a+1)**100000"], ["exponent above 64"]),
+}
+
+
+def limited() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_unbounded_requests_are_refused_before_the_work(tmp_path: Path, case: str) -> None:
+    argv, words = CASES[case]
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "gdlab", *argv, "--out", str(out)],
+        capture_output=True, text=True, timeout=SECONDS, preexec_fn=limited, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+    assert all(word in run.stderr for word in words), run.stderr
+    assert not out.exists() or [p.name for p in out.iterdir()] == []
