@@ -47,3 +47,23 @@ def test_unbounded_requests_are_refused_before_the_work(tmp_path: Path, case: st
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
     assert all(word in run.stderr for word in words), run.stderr
     assert not out.exists() or [p.name for p in out.iterdir()] == []
+
+
+@pytest.mark.slow
+def test_a_wide_least_squares_problem_iterates_instead_of_solving_a_huge_system(
+    tmp_path: Path,
+) -> None:
+    """3 rows x 20,000 columns used to run lstsq on a 20001 x 20001 matrix for minutes."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "wide.npz"
+    np.savez(data, X=rng.normal(size=(3, 20_000)), y=rng.normal(size=3))
+    run = subprocess.run(
+        [sys.executable, "-m", "gdlab", "fit", str(data), "--target", "y", "--epochs", "200",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=SECONDS, preexec_fn=limited, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "XᵀX" in run.stderr and "skipped above 2000" in run.stderr
+    assert "path: autograd" in run.stdout

@@ -60,6 +60,7 @@ from gdlab.train.rules import (
 
 MAX_RECORDED_PARAMETERS = 20
 MAX_AUTO_EPOCHS = 10_000_000
+EXACT_MAX_WIDTH = 2000  # parameters up to which least squares builds and solves XᵀX
 CLOSED_FORM = "closed-form"
 CURVATURE_ROWS = 1 << 17
 logger = logging.getLogger("gdlab")
@@ -226,11 +227,7 @@ class Trainer:
         self.curvature: Curvature | None = None
         self.raw_condition: float | None = None
         self.statistics: LeastSquaresStatistics | None = None
-        if (
-            custom_model is None
-            and self.spec.is_linear_in_parameters
-            and opts.resolved_loss == "mse"
-        ):
+        if self._least_squares_statistics_fit():
             # θ* and loss* only serve the exact path (full batch); the curvature needs G alone,
             # and a mini-batch run (which never uses G to train) takes it from evenly spaced
             # rows, at most CURVATURE_ROWS of them: λ to a few percent, in a fraction of a pass.
@@ -254,6 +251,25 @@ class Trainer:
                     f"determined. Use fewer or less correlated features, or a lower degree."
                 )
 
+    def _least_squares_statistics_fit(self) -> bool:
+        """Whether XᵀX (d² numbers, O(d³) to solve) serves this run: least squares on a model
+        linear in its parameters with at most EXACT_MAX_WIDTH of them. Wider problems iterate
+        with autograd and take their curvature from Hessian-vector products instead."""
+        opts = self.opts
+        if self.custom_model is not None or not self.spec.is_linear_in_parameters:
+            return False
+        if opts.resolved_loss != "mse":
+            return False
+        width = self.X.shape[1] * self.spec.degree + opts.intercept
+        if width > EXACT_MAX_WIDTH:
+            self._warn(
+                f"{width} parameters: the least-squares statistics XᵀX ({width}² numbers, "
+                f"O(d³) to solve) are skipped above {EXACT_MAX_WIDTH}; training iterates "
+                f"with autograd and the curvature comes from Hessian-vector products."
+            )
+            return False
+        return True
+
     def _check_memory(self, X: FloatArray, copies: int) -> None:
         """Refuse, before allocating, a model or a sweep that cannot fit the memory budget."""
         from gdlab.memory import check_fits, estimate_fit
@@ -267,7 +283,9 @@ class Trainer:
             outputs=outputs,
             dtype_bytes=4 if opts.dtype == "float32" else 8,
             batch_size=opts.batch_size,
-            least_squares=self.spec.is_linear_in_parameters and opts.resolved_loss == "mse",
+            least_squares=self.spec.is_linear_in_parameters
+            and opts.resolved_loss == "mse"
+            and X.shape[1] * self.spec.degree + opts.intercept <= EXACT_MAX_WIDTH,
             copies=copies,
         )
         what = f"model {opts.model}" + (f" with {copies} rates" if copies > 1 else "")
