@@ -199,3 +199,43 @@ def test_a_constant_feature_warns_and_gets_finite_coefficients(gdlab, tmp_path: 
     summary = json.loads(run.out)
     assert summary["coef"]["k"] == 0.0
     assert summary["coef"]["x"] == pytest.approx(2.0, abs=1e-4)
+
+
+def _npy_declaring(path: Path, rows: int) -> None:
+    """A valid .npy header that declares `rows` x 2 float64 values, followed by 16 bytes."""
+    header = {"descr": "<f8", "fortran_order": False, "shape": (rows, 2)}
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.write(np.zeros(2).tobytes())
+
+
+SPECIAL_FILES = ["dev-zero", "fifo", "symlink-loop", "huge-npy-header", "structured-npy",
+                 "npz-column-twice"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", SPECIAL_FILES)
+def test_special_and_crafted_files_are_one_clear_line(gdlab, tmp_path: Path, kind: str) -> None:
+    import os
+
+    if kind == "dev-zero":
+        data, words = Path("/dev/zero"), ["not a regular file"]
+    elif kind == "fifo":
+        data, words = tmp_path / "pipe.csv", ["not a regular file"]
+        os.mkfifo(data)
+    elif kind == "symlink-loop":
+        data, words = tmp_path / "a.csv", ["link that loops"]
+        (tmp_path / "b.csv").symlink_to(data)
+        data.symlink_to(tmp_path / "b.csv")
+    elif kind == "huge-npy-header":
+        data, words = tmp_path / "d.npy", ["declares shape", "damaged or truncated"]
+        _npy_declaring(data, 10**12)
+    elif kind == "structured-npy":
+        data, words = tmp_path / "d.npy", ["must hold numbers"]
+        np.save(data, np.zeros(3, dtype=[("a", "f8"), ("b", "i4")]))
+    else:
+        data, words = tmp_path / "d.npz", ["'x0'", "rename one"]
+        np.savez(data, X=np.ones((4, 2)), x0=np.zeros(4), y=np.arange(4.0))
+    run = gdlab("fit", str(data), "--target", "y", "--out", str(tmp_path / "out"))
+    assert run.code == 2 and run.err.count("\n") == 1 and "Traceback" not in run.err, run.err
+    assert all(word in run.err for word in words), run.err
+    assert not (tmp_path / "out").exists()

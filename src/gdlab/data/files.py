@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,10 +17,24 @@ SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npz", ".npy")
 
 def read_table(path: Path) -> pd.DataFrame:
     """Load a data file as a DataFrame; every failure is a `GdlabError` naming the file."""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python 3.10-3.12 report a loop this way
+            raise GdlabError(f"{path} is a symbolic link that loops; point it at a file.") from None
+        except OSError as error:
+            if "loop" in str(error).lower() or error.errno == 40:  # ELOOP
+                raise GdlabError(
+                    f"{path} is a symbolic link that loops; point it at a file."
+                ) from None
     if not path.exists():
         raise GdlabError(f"{path}: no such file; check the path (or run `gdlab datasets`).")
     if path.is_dir():
         raise GdlabError(f"{path} is a folder, not a data file; give a CSV, Parquet, .npz or .npy.")
+    if not stat.S_ISREG(path.stat().st_mode):  # /dev/zero, a FIFO: endless or never-ending
+        raise GdlabError(
+            f"{path} is not a regular file (a device, FIFO or socket); save the data to a file."
+        )
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise GdlabError(f"{path} is empty; give a file with a header row and data rows.")
@@ -89,6 +104,7 @@ def _read_npy(path: Path) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
+    _check_npy_header(path)
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
@@ -99,6 +115,33 @@ def _read_npy(path: Path) -> pd.DataFrame:
             f"2-D (rows, columns), with the target as one of the columns c0, c1, ..."
         )
     return pd.DataFrame(array, columns=[f"c{i}" for i in range(array.shape[1])])
+
+
+def _check_npy_header(path: Path) -> None:
+    """The header's shape and dtype against the file's size, before any data is read: a
+    header may declare 10^12 rows in a file of a few bytes."""
+    import numpy as np
+
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)  # fmt: skip
+            shape, _, dtype = read(handle)
+            offset = handle.tell()
+    except (ValueError, OSError) as error:
+        raise GdlabError(f"{path} is not a readable .npy file ({error}).") from None
+    if dtype.fields is not None or dtype.hasobject or dtype.kind not in "biuf":
+        raise GdlabError(
+            f"{path} holds {dtype} values; a .npy data file must hold numbers (int or float) "
+            f"in a plain 2-D array."
+        )
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared != path.stat().st_size - offset:
+        raise GdlabError(
+            f"{path} declares shape {shape} ({declared} bytes) but holds "
+            f"{path.stat().st_size - offset} bytes of data; the file is damaged or truncated."
+        )
 
 
 def _read_npz(path: Path) -> pd.DataFrame:
@@ -113,9 +156,16 @@ def _read_npz(path: Path) -> pd.DataFrame:
         raise GdlabError(f"{path} is not a readable .npz file ({error}).") from None
     columns: dict[str, object] = {}
     for name, array in arrays.items():
+        names = [f"{name.lower()}{i}" for i in range(array.shape[1])] if array.ndim == 2 else [name]
+        taken = [column for column in names if column in columns]
+        if taken:
+            raise GdlabError(
+                f"{path}: array {name!r} gives column {taken[0]!r}, which another array gives "
+                f"too; rename one of the arrays."
+            )
         if array.ndim == 2:
-            for i in range(array.shape[1]):
-                columns[f"{name.lower()}{i}"] = array[:, i]
+            for i, column in enumerate(names):
+                columns[column] = array[:, i]
         elif array.ndim == 1:
             columns[name] = array
         else:
