@@ -239,3 +239,14 @@ def test_special_and_crafted_files_are_one_clear_line(gdlab, tmp_path: Path, kin
     assert run.code == 2 and run.err.count("\n") == 1 and "Traceback" not in run.err, run.err
     assert all(word in run.err for word in words), run.err
     assert not (tmp_path / "out").exists()
+
+
+def test_terminal_escape_sequences_in_column_names_are_shown_escaped(gdlab, tmp_path: Path):
+    data = tmp_path / "d.csv"
+    data.write_text("x\x1b[31mRED,y\n1,2\n2,4.1\n3,5.9\n4,8.2\n")
+    fitted = gdlab("fit", str(data), "--target", "y", "--out", str(tmp_path / "run"))
+    refused = gdlab("fit", str(data), "--target", "nope", "--out", str(tmp_path / "other"))
+    assert fitted.code == 0 and refused.code == 2
+    for text in (fitted.out, fitted.err, refused.err):
+        assert "\x1b" not in text
+    assert "x\\x1b[31mRED" in fitted.out and "x\\x1b[31mRED" in refused.err

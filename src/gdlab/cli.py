@@ -33,13 +33,26 @@ if TYPE_CHECKING:
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 130
 
 
+def visible(text: str) -> str:
+    """Text as the terminal should show it: control characters (escape sequences, newlines in
+    a column name) written as Python escapes, never acted on; everything else as it is."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 def fail(message: str) -> NoReturn:
-    click.echo(f"gdlab: error: {message}", err=True)
+    click.echo(f"gdlab: error: {visible(message)}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
 
 def warn(message: str) -> None:
-    click.echo(f"gdlab: warning: {message}", err=True)
+    click.echo(f"gdlab: warning: {visible(message)}", err=True)
+
+
+def _echo(text: str, **kwargs: Any) -> None:
+    """click.echo for lines that carry names from the user's data."""
+    click.echo("\n".join(visible(line) for line in text.split("\n")), **kwargs)
 
 
 def _batch_size(value: str | None) -> int | None:
@@ -946,7 +959,7 @@ class _Progress:
             if self.bar is not None:
                 self.bar.write(line, file=sys.stderr if self.quiet else sys.stdout)
             else:
-                click.echo(line, err=self.quiet)
+                _echo(line, err=self.quiet)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -966,27 +979,27 @@ def _print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None
     why = ""
     if verdict is not None and verdict.test:
         why = f" ({verdict.test} test{', ' + verdict.reason if verdict.reason else ''})"
-    click.echo(f"status: {summary['status']} after {summary['epochs']} epochs{why}")
+    _echo(f"status: {summary['status']} after {summary['epochs']} epochs{why}")
     if verdict is not None:
         for measure in verdict.measures:
-            click.echo(f"  {measure}")
-    click.echo(f"path: {PATH_TEXT.get(result.path, result.path)}")
+            _echo(f"  {measure}")
+    _echo(f"path: {PATH_TEXT.get(result.path, result.path)}")
     kept = f" (the kept model, epoch {summary['kept_epoch']})" if "kept_epoch" in summary else ""
     if summary["loss"] is not None:
-        click.echo(f"train loss: {summary['loss']:.6g}{kept}")
+        _echo(f"train loss: {summary['loss']:.6g}{kept}")
     if summary.get("val_loss") is not None:
-        click.echo(f"validation loss: {summary['val_loss']:.6g}{kept}")
+        _echo(f"validation loss: {summary['val_loss']:.6g}{kept}")
     if "coef" in summary:
-        click.echo("coefficients (original units):")
+        _echo("coefficients (original units):")
         for name, value in summary["coef"].items():
             if isinstance(value, dict):
                 inner = ", ".join(f"{k}={v:.6g}" for k, v in value.items())
-                click.echo(f"  class {name}: {inner}; intercept={summary['intercept'][name]:.6g}")
+                _echo(f"  class {name}: {inner}; intercept={summary['intercept'][name]:.6g}")
             else:
-                click.echo(f"  {name:<12} {value: .10g}")
+                _echo(f"  {name:<12} {value: .10g}")
         if not isinstance(summary["intercept"], dict):
-            click.echo(f"  {'intercept':<12} {summary['intercept']: .10g}")
-    click.echo(f"wrote {out}/model.pt, history.csv, summary.json")
+            _echo(f"  {'intercept':<12} {summary['intercept']: .10g}")
+    _echo(f"wrote {out}/model.pt, history.csv, summary.json")
 
 
 @cli.command()
