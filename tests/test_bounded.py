@@ -67,3 +67,20 @@ def test_a_wide_least_squares_problem_iterates_instead_of_solving_a_huge_system(
     assert run.returncode == 0, run.stderr
     assert "XᵀX" in run.stderr and "skipped above 2000" in run.stderr
     assert "path: autograd" in run.stdout
+
+
+@pytest.mark.slow
+def test_a_file_without_line_breaks_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    data = tmp_path / "one-line.csv"
+    with data.open("wb") as handle:  # 64 MiB with no line break after the header
+        handle.write(b"x,y\n")
+        for _ in range(64):
+            handle.write(b"1" * (1 << 20))
+    run = subprocess.run(
+        [sys.executable, "-m", "gdlab", "fit", str(data), "--target", "y",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=SECONDS, check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)),
+    )  # fmt: skip
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "line 2" in run.stderr and "without a line break" in run.stderr

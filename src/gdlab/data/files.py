@@ -54,6 +54,7 @@ def read_table(path: Path) -> pd.DataFrame:
 def _read_delimited(path: Path, delimiter: str) -> pd.DataFrame:
     import pandas as pd
 
+    _check_line_lengths(path)
     _check_rectangular(path, delimiter)
     try:
         return pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", skip_blank_lines=True)
@@ -61,6 +62,29 @@ def _read_delimited(path: Path, delimiter: str) -> pd.DataFrame:
         raise GdlabError(f"{path} is empty; give a file with a header row and data rows.") from None
     except (pd.errors.ParserError, ValueError) as error:
         raise GdlabError(f"{path} could not be parsed as CSV: {error}".replace("\n", " ")) from None
+
+
+MAX_LINE_BYTES = 16 << 20  # a CSV line longer than this is not a table row
+SCAN_BYTES = 1 << 20
+
+
+def _check_line_lengths(path: Path) -> None:
+    """One pass in blocks of SCAN_BYTES, before any line is read whole: a file without line
+    breaks (a 2 GB single line) is refused in bounded memory."""
+    line, run = 1, 0
+    with path.open("rb") as handle:
+        while block := handle.read(SCAN_BYTES):
+            last = block.rfind(b"\n")
+            if last < 0:
+                run += len(block)
+            else:
+                line += block.count(b"\n")
+                run = len(block) - last - 1
+            if run > MAX_LINE_BYTES:
+                raise GdlabError(
+                    f"{path}, line {line}: longer than {MAX_LINE_BYTES >> 20} MiB without a line "
+                    f"break; a CSV file has one row per line."
+                )
 
 
 def _check_rectangular(path: Path, delimiter: str) -> None:
