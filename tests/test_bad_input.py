@@ -108,6 +108,11 @@ CASES: dict[str, tuple[dict[str, object], list[str], list[str]]] = {
         ["'schedule'"],
     ),
     "unknown flag": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--speed", "3"], ["--speed"]),
+    "polynomial overflow": (
+        {"d.csv": "x,y\n1e13,1\n2e13,2\n3e13,3\n"},
+        ["d.csv", "--target", "y", "--model", "poly:25"],
+        ["x^23", "overflows float64"],
+    ),
     "seed beyond 64 bits": (
         {"d.csv": GOOD},
         ["d.csv", "--target", "y", "--seed", str(2**70)],

@@ -184,7 +184,15 @@ class Trainer:
                 )
             self.y = codes.astype(np.float64)
         self._check_memory(X, copies)
-        self.Z = expand_powers(X, self.spec.degree)
+        with np.errstate(over="ignore"):
+            self.Z = expand_powers(X, self.spec.degree)
+        if self.spec.degree > 1 and not np.isfinite(self.Z).all():
+            column = power_names(names, self.spec.degree)[int(np.flatnonzero(
+                ~np.isfinite(self.Z).all(axis=0))[0])]  # fmt: skip
+            raise GdlabError(
+                f"the feature {column} overflows float64 (values above 1e308); rescale the "
+                f"feature or use a lower degree."
+            )
         n = len(self.Z)
         n_val = round(n * opts.val_fraction)
         if opts.val_fraction > 0 and (n_val < 1 or n_val >= n):

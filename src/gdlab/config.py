@@ -26,6 +26,7 @@ DEVICES = ("cpu", "cuda", "auto")
 EXACT_PATHS = ("auto", "iterate", "off")
 MODEL_FORMS = "linear | logistic | softmax | poly:K | mlp:H1,H2,..."
 
+MAX_DEGREE = 30  # poly:K beyond this is numerically meaningless in float64
 AUTO_EPOCHS = 10_000  # the budget of epochs='auto' where no curvature predicts one
 
 _MODEL_PATTERN = re.compile(
@@ -286,6 +287,12 @@ class FitOptions:
         if kind == "softmax" and loss != "cross-entropy":
             raise GdlabError(
                 f"The softmax model is trained with loss cross-entropy, not {loss}; drop --loss."
+            )
+        if kind == "poly" and int(self.model.split(":")[1]) > MAX_DEGREE:
+            raise GdlabError(
+                f"The 'model' option {self.model}: above degree {MAX_DEGREE} the powers x^K over- "
+                f"or underflow float64 and are collinear; use poly:K with K up to {MAX_DEGREE}, "
+                f"or an mlp for a more flexible shape."
             )
         if kind in ("linear", "poly") and loss in ("bce", "cross-entropy"):
             raise GdlabError(
