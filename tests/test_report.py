@@ -131,3 +131,36 @@ def test_hostile_names_draw_every_figure_in_chromium(hostile_report: Path, brows
     page.goto(hostile_report.as_uri())
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 5")
     assert errors == [] and dialogs == []
+
+
+@pytest.fixture
+def large_report(gdlab: Callable[..., CliRun], tmp_path: Path) -> Path:
+    """One feature over 1,000,000 rows: the line chart used Math.min(...x), which overflows
+    Chromium's stack, and every row made the file grow without bound."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=1_000_000)
+    data = tmp_path / "large.npz"
+    np.savez(data, x=x, y=3 * x + 1 + rng.normal(size=x.size))
+    out = tmp_path / "run"
+    assert gdlab("fit", str(data), "--target", "y", "--epochs", "20", "--out", str(out)).code == 0
+    assert gdlab("report", str(out)).code == 0
+    return out / "report.html"
+
+
+@pytest.mark.slow
+def test_a_million_row_report_is_small_and_draws_in_chromium(
+    large_report: Path, browser: Any
+) -> None:
+    assert large_report.stat().st_size < 6_000_000  # plotly.js is 4.6 MB of it
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.route("http*://**", lambda route: route.abort())
+    page.goto(large_report.as_uri())
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 5")
+    assert errors == []
+    title = page.evaluate("document.getElementById('line').layout.title.text")
+    assert "5000 of 1000000 rows drawn" in str(title)

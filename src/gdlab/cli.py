@@ -706,6 +706,9 @@ def report(
     click.echo(f"wrote {target}")
 
 
+MAX_DRAWN_POINTS = 5000  # data points a report draws: a page of bounded size on any data
+
+
 def _line_data(result: Any, trainer: Any, state: dict[str, Any]) -> dict[str, Any] | None:
     """For one-feature regression: the data and the line's weight and bias per epoch."""
     coefficients = [name for name in result.history.params if name.startswith("coef[")]
@@ -713,9 +716,13 @@ def _line_data(result: Any, trainer: Any, state: dict[str, Any]) -> dict[str, An
     if not (regression and result.spec.degree == 1 and len(coefficients) == 1):
         return None
     history = result.history
+    x, y = trainer.X[:, 0], trainer.y
+    drawn = slice(None, None, max(1, -(-len(x) // MAX_DRAWN_POINTS)))  # evenly spaced rows
     return {
-        "x": trainer.X[:, 0].tolist(),
-        "y": trainer.y.tolist(),
+        "x": x[drawn].tolist(),
+        "y": y[drawn].tolist(),
+        "ends": [float(x.min()), float(x.max())],  # over every row, not only those drawn
+        "rows": len(x),
         "w": history.params[coefficients[0]],
         "b": history.params.get("intercept", [0.0] * len(history)),
         "feature": result.feature_names[0],

@@ -52,12 +52,14 @@ if (D.surface) {
 }
 if (D.line) {
   const l = D.line;
-  const ends = [Math.min(...l.x), Math.max(...l.x)];
+  const ends = l.ends;
+  const drawn = l.x.length < l.rows ? ` (${l.x.length} of ${l.rows} rows drawn)` : '';
   Plotly.newPlot('line', [
     {x: l.x, y: l.y, mode: 'markers', name: 'data', marker: {color: '#555'}},
     {x: ends, y: ends.map((v) => l.w[n - 1] * v + l.b[n - 1]), mode: 'lines', name: 'fit',
      line: {color: 'red'}}],
-    {title: 'Fitted line', xaxis: {title: l.feature}, yaxis: {title: l.target}}, config);
+    {title: {text: 'Fitted line' + drawn}, xaxis: {title: {text: l.feature}},
+     yaxis: {title: {text: l.target}}}, config);
 }
 function show(i) {
   document.getElementById('epoch-label').textContent = 'epoch ' + D.epoch[i] +
@@ -68,7 +70,7 @@ function show(i) {
   }
   if (D.line) {
     const l = D.line;
-    const ends = [Math.min(...l.x), Math.max(...l.x)];
+    const ends = l.ends;
     Plotly.restyle('line', {y: [ends.map((v) => l.w[i] * v + l.b[i])]}, [1]);
   }
 }
