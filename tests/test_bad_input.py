@@ -215,7 +215,7 @@ def _npy_declaring(path: Path, rows: int) -> None:
 
 
 SPECIAL_FILES = ["dev-zero", "fifo", "symlink-loop", "huge-npy-header", "structured-npy",
-                 "npz-column-twice"]  # fmt: skip
+                 "npz-column-twice", "parquet-timestamps"]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", SPECIAL_FILES)
@@ -237,6 +237,11 @@ def test_special_and_crafted_files_are_one_clear_line(gdlab, tmp_path: Path, kin
     elif kind == "structured-npy":
         data, words = tmp_path / "d.npy", ["must hold numbers"]
         np.save(data, np.zeros(3, dtype=[("a", "f8"), ("b", "i4")]))
+    elif kind == "parquet-timestamps":
+        data, words = tmp_path / "d.parquet", ["'t'", "dates or times", "--features"]
+        pd.DataFrame({"t": pd.date_range("2020-01-01", periods=4), "y": np.arange(4.0)}).to_parquet(
+            data
+        )
     else:
         data, words = tmp_path / "d.npz", ["'x0'", "rename one"]
         np.savez(data, X=np.ones((4, 2)), x0=np.zeros(4), y=np.arange(4.0))

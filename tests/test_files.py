@@ -23,8 +23,9 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(
     target = tmp_path / "summary.json"
     atomic.write_text(target, "old contents\n")
     monkeypatch.setattr(atomic.os, "fsync", failing_fsync)  # the data is written, not yet durable
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as raised:
         atomic.write_text(target, "new contents, half written\n")
+    assert raised.value.filename == str(target)  # the message a user sees names the file
     assert target.read_text() == "old contents\n"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 

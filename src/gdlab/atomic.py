@@ -19,6 +19,9 @@ def write_bytes(path: Path, data: bytes) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # a full disk names no file by itself: name the one being written
+        Path(temporary).unlink(missing_ok=True)
+        raise _naming(error, path) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -36,6 +39,9 @@ def write_with(path: Path, write: Callable[[Path], object]) -> None:
             os.fsync(stream.fileno())
         os.chmod(temporary, _mode(path))
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise _naming(error, path) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -43,6 +49,13 @@ def write_with(path: Path, write: Callable[[Path], object]) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same error, with the file being written as its filename when it had none."""
+    if error.filename is not None:
+        return error
+    return type(error)(error.errno, error.strerror or str(error), str(path))
 
 
 def _mode(path: Path) -> int:

@@ -53,6 +53,12 @@ def numeric_column(frame: pd.DataFrame, name: str, source: str) -> FloatArray:
     import pandas as pd
 
     column = frame[name]
+    if column.dtype.kind in "mM" or isinstance(column.dtype, pd.DatetimeTZDtype):
+        raise GdlabError(
+            f"{source}: column {name!r} holds dates or times ({column.dtype}), which would be "
+            f"fitted as integer time counts; convert it to a number with a meaning (days since "
+            f"a date, the year) or leave it out with --features."
+        )
     if column.dtype.kind == "c":
         raise GdlabError(
             f"{source}: column {name!r} is complex; gdlab fits real numbers only "
