@@ -35,6 +35,7 @@ MAX_DEPTH = 64  # nesting of the parsed tree (a power tower, nested calls)
 MAX_EXPONENT = 64  # |exponent| of any power with a number as exponent
 MAX_MAGNITUDE = 300  # decimal digits of a constant the expression may fold to
 EXPAND_OPS = 60  # derivatives of expressions up to this size are expanded; larger ones not
+EXPAND_DEGREE = 24  # ... and only polynomials up to this degree: (a+1)**64**... is not
 
 SURFACES = {
     "quadratic-bowl": ("x**2 + y**2", {"x": 1.5, "y": 1.0}),
@@ -56,8 +57,11 @@ class Expression:
         """The symbolic derivative, expanded (18A + 18) when the expression is small; as sympy
         leaves it when expanding could take long (a product of many factors)."""
         derivative = sympy.diff(self.symbolic, sympy.Symbol(name, real=True))
-        if sympy.count_ops(self.symbolic) <= EXPAND_OPS:
-            return sympy.expand(derivative)
+        small = sympy.count_ops(self.symbolic) <= EXPAND_OPS
+        if small and _degree_bound(self.symbolic) <= EXPAND_DEGREE:
+            expanded = sympy.expand(derivative)
+            if all(_digits(number) <= MAX_MAGNITUDE for number in expanded.atoms(sympy.Number)):
+                return expanded
         return derivative
 
     def __call__(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -86,7 +90,8 @@ def parse(text: str) -> Expression:
         symbolic = sympy.sympify(_to_sympy(tree.body, text, names))
     except GdlabError:
         raise
-    except (OverflowError, ZeroDivisionError, ValueError, RecursionError, MemoryError) as error:
+    except (OverflowError, ZeroDivisionError, ValueError, TypeError, RecursionError,
+            MemoryError) as error:  # fmt: skip
         raise GdlabError(
             f"the expression cannot be evaluated ({error}); write one with a finite value "
             f"(no division by zero, no 0 to a negative power, no huge numbers)."
@@ -111,6 +116,30 @@ def parse(text: str) -> Expression:
     return Expression(text, variables, symbolic, function)
 
 
+def _degree_bound(expression: Any) -> float:
+    """An upper bound of the polynomial degree that expanding would produce: a power
+    multiplies its base's degree by a numeric exponent, a product adds, a sum takes the
+    largest; anything else (a function of x) counts as degree 1."""
+    if expression.is_Symbol:
+        return 1.0
+    if expression.is_Number or not expression.free_symbols:
+        return 0.0
+    if expression.is_Pow and expression.exp.is_Number:
+        return _degree_bound(expression.base) * abs(float(expression.exp))
+    if expression.is_Mul:
+        return float(sum(_degree_bound(arg) for arg in expression.args))
+    if expression.is_Add:
+        return max(_degree_bound(arg) for arg in expression.args)
+    return 1.0
+
+
+def _digits(number: Any) -> float:
+    """Decimal digits of a sympy number's numerator and denominator, without printing it."""
+    if number.is_Rational:
+        return max(int(number.p).bit_length(), int(number.q).bit_length()) * 0.30103
+    return 0.0
+
+
 def _depth(node: ast.AST) -> int:
     """The height of the tree, without recursion (a deep tree must not overflow the stack)."""
     deepest, stack = 0, [(node, 1)]
@@ -125,11 +154,14 @@ def _depth(node: ast.AST) -> int:
 def _check_power(node: ast.AST, base: Any, exponent: Any, text: str) -> None:
     """Refuse powers whose folding or expansion is unbounded: an exponent above MAX_EXPONENT,
     or a constant of more than MAX_MAGNITUDE digits (9**9**9**9)."""
-    if not exponent.is_number:
+    if not exponent.is_number:  # a constant part of the exponent splits off when expanded
+        constant = exponent.as_coeff_Add()[0]
+        if constant.is_finite and abs(float(constant)) > MAX_EXPONENT:
+            raise _fail(node, text, f"an exponent with a constant above {MAX_EXPONENT}")
         return
     if exponent.is_finite and abs(float(exponent)) > MAX_EXPONENT:
         raise _fail(node, text, f"an exponent above {MAX_EXPONENT} ({exponent})")
-    if base.is_number and base.is_finite and base != 0:
+    if exponent.is_finite and base.is_number and base.is_finite and base != 0:
         digits = abs(float(exponent)) * math.log10(abs(complex(base)))
         if digits > MAX_MAGNITUDE:
             raise _fail(node, text, f"a number of about {digits:.0f} digits")
