@@ -313,12 +313,12 @@ class Trainer:
             or previous is not None
         ):
             return None
-        from gdlab.analysis.separation import linearly_separable
+        from gdlab.analysis.separation import MAX_CELLS, linearly_separable
 
-        rows = self.train_rows
-        separable = linearly_separable(
-            self.Z[rows], self.y[rows].astype(np.int64), len(self.classes)
-        )
+        rows, classes = self.train_rows, len(self.classes)
+        if len(rows) * self.Z.shape[1] * max(classes - 1, 1) > MAX_CELLS:
+            return None  # too large to ask: and the rows are not copied to find that out
+        separable = linearly_separable(self.Z[rows], self.y[rows].astype(np.int64), classes)
         if separable:
             self._warn(
                 "the classes are separable (a linear program finds weights that put every "

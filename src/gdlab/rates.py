@@ -26,6 +26,7 @@ from gdlab.analysis.range_test import RangeTest, range_test
 from gdlab.api import Trainer
 from gdlab.config import FitOptions, make_options
 from gdlab.data.arrays import as_matrix, as_vector
+from gdlab.models import ModelSpec
 from gdlab.optim.registry import optimizer_for
 from gdlab.train.rules import limit_formula, quadratic_limit
 
@@ -227,7 +228,8 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
             f"{c.condition_number:.3g})"
         )
     half = 0.5 * limit
-    if opts.model.startswith("mlp") and (suggestion is None or suggestion >= half):
+    network = ModelSpec.parse(opts.model).kind == "mlp"
+    if network and (suggestion is None or suggestion >= half):
         # A network's curvature grows as it trains (progressive sharpening): past half the
         # initial limit, full-batch runs climb to the edge of stability and oscillate.
         found = "" if suggestion is None else f"the range test suggests {suggestion:.3g}; "
@@ -235,7 +237,7 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
             f"{found}half the stability limit {formula} = {limit:.3g} at the initial point: a "
             f"network's curvature grows as it trains"
         )
-    if opts.model.startswith("mlp") and suggestion is not None:
+    if network and suggestion is not None:
         return suggestion, (
             f"the range test over {len(advice.range_tests)} seeds (spread "
             f"{advice.range_spread:.2g}x), below half the initial limit {formula} = {limit:.3g}"

@@ -159,6 +159,7 @@ class _Group:
         self.runs = [SweepRun(opts.optimizer, lr, []) for lr in lrs]
         self.optimizer_name = opts.optimizer
         self.start: list[float] | None = None
+        self.lowest: list[float] = []  # each run's lowest loss so far (the rising test's best)
 
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
         """(K, n, outputs): batched matrix products for gdlab's own models, vmap otherwise."""
@@ -263,12 +264,14 @@ class _Group:
 
     def record(self, epoch: int, losses: list[float]) -> None:
         if self.start is None:
-            self.start = losses
+            self.start, self.lowest = losses, list(losses)
         for k, (run, value) in enumerate(zip(self.runs, losses, strict=True)):
             if not self.alive[k]:
                 continue
             run.losses.append(value)
-            if _diverging(run.losses, self.start[k]):
+            self.lowest[k] = min(self.lowest[k], value)  # kept, not recomputed each epoch
+            recent = run.losses[-RISE_WINDOW:]
+            if divergence(value, self.start[k], self.lowest[k], recent) is not None:
                 self.alive[k] = False
                 run.label, run.reason = "diverged", _divergence(value, self.start[k], epoch)
 
@@ -289,12 +292,6 @@ class _Group:
         run.losses = losses[: first + 1].tolist()
         self.alive[k] = False
         run.label, run.reason = "diverged", _divergence(float(losses[first]), start, first)
-
-
-def _diverging(losses: list[float], start: float) -> bool:
-    """The loop's divergence tests (gdlab.train.rules) on a run's losses so far."""
-    recent = losses[-RISE_WINDOW:]
-    return divergence(losses[-1], start, min(losses), recent) is not None
 
 
 def _divergence(value: float, start: float, epoch: int) -> str:
