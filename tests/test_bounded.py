@@ -84,3 +84,88 @@ def test_a_file_without_line_breaks_is_refused_in_bounded_memory(tmp_path: Path)
     )  # fmt: skip
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "line 2" in run.stderr and "without a line break" in run.stderr
+
+
+def deflated_checkpoint(checkpoint: Path, numel: int) -> None:
+    """The run's checkpoint with one more tensor of `numel` zeros, its members deflated:
+    a few MB on disk that torch.load would inflate to numel * 4 bytes."""
+    import io
+    import struct
+    import zipfile
+
+    import torch
+
+    state = torch.load(checkpoint, weights_only=True)
+    buffer = io.BytesIO()
+    torch.save({**state, "padding": torch.zeros(7, dtype=torch.float32)}, buffer)
+    declared = b"J" + struct.pack("<i", numel)
+    with (
+        zipfile.ZipFile(buffer) as source,
+        zipfile.ZipFile(checkpoint, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for member in source.infolist():
+            data = source.read(member.filename)
+            if member.filename.endswith("data.pkl"):  # the 7 in the storage and in the size
+                data = data.replace(b"K\x07t", declared + b"t").replace(
+                    b"K\x07\x85", declared + b"\x85"
+                )
+            if member.file_size == 28:  # the padding's record: numel zeros, streamed
+                with target.open(member.filename, "w", force_zip64=True) as handle:
+                    for _ in range(numel * 4 >> 20):
+                        handle.write(bytes(1 << 20))
+                continue
+            target.writestr(member, data, compress_type=zipfile.ZIP_DEFLATED)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_inflates_to_gigabytes_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """A 1 MB model.pt declaring 2^27 floats: torch.load would allocate 512 MiB for it."""
+    run_dir = tmp_path / "run"
+    fit = subprocess.run(
+        [sys.executable, "-m", "gdlab", "fit", "noisy-plane", "--epochs", "3",
+         "--out", str(run_dir)],
+        capture_output=True, text=True, timeout=SECONDS, check=False,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    deflated_checkpoint(run_dir / "model.pt", 1 << 27)
+    assert (run_dir / "model.pt").stat().st_size < 4 << 20
+    before = (run_dir / "model.pt").read_bytes()
+    probe = (
+        "import resource, subprocess, sys\n"
+        "run = subprocess.run([sys.executable, '-m', 'gdlab', *sys.argv[1:]],"
+        " capture_output=True, text=True)\n"
+        "sys.stderr.write(run.stderr)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(run.returncode)\n"
+    )
+    for argv in (["fit", "--resume", str(run_dir), "--epochs", "5"], ["report", str(run_dir)]):
+        run = subprocess.run(
+            [sys.executable, "-c", probe, *argv],
+            capture_output=True, text=True, timeout=SECONDS, check=False,
+        )  # fmt: skip
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+        assert "model.pt" in run.stderr and "damaged" in run.stderr, run.stderr
+        assert int(run.stdout) < 512 << 10, f"peak {int(run.stdout) >> 10} MiB"  # KiB
+    assert (run_dir / "model.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_million_columns_train_in_bounded_time_and_print_bounded_lines(tmp_path: Path) -> None:
+    """12 MB of CSV with 10^6 columns used to take minutes in the parser, print every name
+    in a warning and every coefficient on the terminal, and save 10^6-wide checkpoints."""
+    width = 1_000_000
+    data = tmp_path / "wide.csv"
+    with data.open("w") as handle:
+        handle.write(",".join(f"c{i}" for i in range(width - 1)) + ",y\n")
+        for row in range(4):
+            handle.write(",".join(str((i * 7 + row * 13) % 11) for i in range(width)) + "\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "gdlab", "fit", str(data), "--target", "y", "--lr", "1e-6",
+         "--epochs", "20", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=SECONDS, preexec_fn=limited, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[:2000]
+    assert len(run.stdout.splitlines()) < 80 and "999949 more in" in run.stdout
+    assert all(len(line) < 400 for line in run.stderr.splitlines()), run.stderr[:2000]

@@ -104,3 +104,38 @@ def test_a_run_without_out_that_fails_leaves_no_folder(
     run = gdlab("fit", "tutorial-line", "--batch-size", "1000")  # fails after the folder is made
     assert run.code == 2 and "--batch-size 1000" in run.err
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def _wide_csv(path: Path, cells: list[list[str]]) -> None:
+    width = len(cells[0])
+    header = [f"c{i}" for i in range(width - 1)] + ["y"]
+    path.write_text("\n".join(",".join(row) for row in [header, *cells]) + "\n")
+
+
+def test_a_wide_numeric_csv_reads_as_pandas_reads_it(tmp_path: Path) -> None:
+    """Above WIDE_COLUMNS, numbers are parsed by numpy as one block: same frame as pandas'."""
+    import numpy as np
+    import pandas as pd
+
+    from gdlab.data.files import WIDE_COLUMNS, read_table
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(4, WIDE_COLUMNS + 1)).round(6)
+    values[1, 3] = 7  # an integer-looking cell in a float column
+    path = tmp_path / "wide.csv"
+    _wide_csv(path, [[repr(float(v)) for v in row] for row in values])
+    frame = read_table(path)
+    assert frame.shape == (4, WIDE_COLUMNS + 1)
+    pd.testing.assert_frame_equal(frame, pd.read_csv(path))
+
+
+def test_a_wide_csv_with_a_bad_cell_names_it(gdlab: Callable[..., CliRun], tmp_path: Path) -> None:
+    from gdlab.data.files import WIDE_COLUMNS
+
+    cells = [["1"] * (WIDE_COLUMNS + 1) for _ in range(3)]
+    cells[2][5] = "abc"
+    path = tmp_path / "wide.csv"
+    _wide_csv(path, cells)
+    run = gdlab("fit", str(path), "--target", "y", "--out", str(tmp_path / "out"))
+    assert run.code == 2 and run.err.count("\n") == 1, run.err
+    assert "'c5'" in run.err and "line 4" in run.err and "'abc'" in run.err

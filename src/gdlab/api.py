@@ -35,7 +35,7 @@ from gdlab.data.scaling import (
     original_units,
     power_names,
 )
-from gdlab.errors import GdlabError, GdlabWarning
+from gdlab.errors import GdlabError, GdlabWarning, listed
 from gdlab.history import History
 from gdlab.interrupts import Interrupts
 from gdlab.losses import make_loss, wants_class_indices
@@ -180,7 +180,7 @@ class Trainer:
             if opts.resolved_loss == "bce" and len(self.classes) != 2:
                 raise GdlabError(
                     f"loss bce needs exactly two classes; the target has {len(self.classes)} "
-                    f"({', '.join(map(str, self.classes))}). Use --model softmax."
+                    f"({listed(self.classes)}). Use --model softmax."
                 )
             self.y = codes.astype(np.float64)
         self._check_memory(X, copies)
@@ -229,7 +229,7 @@ class Trainer:
         ]
         if constant:
             self._warn(
-                f"feature {', '.join(constant)} is constant in the training rows; it cannot "
+                f"feature {listed(constant)} is constant in the training rows; it cannot "
                 f"explain the target and gets coefficient 0 (or shares the intercept)."
             )
         self.curvature: Curvature | None = None

@@ -24,7 +24,7 @@ from gdlab.config import (
     make_options,
     parse_value,
 )
-from gdlab.errors import GdlabError, GdlabWarning
+from gdlab.errors import GdlabError, GdlabWarning, listed
 
 if TYPE_CHECKING:
     from gdlab.history import History
@@ -169,7 +169,8 @@ def datasets() -> None:
     type=click.IntRange(min=0),
     default=100,
     show_default=True,
-    help="epochs between checkpoints (0: only at the end or when stopped)",
+    help="epochs between checkpoints (0: only at the end or when stopped); checkpoints "
+    "that take over a second are spaced out to a tenth of the run time",
 )
 @click.option(
     "--log-every",
@@ -706,6 +707,7 @@ def report(
     click.echo(f"wrote {target}")
 
 
+MAX_PRINTED_COEFFICIENTS = 50  # the rest are in summary.json
 MAX_DRAWN_POINTS = 5000  # data points a report draws: a page of bounded size on any data
 
 
@@ -998,12 +1000,16 @@ def _print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None
         _echo(f"validation loss: {summary['val_loss']:.6g}{kept}")
     if "coef" in summary:
         _echo("coefficients (original units):")
-        for name, value in summary["coef"].items():
+        coefficients = list(summary["coef"].items())
+        for name, value in coefficients[:MAX_PRINTED_COEFFICIENTS]:
             if isinstance(value, dict):
-                inner = ", ".join(f"{k}={v:.6g}" for k, v in value.items())
+                inner = listed(f"{k}={v + 0.0:.6g}" for k, v in value.items())
                 _echo(f"  class {name}: {inner}; intercept={summary['intercept'][name]:.6g}")
             else:
-                _echo(f"  {name:<12} {value: .10g}")
+                _echo(f"  {name:<12} {value + 0.0: .10g}")  # + 0.0: -0 prints as 0
+        if len(coefficients) > MAX_PRINTED_COEFFICIENTS:
+            rest = len(coefficients) - MAX_PRINTED_COEFFICIENTS
+            _echo(f"  ... and {rest} more in {out}/summary.json")
         if not isinstance(summary["intercept"], dict):
             _echo(f"  {'intercept':<12} {summary['intercept']: .10g}")
     _echo(f"wrote {out}/model.pt, history.csv, summary.json")
@@ -1026,7 +1032,7 @@ def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None
     source, frame, _ = _load(data)
     from gdlab.data.columns import feature_matrix
 
-    trained_on = ", ".join(result.feature_names)
+    trained_on = listed(result.feature_names)
     X = feature_matrix(
         frame, source, result.feature_names, hint=f"the model was trained on {trained_on}"
     )

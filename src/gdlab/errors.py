@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class GdlabError(ValueError):
     """A problem with the user's data or options; the message names it and the fix.
@@ -12,3 +14,12 @@ class GdlabError(ValueError):
 
 class GdlabWarning(UserWarning):
     """Training finished but the result deserves attention (conditioning, no convergence, ...)."""
+
+
+def listed(items: Iterable[object], limit: int = 8) -> str:
+    """Items for a message, comma-separated; past `limit`, the first few and how many more,
+    so that a file of a million columns makes a line, not megabytes."""
+    names = [str(item) for item in items]
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[: limit - 2])}, ... and {len(names) - limit + 2} more"

@@ -26,6 +26,7 @@ from gdlab.config import PARSED, FitOptions, parse_value
 from gdlab.data.scaling import Scaler
 from gdlab.errors import GdlabError
 from gdlab.history import History
+from gdlab.memory import Estimate, check_fits
 from gdlab.models import ModelSpec, build_model
 from gdlab.optim.registry import optimizer_for
 from gdlab.result import FitResult
@@ -236,7 +237,7 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
     if not path.is_file():
         raise GdlabError(f"{run_dir} is not a gdlab run folder: {MODEL_FILE} is missing.")
     try:
-        _check_crcs(path)  # torch.load does not: a flipped bit in a tensor would load silently
+        _check_archive(path)  # sizes and CRCs: torch.load checks neither before allocating
         # weights_only: a checkpoint holds tensors and plain values, never code to run
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -262,6 +263,8 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
         x_scaler = Scaler.from_dict(state["x_scaler"]) if state["x_scaler"] else None
         y_scaler = Scaler.from_dict(state["y_scaler"]) if state["y_scaler"] else None
         _check_structure(state, history, x_scaler, y_scaler, spec.degree)
+    except GdlabError:
+        raise
     except Exception as error:  # any unpickling failure means the same thing to the user
         raise GdlabError(
             f"{path} is damaged, truncated or not a gdlab {FORMAT} checkpoint "
@@ -340,9 +343,26 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _check_crcs(path: Path) -> None:
-    """Every member of the checkpoint's zip archive against the CRC-32 torch.save stored."""
+def _check_archive(path: Path) -> None:
+    """The checkpoint's zip archive, before torch.load reads a byte of it.
+
+    torch.save stores every member uncompressed, so a compressed member is foreign, and is
+    refused before it is inflated: 2 MB of deflated zeros would declare 2 GB of tensor. With
+    every member stored, what torch.load allocates is bounded by the file's own size (it
+    checks each declared storage against its record's size), which the memory budget must
+    hold. Then every member against the CRC-32 torch.save stored: a flipped bit in a tensor
+    would otherwise load silently.
+    """
     with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+        if packed:
+            raise ValueError(f"compressed member {packed[0]}")
+        check_fits(
+            Estimate({"checkpoint tensors": float(sum(m.file_size for m in members))}),
+            None,
+            f"loading {path}",
+        )
         bad = archive.testzip()
     if bad is not None:
         raise ValueError(f"CRC mismatch in {bad}")

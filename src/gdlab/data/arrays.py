@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gdlab.errors import GdlabError
+from gdlab.errors import GdlabError, listed
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -114,7 +114,7 @@ def class_labels(
         if unseen:
             raise GdlabError(
                 f"{source}: class {unseen[0]} is not one of the model's classes "
-                f"({', '.join(map(str, known))}); train a new model to add classes."
+                f"({listed(known)}); train a new model to add classes."
             )
         codes = np.searchsorted(np.asarray(known), y.astype(np.int64))
         return codes.astype(np.int64), list(known)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gdlab.errors import GdlabError
+from gdlab.errors import GdlabError, listed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,7 +23,7 @@ def select(
     frame = frame.set_axis(names, axis=1)
     if target not in names:
         raise GdlabError(
-            f"{source}: target column {target!r} not found; the columns are: {', '.join(names)}. "
+            f"{source}: target column {target!r} not found; the columns are: {listed(names)}. "
             f"Pass one of them to --target."
         )
     if features is None:
@@ -34,7 +34,7 @@ def select(
         raise GdlabError(
             f"{source}: no feature columns (only the target {target!r}); add a feature column."
         )
-    X = feature_matrix(frame, source, features, hint=f"the columns are: {', '.join(names)}")
+    X = feature_matrix(frame, source, features, hint=f"the columns are: {listed(names)}")
     return X, numeric_column(frame, target, source), list(features)
 
 
@@ -45,7 +45,23 @@ def feature_matrix(
     missing = [name for name in features if name not in frame.columns]
     if missing:
         raise GdlabError(f"{source}: feature column {missing[0]!r} not found; {hint}.")
+    import pandas as pd
+
+    unique = frame.columns.is_unique
+    positions: list[int] = (
+        frame.columns.get_indexer(pd.Index(features)).tolist() if unique else [-1]
+    )
+    if min(positions) >= 0 and all(kind in "iufb" for kind in _kinds(frame, positions)):
+        # one conversion for the whole matrix (a file may have 10^6 columns); the column by
+        # column path below is only for finding and naming a bad cell
+        matrix = frame.iloc[:, positions].to_numpy(dtype=np.float64)
+        if np.isfinite(matrix).all():
+            return matrix
     return np.column_stack([numeric_column(frame, name, source) for name in features])
+
+
+def _kinds(frame: pd.DataFrame, positions: Sequence[int]) -> list[str]:
+    return [dtype.kind for dtype in frame.dtypes.iloc[list(positions)]]
 
 
 def numeric_column(frame: pd.DataFrame, name: str, source: str) -> FloatArray:

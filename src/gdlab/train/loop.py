@@ -9,6 +9,7 @@ backward, optimizer.step(). Everything the loop carries from one step to the nex
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,34 @@ from gdlab.train.rules import (
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SEPARATION_EVERY = 100  # epochs between checks that a classifier separates its training rows
+SLOW_CHECKPOINT = 1.0  # seconds; a checkpoint slower than this is spaced out (Cadence)
+CHECKPOINT_SHARE = 0.1  # at most this share of the run's time goes to slow checkpoints
+
+
+@dataclass
+class Cadence:
+    """Checkpoints every `every` epochs (0: none), except that a slow one (a model of 10^6
+    coefficients takes seconds to save) is spaced out so that saving takes at most
+    CHECKPOINT_SHARE of the time; fast checkpoints keep the exact cadence."""
+
+    every: int
+    cost: float = 0.0  # seconds the last checkpoint took
+    ended: float = 0.0  # time.monotonic() when it ended
+
+    def due(self, epoch: int) -> bool:
+        if not self.every or epoch % self.every:
+            return False
+        if self.cost < SLOW_CHECKPOINT:
+            return True
+        return time.monotonic() - self.ended >= self.cost / CHECKPOINT_SHARE
+
+    def timed(self, save: Callable[[], None]) -> None:
+        start = time.monotonic()
+        save()
+        self.ended = time.monotonic()
+        self.cost = self.ended - start
+
+
 FULL_GRADIENT_ROWS = 1 << 16  # rows per chunk when a mini-batch run measures the full gradient
 
 
@@ -163,6 +192,7 @@ def train(
     """
     state = state or LoopState()
     history = history or History()
+    cadence = Cadence(checkpoint_every)
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     names = [name for name, _ in named]
     params: list[torch.Tensor] = [p for _, p in named]
@@ -317,8 +347,8 @@ def train(
                 return ended("stalled", "plateau", reason, measure)
         if stop is not None and stop():
             return Outcome(Verdict("interrupted"), history, state)
-        if checkpoint is not None and checkpoint_every and state.epoch % checkpoint_every == 0:
-            checkpoint(state, history)
+        if checkpoint is not None and cadence.due(state.epoch):
+            cadence.timed(lambda: checkpoint(state, history))
     if stopping.unstable:
         return _diverged(history, state, state.epoch, math.nan, params, params, "unstable_rate")
     return ended("max_epochs")
