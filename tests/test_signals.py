@@ -153,3 +153,29 @@ def test_parallel_runs_into_different_folders_all_finish_intact(data: Path, tmp_
         result, state = load_run(folder)
         assert len(result.history) == 30 and state["options"]["seed"] == k
         assert json.loads((folder / "summary.json").read_text())["epochs"] == 30
+
+
+@pytest.mark.parametrize(("number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_rate_is_chosen_is_answered_within_a_second(
+    tmp_path: Path, number: int, code: int
+) -> None:
+    """The rate choice (curvature by Lanczos, range tests) takes tens of seconds for this
+    network; a signal in it ends the process at once, with nothing written."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8000, 40))
+    data = tmp_path / "net.npz"
+    np.savez(data, **{f"x{i}": x[:, i] for i in range(40)}, y=np.tanh(x @ rng.normal(size=40)))
+    out = tmp_path / "run"
+    process = start(str(data), "--target", "y", "--model", "mlp:256,256", "--out", str(out))
+    deadline = time.monotonic() + 60
+    while not (out / ".gdlab.lock").exists():  # the folder is claimed just before the choice
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    time.sleep(2.0)  # well inside the choice, which takes over 10 s here
+    process.send_signal(number)
+    signalled = time.monotonic()
+    returncode, err = finish(process)
+    answered = time.monotonic() - signalled
+    assert returncode == code and err.strip() == "gdlab: interrupted; nothing was written", err
+    assert answered < 1.5, f"{answered:.2f} s"
+    assert not out.exists()

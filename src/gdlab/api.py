@@ -770,7 +770,7 @@ class Trainer:
         from gdlab.rates import advise_trainer
 
         began = time.perf_counter()
-        advice = advise_trainer(self)
+        advice = advise_trainer(self, unscaled=False)
         self.opts = dataclasses.replace(self.opts, lr=advice.recommended_lr)
         self.lr_choice = (
             f"lr auto: {advice.recommended_lr:.3g}, {advice.reason} [curvature: {advice.method}; "

@@ -25,6 +25,7 @@ from gdlab.config import (
     parse_value,
 )
 from gdlab.errors import GdlabError, GdlabWarning, listed
+from gdlab.interrupts import Interrupted
 
 if TYPE_CHECKING:
     from gdlab.history import History
@@ -344,6 +345,7 @@ def _run(
 
     with Interrupts() as interrupts:  # also covers the final save: a second Ctrl-C waits for it
         result = _train(X, y, names, options, run, previous, interrupts.requested, save)
+        interrupts.armed = True  # a signal now waits for the save (the closed form never polls)
         summary = save(result)
         if result.status == "interrupted":
             interrupts.ignore_from_now()  # the process ends below; nothing left to interrupt
@@ -1085,9 +1087,10 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:  # a disk that is full, read-only or gone: the old files are intact
         where = f" {error.filename}" if error.filename else ""
         fail(f"could not read or write{where}: {error.strerror or error}; nothing was replaced.")
-    except (click.exceptions.Abort, KeyboardInterrupt):  # outside training: nothing to save
-        click.echo("gdlab: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except (click.exceptions.Abort, KeyboardInterrupt) as error:  # before training: no save
+        click.echo("gdlab: interrupted; nothing was written", err=True)
+        cause = error.__context__ if isinstance(error, click.exceptions.Abort) else error
+        sys.exit(128 + cause.number if isinstance(cause, Interrupted) else EXIT_INTERRUPTED)
 
 
 def _command(argv: list[str] | None) -> str:
