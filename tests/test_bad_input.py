@@ -218,33 +218,38 @@ SPECIAL_FILES = ["dev-zero", "fifo", "symlink-loop", "huge-npy-header", "structu
                  "npz-column-twice", "parquet-timestamps"]  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", SPECIAL_FILES)
-def test_special_and_crafted_files_are_one_clear_line(gdlab, tmp_path: Path, kind: str) -> None:
+def special_file(folder: Path, kind: str) -> tuple[Path, list[str]]:
+    """A data file of one of the SPECIAL_FILES kinds, and the words its refusal must contain
+    (also the table of bounded cases in test_bounded, run there under a memory limit)."""
     import os
 
     if kind == "dev-zero":
-        data, words = Path("/dev/zero"), ["not a regular file"]
-    elif kind == "fifo":
-        data, words = tmp_path / "pipe.csv", ["not a regular file"]
-        os.mkfifo(data)
-    elif kind == "symlink-loop":
-        data, words = tmp_path / "a.csv", ["link that loops"]
-        (tmp_path / "b.csv").symlink_to(data)
-        data.symlink_to(tmp_path / "b.csv")
-    elif kind == "huge-npy-header":
-        data, words = tmp_path / "d.npy", ["declares shape", "damaged or truncated"]
-        _npy_declaring(data, 10**12)
-    elif kind == "structured-npy":
-        data, words = tmp_path / "d.npy", ["must hold numbers"]
-        np.save(data, np.zeros(3, dtype=[("a", "f8"), ("b", "i4")]))
-    elif kind == "parquet-timestamps":
-        data, words = tmp_path / "d.parquet", ["'t'", "dates or times", "--features"]
-        pd.DataFrame({"t": pd.date_range("2020-01-01", periods=4), "y": np.arange(4.0)}).to_parquet(
-            data
-        )
-    else:
-        data, words = tmp_path / "d.npz", ["'x0'", "rename one"]
-        np.savez(data, X=np.ones((4, 2)), x0=np.zeros(4), y=np.arange(4.0))
+        return Path("/dev/zero"), ["not a regular file"]
+    if kind == "fifo":
+        os.mkfifo(folder / "pipe.csv")
+        return folder / "pipe.csv", ["not a regular file"]
+    if kind == "symlink-loop":
+        (folder / "b.csv").symlink_to(folder / "a.csv")
+        (folder / "a.csv").symlink_to(folder / "b.csv")
+        return folder / "a.csv", ["link that loops"]
+    if kind == "huge-npy-header":
+        _npy_declaring(folder / "d.npy", 10**12)
+        return folder / "d.npy", ["declares shape", "damaged or truncated"]
+    if kind == "structured-npy":
+        np.save(folder / "d.npy", np.zeros(3, dtype=[("a", "f8"), ("b", "i4")]))
+        return folder / "d.npy", ["must hold numbers"]
+    if kind == "parquet-timestamps":
+        frame = pd.DataFrame({"t": pd.date_range("2020-01-01", periods=4), "y": np.arange(4.0)})
+        frame.to_parquet(folder / "d.parquet")
+        return folder / "d.parquet", ["'t'", "dates or times", "--features"]
+    assert kind == "npz-column-twice"
+    np.savez(folder / "d.npz", X=np.ones((4, 2)), x0=np.zeros(4), y=np.arange(4.0))
+    return folder / "d.npz", ["'x0'", "rename one"]
+
+
+@pytest.mark.parametrize("kind", SPECIAL_FILES)
+def test_special_and_crafted_files_are_one_clear_line(gdlab, tmp_path: Path, kind: str) -> None:
+    data, words = special_file(tmp_path, kind)
     run = gdlab("fit", str(data), "--target", "y", "--out", str(tmp_path / "out"))
     assert run.code == 2 and run.err.count("\n") == 1 and "Traceback" not in run.err, run.err
     assert all(word in run.err for word in words), run.err

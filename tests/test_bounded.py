@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_bad_input import SPECIAL_FILES, special_file
+
 MEMORY_LIMIT = 6 << 30  # address space: torch alone maps about 1.5 GiB of it
 SECONDS = 60
 
@@ -27,6 +29,18 @@ CASES = {
     "a seed beyond 64 bits": (["fit", "noisy-plane", "--seed", str(2**70)], ["'seed'"]),
     "a power tower": (["descend", "9**9**9**9"], ["exponent above 64"]),
     "a huge exponent": (["descend", "(a+1)**100000"], ["exponent above 64"]),
+    "a width of 1e22": (["fit", "noisy-plane", "--model", "mlp:1e22"], ["mlp:1e22"]),
+    "a division by zero": (["descend", "a + 1/0"], ["division by zero"]),
+    "zero to a negative power": (["descend", "0**-1 + a"], ["negative power"]),
+    "a 79-level tower": (["descend", "**".join(["a"] * 79)], ["deeper than 64"]),
+}
+# Inputs that once hung or were tracebacks and now run: they end within the limits, with the
+# exit code and the words of their outcome (1: diverged, with the reason).
+RUNS = {
+    "a rate of 1e308": (["fit", "noisy-plane", "--lr", "1e308"], 1, ["lr=1e+308 is above"]),
+    "nested exp": (["descend", "exp(" * 8 + "a" + ")" * 8], 1, ["f = inf"]),
+    "a product of 44 factors": (["descend", "*".join(f"(a+{i})" for i in range(44))], 1, []),
+    "a constant of 10^20": (["descend", "a**2 + 10**20"], 0, []),
 }
 
 
@@ -47,6 +61,33 @@ def test_unbounded_requests_are_refused_before_the_work(tmp_path: Path, case: st
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
     assert all(word in run.stderr for word in words), run.stderr
     assert not out.exists() or [p.name for p in out.iterdir()] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(RUNS))
+def test_inputs_that_once_hung_now_finish_within_the_limits(tmp_path: Path, case: str) -> None:
+    argv, code, words = RUNS[case]
+    run = subprocess.run(
+        [sys.executable, "-m", "gdlab", *argv, "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=SECONDS, preexec_fn=limited, check=False,
+    )  # fmt: skip
+    assert run.returncode == code and "Traceback" not in run.stderr, run.stderr
+    assert all(word in run.stderr for word in words), run.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SPECIAL_FILES)
+def test_special_and_crafted_files_are_refused_in_bounded_memory(tmp_path: Path, kind: str) -> None:
+    data, words = special_file(tmp_path, kind)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    run = subprocess.run(
+        [sys.executable, "-m", "gdlab", "fit", str(data), "--target", "y",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=SECONDS, preexec_fn=limited, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "Traceback" not in run.stderr and all(word in run.stderr for word in words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 @pytest.mark.slow

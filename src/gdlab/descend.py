@@ -10,15 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-import sympy
 import torch
 
 from gdlab.errors import GdlabError
 from gdlab.expression import SURFACES, Expression
 from gdlab.optim.registry import make_optimizer
 
-BLOW_UP = 1e12
+BLOW_UP = 1e12  # diverged: f moved this many times its starting size (at least 1) away
 
 
 @dataclass
@@ -78,9 +76,9 @@ def descend(
         point = tuple(float(p.detach()) for p in params)
         path.points.append(point)
         path.values.append(float(value.detach()))
-        if not math.isfinite(path.values[-1]) or abs(path.values[-1]) > BLOW_UP:
+        if not math.isfinite(path.values[-1]) or _blown_up(path.values):
             path.status = "diverged"
-            path.message = diverged_message(expression, start, lr, len(path.points) - 1)
+            path.message = diverged_message(expression, start, lr, path.values)
             break
         if len(path.points) == steps + 1:
             break
@@ -92,14 +90,33 @@ def descend(
     return path
 
 
-def diverged_message(expression: Expression, start: dict[str, float], lr: float, step: int) -> str:
-    """Why: lr against 2/λmax of the Hessian at the start (exact for a quadratic)."""
-    symbols = [sympy.Symbol(name, real=True) for name in expression.variables]
-    hessian = sympy.hessian(expression.symbolic, symbols)
-    at = {s: start[s.name] for s in symbols}
-    matrix = np.array(hessian.subs(at).evalf(), dtype=float)
-    largest = float(np.linalg.eigvalsh(matrix).max())
-    text = f"diverged at step {step}: f grew past {BLOW_UP:.0e}."
+def _blown_up(values: list[float]) -> bool:
+    """Relative, so that a large constant (a**2 + 10**20) is not a divergence."""
+    return abs(values[-1] - values[0]) > BLOW_UP * max(1.0, abs(values[0]))
+
+
+def diverged_message(
+    expression: Expression, start: dict[str, float], lr: float, values: list[float]
+) -> str:
+    """Why: lr against 2/λmax of the Hessian at the start (exact for a quadratic). The Hessian
+    is taken by autograd in float64, not evaluated symbolically: exp(exp(...)) at the start
+    has more digits than exact arithmetic can hold, and float64 says inf at once."""
+    names = expression.variables
+
+    def value(point: torch.Tensor) -> torch.Tensor:
+        result = expression({name: point[i] for i, name in enumerate(names)})
+        return torch.as_tensor(result, dtype=torch.float64)
+
+    at = torch.tensor([start[name] for name in names], dtype=torch.float64)
+    matrix = torch.autograd.functional.hessian(value, at)  # type: ignore[no-untyped-call]
+    finite = bool(torch.isfinite(matrix).all())
+    largest = float(torch.linalg.eigvalsh((matrix + matrix.T) / 2).max()) if finite else math.nan
+    step, last = len(values) - 1, values[-1]
+    text = (
+        f"diverged at step {step}: f moved {BLOW_UP:.0e} times its starting size away."
+        if math.isfinite(last)
+        else f"diverged at step {step}: f = {last} (beyond float64)."
+    )
     if largest > 0:
         text += (
             f" The curvature at the start is λmax = {largest:.4g}, so plain gradient descent is "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,9 @@ def _figure(
 
 def save(figure: Figure, path: Path) -> None:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    with warnings.catch_warnings():  # tick labels of 1e54 can leave no room; drawn anyway
+        warnings.filterwarnings("ignore", "constrained_layout not applied")
+        figure.savefig(buffer, format="png", dpi=110)
     write_bytes(path, buffer.getvalue())
 
 
