@@ -68,14 +68,14 @@ CASES: dict[str, tuple[dict[str, object], list[str], list[str]]] = {
         ["complex"],
     ),
     "not parquet": ({"d.parquet": "hello"}, ["d.parquet", "--target", "y"], ["Parquet"]),
-    "lr zero": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--lr", "0"], ["'lr'", "(0, inf)"]),
-    "lr nan": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--lr", "nan"], ["'lr'", "nan"]),
+    "lr zero": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--lr", "0"], ["--lr", "(0, inf)"]),
+    "lr nan": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--lr", "nan"], ["--lr", "nan"]),
     "lr text": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--lr", "fast"], ["'fast'"]),
-    "epochs zero": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--epochs", "0"], ["'epochs'"]),
+    "epochs zero": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--epochs", "0"], ["--epochs"]),
     "batch size zero": (
         {"d.csv": GOOD},
         ["d.csv", "--target", "y", "--batch-size", "0"],
-        ["'batch_size'"],
+        ["--batch-size"],
     ),
     "batch size above n": (
         {"d.csv": GOOD},
@@ -100,12 +100,12 @@ CASES: dict[str, tuple[dict[str, object], list[str], list[str]]] = {
     "bad schedule argument": (
         {"d.csv": GOOD},
         ["d.csv", "--target", "y", "--schedule", "exponential:1.5"],
-        ["'schedule'", "0 < GAMMA <= 1"],
+        ["--schedule", "0 < GAMMA <= 1"],
     ),
     "unparsable schedule": (
         {"d.csv": GOOD},
         ["d.csv", "--target", "y", "--schedule", "step:10,e-e"],
-        ["'schedule'"],
+        ["--schedule"],
     ),
     "unknown flag": ({"d.csv": GOOD}, ["d.csv", "--target", "y", "--speed", "3"], ["--speed"]),
     "polynomial overflow": (
@@ -116,22 +116,22 @@ CASES: dict[str, tuple[dict[str, object], list[str], list[str]]] = {
     "seed beyond 64 bits": (
         {"d.csv": GOOD},
         ["d.csv", "--target", "y", "--seed", str(2**70)],
-        ["'seed'", "9223372036854775807"],
+        ["--seed", "9223372036854775807"],
     ),
     "epochs text": (
         {"d.csv": GOOD},
         ["d.csv", "--target", "y", "--epochs", "many"],
-        ["'epochs'", "'auto'", "'many'"],
+        ["--epochs", "'auto'", "'many'"],
     ),
     "batch size text": (
         {"d.csv": GOOD},
         ["d.csv", "--target", "y", "--batch-size", "fulll"],
-        ["'batch_size'", "'full'", "'fulll'"],
+        ["--batch-size", "'full'", "'fulll'"],
     ),
     "gtol negative": (
         {"d.csv": GOOD},
         ["d.csv", "--target", "y", "--gtol", "-1"],
-        ["'gtol'", "[0, inf)"],
+        ["--gtol", "[0, inf)"],
     ),
 }
 
@@ -166,7 +166,7 @@ def test_bad_input_is_one_clear_line(
 
 def test_invalid_options_are_rejected_before_the_data_is_read(gdlab, tmp_path: Path) -> None:
     run = gdlab("fit", str(tmp_path / "missing.csv"), "--target", "y", "--epochs", "-3")
-    assert run.code == 2 and "'epochs'" in run.err and "missing.csv" not in run.err
+    assert run.code == 2 and "--epochs" in run.err and "missing.csv" not in run.err
 
 
 def test_a_full_out_folder_is_not_touched_without_overwrite(gdlab, tmp_path: Path) -> None:
@@ -265,3 +265,50 @@ def test_terminal_escape_sequences_in_column_names_are_shown_escaped(gdlab, tmp_
     for text in (fitted.out, fitted.err, refused.err):
         assert "\x1b" not in text
     assert "x\\x1b[31mRED" in fitted.out and "x\\x1b[31mRED" in refused.err
+
+
+NO_FLAG = r"--[a-z]"
+API_CASES: dict[str, tuple[dict[str, object], str]] = {
+    "batch larger than the rows": ({"batch_size": 50}, "`batch_size=50`"),
+    "no validation rows": ({"val_fraction": 0.01}, "`val_fraction=0.01`"),
+    "rate as text": ({"lr": "fast"}, "`lr`"),
+    "zero epochs": ({"epochs": 0}, "`epochs`"),
+    "schedule out of range": ({"schedule": "exponential:1.5"}, "`schedule`"),
+    "logistic with mse": ({"model": "logistic", "loss": "mse"}, "`loss`"),
+    "regression with bce": ({"loss": "bce"}, "`model=logistic`"),
+    "degree too high": ({"model": "poly:100"}, "`model`"),
+    "seed beyond 64 bits": ({"seed": 2**70}, "`seed`"),
+    "tiny memory budget": ({"memory_budget": "16"}, "`memory_budget`"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(API_CASES))
+def test_the_python_api_names_parameters_never_flags(case: str) -> None:
+    """The core speaks Python: a scikit-learn user reads `batch_size=50`, not --batch-size."""
+    import re
+
+    import gdlab
+
+    options, words = API_CASES[case]
+    X = np.arange(10.0).reshape(-1, 1)
+    with pytest.raises(gdlab.GdlabError) as caught:
+        gdlab.fit(X, 2 * X[:, 0] + 1, **options)
+    message = str(caught.value)
+    assert words in message and not re.search(NO_FLAG, message), message
+
+
+def test_a_divergence_message_names_parameters_and_the_cli_shows_flags(gdlab, tmp_path: Path):
+    import re
+
+    import gdlab as api
+
+    X = np.column_stack([np.arange(20.0) * 1000, np.arange(20.0) % 3])
+    result = api.fit(X, X @ [1.0, 2.0], lr=0.01, standardize=False, epochs=50)
+    assert result.status == "diverged" and not re.search(NO_FLAG, result.message)
+    assert "`lr=" in result.message and "`standardize=False`" in result.message
+    data = tmp_path / "d.csv"
+    pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "y": X @ [1.0, 2.0]}).to_csv(data, index=False)
+    run = gdlab("fit", str(data), "--target", "y", "--lr", "0.01", "--no-standardize",
+                "--epochs", "50", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert run.code == 1 and "try --lr " in run.err and "drop --no-standardize" in run.err
+    assert "`" not in run.err

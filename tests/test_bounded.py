@@ -25,8 +25,11 @@ CASES = {
         ["sweep", "noisy-plane", "--model", "mlp:1000000", "--lr", "1e-4:1:1000"],
         ["1000 rates", "TiB"],
     ),
-    "a tiny budget": (["fit", "noisy-plane", "--memory-budget", "1k"], ["memory_budget"]),
-    "a seed beyond 64 bits": (["fit", "noisy-plane", "--seed", str(2**70)], ["'seed'"]),
+    "a tiny budget": (
+        ["fit", "noisy-plane", "--memory-budget", "1k"],
+        ["above 1000 B (--memory-budget)"],
+    ),
+    "a seed beyond 64 bits": (["fit", "noisy-plane", "--seed", str(2**70)], ["--seed"]),
     "a power tower": (["descend", "9**9**9**9"], ["exponent above 64"]),
     "a huge exponent": (["descend", "(a+1)**100000"], ["exponent above 64"]),
     "a width of 1e22": (["fit", "noisy-plane", "--model", "mlp:1e22"], ["mlp:1e22"]),

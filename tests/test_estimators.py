@@ -137,7 +137,7 @@ def test_the_epoch_limit_is_a_convergence_warning_and_bad_options_a_value_error(
     X, y = load_diabetes(return_X_y=True)
     with pytest.warns(ConvergenceWarning, match="epoch limit"):
         GDRegressor(epochs=3).fit(X, y)
-    with pytest.raises(ValueError, match="The 'lr' option must be a float"):
+    with pytest.raises(ValueError, match="The `lr` option must be a float"):
         GDRegressor(lr=-1.0).fit(X, y)
     with pytest.raises(ValueError, match="regression model"):
         GDRegressor(loss="bce").fit(X, y)

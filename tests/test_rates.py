@@ -171,4 +171,4 @@ def test_fit_with_lr_auto_says_what_it_chose(gdlab: Callable[..., CliRun], tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bad = gdlab("fit", "noisy-plane", "--lr", "fast")
-    assert bad.code == 2 and "The 'lr' option must be a float" in bad.err and "'fast'" in bad.err
+    assert bad.code == 2 and "The --lr option must be a float" in bad.err and "'fast'" in bad.err

@@ -288,7 +288,7 @@ def test_the_python_api_reads_options_as_the_command_line_does() -> None:
         full = gdlab.fit(X, y, batch_size="full", lr="0.1", epochs="50")
         none = gdlab.fit(X, y, batch_size=None, lr=0.1, epochs=50)
     assert full.history.train_loss == none.history.train_loss
-    with pytest.raises(gdlab.GdlabError, match="The 'batch_size' option must be"):
+    with pytest.raises(gdlab.GdlabError, match="The `batch_size` option must be"):
         gdlab.fit(X, y, batch_size="fulll")
 
 

@@ -44,6 +44,47 @@ def test_stacked_runs_equal_separate_runs(
         np.testing.assert_allclose(run.losses, single.history.train_loss, rtol=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("name", "model", "optimizers", "batch"),
+    [
+        ("noisy-plane", "linear", ["gd", "momentum"], None),  # from XᵀX, iterated
+        ("noisy-plane", "linear", ["gd", "adam"], 16),  # gradients by formula
+        ("binary-blobs", "mlp:6", ["gd", "rmsprop"], 32),  # autograd over vmap
+    ],
+)
+@pytest.mark.parametrize("schedule", ["cosine", "step:3,0.5", "exponential:0.9"])
+def test_a_sweep_with_a_schedule_and_l1_equals_separate_runs(
+    name: str, model: str, optimizers: list[str], batch: int | None, schedule: str
+) -> None:
+    X, y = load(name)
+    lrs = [0.003, 0.03, 0.3]
+    common = {"model": model, "epochs": 12, "batch_size": batch, "dtype": "float64",
+              "schedule": schedule, "l1": 0.05}  # fmt: skip
+    runs, _ = sweep(X, y, lrs=lrs, optimizers=optimizers, **common)
+    without, _ = sweep(X, y, lrs=lrs, optimizers=optimizers, epochs=12, batch_size=batch,
+                       model=model, dtype="float64")  # fmt: skip
+    for run, plain in zip(runs, without, strict=True):
+        single = gdlab.fit(X, y, optimizer=run.optimizer, lr=run.lr, tol=0, patience=10**6,
+                           gtol=0, xtol=0, stop=lambda: False, **common)  # fmt: skip
+        np.testing.assert_allclose(run.losses, single.history.train_loss, rtol=1e-9)
+        assert run.losses[-1] != pytest.approx(plain.losses[-1], rel=1e-6)  # they matter
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("tol", 1e-3), ("patience", 5), ("gtol", 1e-3), ("xtol", 0.0), ("val_fraction", 0.2)],
+)
+def test_a_sweep_refuses_the_stop_tests_by_name(option: str, value: float) -> None:
+    X, y = load("noisy-plane")
+    with pytest.raises(GdlabError, match=f"`{option}` is a stop test"):
+        sweep(X, y, lrs=[0.1], optimizers=["gd"], **{option: value})
+
+
+def test_gdlab_sweep_names_a_refused_option_as_its_flag(gdlab: Callable[..., CliRun]) -> None:
+    run = gdlab("sweep", "noisy-plane", "--lr", "0.01,0.1", "--val-fraction", "0.2")
+    assert run.code == 2 and run.err.count("\n") == 1 and "--val-fraction" in run.err, run.err
+
+
 def test_a_gd_sweep_on_least_squares_is_the_closed_form_of_each_run() -> None:
     X, y = load("noisy-plane")
     lrs = [0.01, 0.3, 0.9, 1.5]  # the last is above 2/λmax = 0.92

@@ -180,7 +180,7 @@ class Trainer:
             if opts.resolved_loss == "bce" and len(self.classes) != 2:
                 raise GdlabError(
                     f"loss bce needs exactly two classes; the target has {len(self.classes)} "
-                    f"({listed(self.classes)}). Use --model softmax."
+                    f"({listed(self.classes)}). Use `model=softmax`."
                 )
             self.y = codes.astype(np.float64)
         self._check_memory(X, copies)
@@ -197,7 +197,7 @@ class Trainer:
         n_val = round(n * opts.val_fraction)
         if opts.val_fraction > 0 and (n_val < 1 or n_val >= n):
             raise GdlabError(
-                f"--val-fraction {opts.val_fraction:g} of {n} rows leaves no training or no "
+                f"`val_fraction={opts.val_fraction:g}` of {n} rows leaves no training or no "
                 f"validation rows; choose a fraction between {1 / n:.2g} and {1 - 1 / n:.2g}."
             )
         order = np.random.default_rng(opts.seed).permutation(n) if n_val else np.arange(n)
@@ -205,7 +205,7 @@ class Trainer:
         n_train = len(self.train_rows)
         if opts.batch_size is not None and opts.batch_size > n_train:
             raise GdlabError(
-                f"--batch-size {opts.batch_size} is above the {n_train} training rows; use a "
+                f"`batch_size={opts.batch_size}` is above the {n_train} training rows; use a "
                 f"value from 1 to {n_train}, or full."
             )
         Z_train = RowSubset.of(self.Z, self.train_rows)  # read in blocks, never copied whole
@@ -368,7 +368,7 @@ class Trainer:
         if wanted == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if wanted == "cuda" and not torch.cuda.is_available():
-            raise GdlabError("--device cuda, but no CUDA device is available; use cpu or auto.")
+            raise GdlabError("`device=cuda`, but no CUDA device is available; use cpu or auto.")
         return torch.device(wanted)
 
     def _tensors(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -42,13 +43,34 @@ def visible(text: str) -> str:
     )
 
 
+# Parameters a message may name that are flags here but not training options.
+CLI_PARAMETERS = ("target", "features", "resume", "out", "overwrite")
+_NAMED = re.compile(r"`([a-z_]+)(?:=([^`]*))?`")
+
+
+def as_flags(message: str) -> str:
+    """The core names parameters as Python does (`batch_size`, `lr=0.4`); here they are
+    flags (--batch-size, --lr 0.4, --no-standardize). Other backticked text is kept."""
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in OPTIONS_BY_NAME and name not in CLI_PARAMETERS:
+            return match.group(0)
+        dashed = "--" + name.replace("_", "-")
+        if value in ("True", "False"):
+            return dashed if value == "True" else "--no-" + name.replace("_", "-")
+        return dashed if value is None else f"{dashed} {value}"
+
+    return _NAMED.sub(flag, message)
+
+
 def fail(message: str) -> NoReturn:
-    click.echo(f"gdlab: error: {visible(message)}", err=True)
+    click.echo(f"gdlab: error: {visible(as_flags(message))}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
 
 def warn(message: str) -> None:
-    click.echo(f"gdlab: warning: {visible(message)}", err=True)
+    click.echo(f"gdlab: warning: {visible(as_flags(message))}", err=True)
 
 
 def _echo(text: str, **kwargs: Any) -> None:
@@ -207,7 +229,7 @@ def fit(
     ):
         if value < low:
             raise GdlabError(
-                f"The '{name}' option must be an integer >= {low}. Got {value} instead."
+                f"The `{name}` option must be an integer >= {low}. Got {value} instead."
             )
     context = click.get_current_context()
     given = {
@@ -360,7 +382,7 @@ def _run(
     else:
         _print_result(result, summary, saved.out)
     if result.status == "diverged":
-        click.echo(f"gdlab: {result.message}", err=True)
+        click.echo(f"gdlab: {as_flags(result.message)}", err=True)
         sys.exit(EXIT_DIVERGED)
     if result.status == "interrupted":
         click.echo(

@@ -231,7 +231,7 @@ def parse_value(name: str, text: str) -> Any:
 
 def invalid(name: str, value: Any, allowed: str) -> GdlabError:
     """The one message format for a rejected option (scikit-learn's wording)."""
-    return GdlabError(f"The '{name}' option must be {allowed}. Got {value!r} instead.")
+    return GdlabError(f"The `{name}` option must be {allowed}. Got {value!r} instead.")
 
 
 @dataclass(frozen=True)
@@ -282,22 +282,22 @@ class FitOptions:
         kind = self.model.split(":")[0]
         if kind == "logistic" and loss != "bce":
             raise GdlabError(
-                f"The logistic model is trained with loss bce, not {loss}; drop --loss."
+                f"The logistic model is trained with loss bce, not {loss}; drop `loss`."
             )
         if kind == "softmax" and loss != "cross-entropy":
             raise GdlabError(
-                f"The softmax model is trained with loss cross-entropy, not {loss}; drop --loss."
+                f"The softmax model is trained with loss cross-entropy, not {loss}; drop `loss`."
             )
         if kind == "poly" and int(self.model.split(":")[1]) > MAX_DEGREE:
             raise GdlabError(
-                f"The 'model' option {self.model}: above degree {MAX_DEGREE} the powers x^K over- "
+                f"The `model` option {self.model}: above degree {MAX_DEGREE} the powers x^K over- "
                 f"or underflow float64 and are collinear; use poly:K with K up to {MAX_DEGREE}, "
                 f"or an mlp for a more flexible shape."
             )
         if kind in ("linear", "poly") and loss in ("bce", "cross-entropy"):
             raise GdlabError(
                 f"The {kind} model is a regression model; for loss {loss} use "
-                f"--model {'logistic' if loss == 'bce' else 'softmax'} (or an mlp)."
+                f"`model={'logistic' if loss == 'bce' else 'softmax'}` (or an mlp)."
             )
 
     def _check_schedule(self) -> None:

@@ -8,7 +8,9 @@ from collections.abc import Iterable
 class GdlabError(ValueError):
     """A problem with the user's data or options; the message names it and the fix.
 
-    The command line prints the message on one line and exits with status 2, without a traceback.
+    Messages name parameters as Python spells them, in backticks: `batch_size`, and settings
+    as `lr=0.4`; the command line shows these as its flags (--batch-size, --lr 0.4), prints
+    the message on one line and exits with status 2, without a traceback.
     """
 
 

@@ -88,7 +88,7 @@ def check_fits(estimate: Estimate, budget: float | None, what: str) -> None:
     limit = budget if budget is not None else MEMORY_FRACTION * available_bytes()
     if estimate.total > limit:
         source = (
-            "memory_budget"
+            "`memory_budget`"
             if budget is not None
             else (f"{MEMORY_FRACTION:.0%} of the {_size(available_bytes())} available")
         )
@@ -103,6 +103,8 @@ def _size(value: float) -> str:
     if not math.isfinite(value):
         return "an unbounded amount"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if unit == "B" and value < 1024:
+            return f"{value:.0f} B"
         if value < 1024 or unit == "PiB":
             return f"{value:.3g} {unit}"
         value /= 1024

@@ -381,23 +381,22 @@ def resume_options(
     for name, value in given.items():
         if name in RESUMABLE_OPTIONS or value == saved[name]:
             continue
-        flag = "--" + name.replace("_", "-")
         raise GdlabError(
-            f"{path} was trained with {flag} {saved[name]}, this command gives {value}; only "
-            f"{', '.join('--' + o for o in RESUMABLE_OPTIONS)} may change on --resume. Drop "
-            f"{flag}, or start a new run."
+            f"{path} was trained with `{name}={saved[name]}`, this command gives {value}; only "
+            f"{', '.join(f'`{o}`' for o in RESUMABLE_OPTIONS)} may change on `resume`. Drop "
+            f"`{name}`, or start a new run."
         )
     options = FitOptions(**(saved | {k: v for k, v in given.items() if k in RESUMABLE_OPTIONS}))
     done = int(state["epochs_done"])
     if state["status"] == "diverged":
         raise GdlabError(
             f"{path} is from a diverged run; resuming would diverge again. Start a new run with a "
-            f"lower --lr."
+            f"lower `lr`."
         )
     if isinstance(options.epochs, int) and options.epochs < done:
         raise GdlabError(
-            f"--epochs {options.epochs} is below the {done} epochs {path.parent} has done; give "
-            f"--epochs above {done} to train further."
+            f"`epochs={options.epochs}` is below the {done} epochs {path.parent} has done; give "
+            f"`epochs` above {done} to train further."
         )
     notes = []
     if options.schedule == "cosine" and options.epochs != saved["epochs"] and done:

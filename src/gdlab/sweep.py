@@ -5,7 +5,12 @@ The K runs of one optimizer are K copies of the parameters stacked along a new f
 of their losses has, for each copy, that copy's own gradient. One optimizer steps all copies
 with rate 1, and each copy's step is then scaled by its own rate: for gd, sgd, momentum,
 nesterov, adam, adamw, rmsprop and adagrad the step is proportional to the rate (their state
-does not depend on it), so this is the same update as K separate runs, up to rounding.
+does not depend on it), so this is the same update as K separate runs, up to rounding. A
+schedule multiplies every copy's rate by the same factor each epoch, and L1 adds l1·sign(w) to
+each copy's weight gradients, as the training loop does.
+
+The stop tests (gtol, xtol, tol, patience, a validation split) are refused: a sweep runs every
+rate for the same epochs so that the curves compare; only divergence ends a run early.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from gdlab.api import Trainer
-from gdlab.config import OPTIMIZERS, FitOptions, make_options
+from gdlab.config import OPTIMIZERS, OPTIONS_BY_NAME, FitOptions, make_options
 from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.errors import GdlabError
 from gdlab.models import ACTIVATIONS
 from gdlab.optim.gd import GradientDescent
 from gdlab.optim.registry import optimizer_for
+from gdlab.optim.schedules import make_schedule
 from gdlab.train.closed_form import Modes
 from gdlab.train.exact import LeastSquaresStatistics
 from gdlab.train.rules import DIVERGENCE_FACTOR, RISE_FACTOR, RISE_WINDOW, divergence
@@ -36,6 +42,17 @@ SWEEP_EPOCHS = 1000
 MAX_RATES = 1000
 GOOD_WITHIN = 0.05  # a run within 5% of the best final loss is "good"
 OSCILLATING_SHARE = 0.1  # rising in more than 10% of the last half of epochs
+STOP_OPTIONS = ("gtol", "xtol", "tol", "patience", "val_fraction")  # refused: see the docstring
+
+
+def _refuse_stop_options(options: dict[str, Any]) -> None:
+    for name in STOP_OPTIONS:
+        if name in options and options[name] != OPTIONS_BY_NAME[name].default:
+            raise GdlabError(
+                f"`{name}` is a stop test, and a sweep has none: it runs every rate for the "
+                f"same epochs so that the curves compare (only divergence ends a run early). "
+                f"Leave `{name}` out, and fit the rate you choose with it."
+            )
 
 
 @dataclass
@@ -96,6 +113,7 @@ def sweep(
 ) -> tuple[list[SweepRun], Trainer]:
     """Train every (optimizer, lr) pair from the same initial point; label each run."""
     options.setdefault("epochs", SWEEP_EPOCHS)  # curves of a fixed length, compared
+    _refuse_stop_options(options)
     opts = make_options(**{**options, "lr": 1.0})
     matrix, names = as_matrix(X)
     names = list(feature_names) if feature_names is not None else names
@@ -104,13 +122,14 @@ def sweep(
     net, loss_fn, data = trainer.initial_problem()
     scale = trainer.loss_scale()
     groups = [_Group(net, dataclasses.replace(opts, optimizer=name), lrs) for name in optimizers]
+    factor = make_schedule(opts.schedule, 1.0, opts.budget)  # the schedule's rate at lr = 1
     n = data.X.shape[0]
     size = n if opts.batch_size is None else opts.batch_size
     linear = trainer.fast_linear(net) is not None
     stats = trainer.statistics
     if linear and size >= n and stats is not None and math.isfinite(stats.least_loss):
         for group in groups:  # full-batch least squares: no pass over the rows at all
-            _least_squares_sweep(group, stats, opts, scale)
+            _least_squares_sweep(group, stats, opts, scale, factor)
         runs = [run for group in groups for run in group.runs]
         label(runs)
         return runs, trainer
@@ -127,10 +146,10 @@ def sweep(
             for group, total in zip(groups, totals, strict=True):
                 if analytic:
                     losses = group.linear_gradients(Xb, yb, opts.resolved_loss)
-                    group.advance()
+                    group.advance(factor(epoch))
                 else:
                     losses = batched_loss(group.outputs(Xb), yb)
-                    group.step(losses)
+                    group.step(losses, factor(epoch))
                 total += losses.detach().double().cpu() * Xb.shape[0]
         for group, total in zip(groups, totals, strict=True):
             group.record(epoch, (total / n * scale).tolist())
@@ -152,6 +171,7 @@ class _Group:
             for key, value in net.named_parameters()
         }
         self.optimizer = optimizer_for(opts, list(self.params.values()))  # rate 1, scaled below
+        self.l1 = opts.l1
         first = next(iter(self.params.values()))
         self.rates = torch.tensor(lrs, dtype=first.dtype, device=first.device)
         self.alive = torch.ones(k, dtype=torch.bool, device=first.device)
@@ -187,11 +207,11 @@ class _Group:
                 h = module(h)
         return h
 
-    def step(self, losses: torch.Tensor) -> None:
+    def step(self, losses: torch.Tensor, factor: float = 1.0) -> None:
         self.optimizer.zero_grad()
         everyone = bool(self.alive.all())
         (losses.sum() if everyone else losses[self.alive].sum()).backward()  # type: ignore[no-untyped-call]
-        self.advance()
+        self.advance(factor)
 
     def theta(self) -> torch.Tensor:
         """A linear model's K parameter vectors [w, b] as rows, in float64."""
@@ -233,19 +253,26 @@ class _Group:
         self.set_gradients(torch.cat(gradients, dim=1))
         return losses
 
-    def advance(self) -> None:
-        """The optimizer's step at rate 1, then each copy's step scaled by its own rate.
-        gdlab's gd needs no detour: p - rate (grad + weight_decay p), copy by copy."""
+    def advance(self, factor: float = 1.0) -> None:
+        """The optimizer's step at rate 1, then each copy's step scaled by its own rate times
+        the schedule's `factor`. gdlab's gd needs no detour: p - rate (grad + weight_decay p),
+        copy by copy. L1 first adds l1·sign(w) to the weights' gradients (not the biases')."""
         everyone = bool(self.alive.all())
         params = list(self.params.values())
+        if self.l1:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    if p.grad is not None and not name.endswith("bias"):
+                        p.grad.add_(self.l1 * torch.sign(p))
+        scales = self.scales if factor == 1.0 else [s * factor for s in self.scales]
         if isinstance(self.optimizer, GradientDescent):
             with torch.no_grad():
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
                 decay = self.optimizer.param_groups[0]["weight_decay"]
                 if decay:
                     grads = list(torch._foreach_add(grads, params, alpha=decay))
-                rates = self.scales if everyone else [
-                    s * self.alive.view(s.shape) for s in self.scales
+                rates = scales if everyone else [
+                    s * self.alive.view(s.shape) for s in scales
                 ]  # fmt: skip
                 torch._foreach_sub_(params, torch._foreach_mul(grads, rates))
             return
@@ -255,10 +282,10 @@ class _Group:
         with torch.no_grad():
             if everyone:  # p = before + rate (p - before), in place, all tensors at once
                 torch._foreach_sub_(params, before)
-                torch._foreach_mul_(params, self.scales)
+                torch._foreach_mul_(params, scales)
                 torch._foreach_add_(params, before)
                 return
-            for p, old, rate in zip(params, before, self.scales, strict=True):
+            for p, old, rate in zip(params, before, scales, strict=True):
                 keep = self.alive.view(rate.shape)
                 p.copy_(torch.where(keep, old + rate * (p - old), old))
 
@@ -280,9 +307,10 @@ class _Group:
         run, start = self.runs[k], float(losses[0])
         with np.errstate(invalid="ignore"):  # the loop's tests, all epochs at once
             lowest = np.minimum.accumulate(np.where(np.isfinite(losses), losses, np.inf))
-            window = np.lib.stride_tricks.sliding_window_view(losses, RISE_WINDOW).min(axis=1)
             rising = np.zeros(len(losses), dtype=bool)
-            rising[RISE_WINDOW - 1 :] = window > RISE_FACTOR * lowest[RISE_WINDOW - 1 :]
+            if len(losses) >= RISE_WINDOW:  # fewer epochs than the window: never rising
+                window = np.lib.stride_tricks.sliding_window_view(losses, RISE_WINDOW).min(1)
+                rising[RISE_WINDOW - 1 :] = window > RISE_FACTOR * lowest[RISE_WINDOW - 1 :]
             bad = ~np.isfinite(losses) | ((start > 0) & (losses > DIVERGENCE_FACTOR * start))
             bad |= rising & (lowest > 0)
         if not bad.any():
@@ -302,13 +330,19 @@ def _divergence(value: float, start: float, epoch: int) -> str:
 
 
 def _least_squares_sweep(
-    group: _Group, stats: LeastSquaresStatistics, opts: FitOptions, scale: float
+    group: _Group,
+    stats: LeastSquaresStatistics,
+    opts: FitOptions,
+    scale: float,
+    factor: Callable[[int], float],
 ) -> None:
-    """Full-batch least squares from the sufficient statistics: plain gd or sgd in closed form
-    (each rate's whole loss curve at once), other optimizers stepping on (2/n)(Gθ - h) for
-    all copies in one product. Losses are recorded before each step, as the loop does."""
+    """Full-batch least squares from the sufficient statistics: plain gd or sgd at constant
+    rates in closed form (each rate's whole loss curve at once), anything else stepping on
+    (2/n)(Gθ - h) for all copies in one product. Losses are recorded before each step, as
+    the loop does."""
     G, h, n = stats.gram, stats.moment, stats.n
-    if group.optimizer_name in ("gd", "sgd") and opts.weight_decay == 0:
+    constant = opts.schedule == "constant" and opts.weight_decay == 0 and opts.l1 == 0
+    if group.optimizer_name in ("gd", "sgd") and constant:
         modes = Modes.of(stats, group.theta()[0].numpy(), 1.0)  # one eigendecomposition
         epochs = np.arange(opts.budget)
         for k, run in enumerate(group.runs):
@@ -321,7 +355,7 @@ def _least_squares_sweep(
         offset = theta - stats.optimum
         losses = stats.least_loss + ((offset @ G) * offset).sum(1) / n
         group.set_gradients((2.0 / n) * (theta @ G - h))
-        group.advance()
+        group.advance(factor(epoch))
         group.record(epoch, (losses * scale).tolist())
         if not group.alive.any():
             return

@@ -66,14 +66,14 @@ def explain_divergence(
         parts.append(
             f"lr={lr:g} is {verdict} the largest stable rate {formula} = {limit:.3g} "
             f"(λmax = {curvature.lambda_max:.3g} of the loss Hessian);"
-            f" try --lr {_round_down(0.5 * limit)}."
+            f" try `lr={_round_down(0.5 * limit)}`."
         )
     else:
-        parts.append(f"lr={lr:g} is probably too large; try --lr {_round_down(lr / 10)}.")
+        parts.append(f"lr={lr:g} is probably too large; try `lr={_round_down(lr / 10)}`.")
     if not standardized and raw_condition is not None and raw_condition > 100:
         parts.append(
             f"The features are not standardized (condition number {raw_condition:.3g}); "
-            f"drop --no-standardize."
+            f"drop `standardize=False`."
         )
     parts.append("The last finite parameters were kept.")
     return " ".join(parts)

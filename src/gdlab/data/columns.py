@@ -24,12 +24,12 @@ def select(
     if target not in names:
         raise GdlabError(
             f"{source}: target column {target!r} not found; the columns are: {listed(names)}. "
-            f"Pass one of them to --target."
+            f"Pass one of them as `target`."
         )
     if features is None:
         features = [name for name in names if name != target]
     elif target in features:
-        raise GdlabError(f"{source}: {target!r} is the target; remove it from --features.")
+        raise GdlabError(f"{source}: {target!r} is the target; remove it from `features`.")
     if not features:
         raise GdlabError(
             f"{source}: no feature columns (only the target {target!r}); add a feature column."
@@ -73,7 +73,7 @@ def numeric_column(frame: pd.DataFrame, name: str, source: str) -> FloatArray:
         raise GdlabError(
             f"{source}: column {name!r} holds dates or times ({column.dtype}), which would be "
             f"fitted as integer time counts; convert it to a number with a meaning (days since "
-            f"a date, the year) or leave it out with --features."
+            f"a date, the year) or leave it out of `features`."
         )
     if column.dtype.kind == "c":
         raise GdlabError(
