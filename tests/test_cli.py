@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from gdlab.cli import fit as fit_command
+from gdlab.cli.fit import fit as fit_command
 from gdlab.config import OPTIONS, FitOptions
 from gdlab.data.builtin import DATASETS
 from gdlab.history import History

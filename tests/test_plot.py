@@ -30,10 +30,10 @@ def linear_run(gdlab: Callable[..., CliRun], tmp_path: Path) -> Path:
 
 
 def trainer_for(run: Path):  # type: ignore[no-untyped-def]
-    from gdlab.cli import _run_trainer
+    from gdlab.cli.app import rebuild_problem
 
     result, state = load_run(run)
-    return result, _run_trainer(result, state, None)
+    return result, rebuild_problem(result, state, None)
 
 
 def test_the_surface_is_the_loss_and_its_minimum_is_the_closed_form(linear_run: Path) -> None:

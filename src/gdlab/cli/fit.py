@@ -1,0 +1,356 @@
+"""gdlab fit: train on a file or a built-in data set, with checkpoints, resume and signals."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from gdlab.cli.app import (
+    EXIT_DIVERGED,
+    as_flags,
+    cli,
+    echo_visible,
+    load_data,
+    parse_batch_size,
+    run_folder,
+    training_options,
+    warn,
+)
+from gdlab.config import (
+    FitOptions,
+    make_options,
+)
+from gdlab.errors import GdlabError, GdlabWarning, listed
+
+if TYPE_CHECKING:
+    from gdlab.history import History
+    from gdlab.result import FitResult
+
+
+MAX_PRINTED_COEFFICIENTS = 50  # the rest are in summary.json
+
+
+@cli.command()
+@click.argument("data", required=False)
+@click.option("--target", help="column to predict (default for built-in data sets: theirs)")
+@click.option("--features", help="comma-separated feature columns (default: every other column)")
+@training_options
+@run_folder("run folder")
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    help="continue the run in this folder (to --epochs); data and options come from it",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="epochs between checkpoints (0: only at the end or when stopped); checkpoints "
+    "that take over a second are spaced out to a tenth of the run time",
+)
+@click.option(
+    "--log-every",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="epochs between log lines",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="print one JSON object on stdout, nothing else"
+)
+def fit(
+    data: str | None,
+    target: str | None,
+    features: str | None,
+    out: Path | None,
+    overwrite: bool,
+    resume: Path | None,
+    checkpoint_every: int,
+    log_every: int,
+    as_json: bool,
+    **raw: Any,
+) -> None:
+    """Fit a model to DATA (a CSV, Parquet, .npz or .npy file, or a built-in data set).
+
+    Ctrl-C or SIGTERM stops after the current step and saves the run; `--resume RUN_DIR`
+    continues it exactly where it stopped.
+    """
+    raw["batch_size"] = parse_batch_size(raw["batch_size"])
+    for name, value, low in (
+        ("log_every", log_every, 1),
+        ("checkpoint_every", checkpoint_every, 0),
+    ):
+        if value < low:
+            raise GdlabError(
+                f"The `{name}` option must be an integer >= {low}. Got {value} instead."
+            )
+    context = click.get_current_context()
+    given = {
+        name: value
+        for name, value in raw.items()
+        if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    }
+    columns = None if features is None else [name.strip() for name in features.split(",")]
+    run = _RunSettings(checkpoint_every, log_every, as_json)
+    if resume is not None:
+        _resume(resume, data, target, columns, given, out, run)
+        return
+    if data is None:
+        raise GdlabError(
+            "DATA is missing: give a CSV, Parquet, .npz or .npy file or a built-in data set "
+            "(gdlab datasets), or --resume RUN_DIR."
+        )
+    from gdlab.data.builtin import DATASETS
+
+    if data in DATASETS and "model" not in given:
+        raw["model"] = DATASETS[data].model  # each built-in set comes with its natural model
+    options = make_options(**raw)  # every option is checked before any data is read
+    from gdlab.runs import RUN_FILES, check_not_input, check_out_dir, claim_default_out_dir
+
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
+        check_not_input([out / name for name in RUN_FILES], [Path(data)])
+    source, frame, default_target = load_data(data)
+    target = target or default_target
+    if target is None:
+        raise GdlabError(f"--target is required: name the column of {source} to predict.")
+    from gdlab.data.columns import select
+
+    X, y, names = select(frame, source, target, columns)
+    from gdlab.runs import RunLock
+
+    claimed = out is None
+    out = out or claim_default_out_dir()
+    with RunLock(out, created=claimed):
+        check_out_dir(out, overwrite=overwrite)  # another process may have filled it meanwhile
+        saved = _SavedRun(out, target, source, _data_path(data))
+        _run(X, y, names, options, saved, run, previous=None)
+
+
+@dataclass(frozen=True)
+class _RunSettings:
+    checkpoint_every: int
+    log_every: int
+    as_json: bool
+
+
+@dataclass(frozen=True)
+class _SavedRun:
+    """Where a run is written and what it records about its data."""
+
+    out: Path
+    target: str
+    source: str
+    data_path: str | None
+
+
+def _data_path(data: str) -> str | None:
+    """An absolute path for a file (a resumed run finds it from anywhere); None for built-ins."""
+    from gdlab.data.builtin import DATASETS
+
+    if data in DATASETS and not Path(data).exists():
+        return None
+    return str(Path(data).resolve())
+
+
+def _resume(
+    run_dir: Path,
+    data: str | None,
+    target: str | None,
+    columns: list[str] | None,
+    given: dict[str, Any],
+    out: Path | None,
+    run: _RunSettings,
+) -> None:
+    if out is not None and out.resolve() != run_dir.resolve():
+        raise GdlabError("--resume writes into the run's own folder; drop --out.")
+    from gdlab.runs import MODEL_FILE, RunLock, load_run, resume_options
+
+    if not run_dir.is_dir():
+        raise GdlabError(f"--resume {run_dir}: no such run folder.")
+    with RunLock(run_dir):
+        previous, state = load_run(run_dir)
+        options, notes = resume_options(state, given, run_dir / MODEL_FILE)
+        for name, value, saved in (("target", target, state["target"]),
+                                   ("features", columns, state["features"])):  # fmt: skip
+            if value is not None and value != saved:
+                raise GdlabError(
+                    f"{run_dir} was trained with --{name} {saved}; drop --{name} to resume."
+                )
+        data = data or state["data_path"] or state["data"]
+        assert data is not None
+        source, frame, _ = load_data(data)
+        from gdlab.data.arrays import as_matrix, as_vector, fingerprint
+        from gdlab.data.columns import select
+
+        X, y, names = select(frame, source, state["target"], state["features"])
+        matrix = as_matrix(X)[0]
+        if fingerprint(matrix, as_vector(y, len(matrix))) != state["fingerprint"]:
+            raise GdlabError(
+                f"{source} is not the data {run_dir} was trained on (its rows or values "
+                f"differ); resume with the original data, or start a new run."
+            )
+        for note in notes:
+            warn(note)
+        if not run.as_json:
+            click.echo(
+                f"resuming {run_dir} after epoch {len(previous.history)} of {options.epochs}"
+            )
+        saved = _SavedRun(run_dir, state["target"], state["data"], state["data_path"])
+        _run(X, y, names, options, saved, run, previous=previous)
+
+
+def _run(
+    X: Any,
+    y: Any,
+    names: list[str],
+    options: FitOptions,
+    saved: _SavedRun,
+    run: _RunSettings,
+    previous: FitResult | None,
+) -> None:
+    """Train with checkpoints, save, report; Ctrl-C and SIGTERM end in a saved, resumable run."""
+    from gdlab.interrupts import Interrupts
+    from gdlab.runs import save_run
+
+    def save(result: FitResult) -> dict[str, Any]:
+        return save_run(
+            result, saved.out, target=saved.target, source=saved.source, data_path=saved.data_path
+        )
+
+    with Interrupts() as interrupts:  # also covers the final save: a second Ctrl-C waits for it
+        result = _train(X, y, names, options, run, previous, interrupts.requested, save)
+        interrupts.armed = True  # a signal now waits for the save (the closed form never polls)
+        summary = save(result)
+        if result.status == "interrupted":
+            interrupts.ignore_from_now()  # the process ends below; nothing left to interrupt
+    if result.lr_choice:
+        click.echo(f"gdlab: {result.lr_choice}", err=True)
+    for message in result.warnings:
+        warn(message)
+    if run.as_json:
+        keys = ("status", "epochs", "kept_epoch", "loss", "val_loss", "stop", "coef",
+                "intercept", "path", "out")  # fmt: skip
+        click.echo(json.dumps({key: summary[key] for key in keys if key in summary}))
+    else:
+        _print_result(result, summary, saved.out)
+    if result.status == "diverged":
+        click.echo(f"gdlab: {as_flags(result.message)}", err=True)
+        sys.exit(EXIT_DIVERGED)
+    if result.status == "interrupted":
+        click.echo(
+            f"gdlab: interrupted after epoch {result.history.last_epoch}; continue with: "
+            f"gdlab fit --resume {saved.out}",
+            err=True,
+        )
+        sys.exit(interrupts.exit_code)
+
+
+def _train(
+    X: Any,
+    y: Any,
+    names: list[str],
+    options: FitOptions,
+    run: _RunSettings,
+    previous: FitResult | None,
+    stop: Callable[[], bool],
+    save: Callable[[FitResult], object],
+) -> FitResult:
+    from gdlab.api import fit as fit_model
+
+    done = len(previous.history) if previous is not None else 0
+    budget = options.epochs if isinstance(options.epochs, int) else None  # auto: unknown yet
+    progress = _Progress(budget, done, log_every=run.log_every, quiet=run.as_json)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GdlabWarning)  # printed once, after the run
+        try:
+            return fit_model(
+                X,
+                y,
+                feature_names=names,
+                on_epoch=progress.update,
+                resume=previous,
+                stop=stop,
+                checkpoint=save,
+                checkpoint_every=run.checkpoint_every,
+                **options.to_dict(),
+            )
+        finally:
+            progress.close()
+
+
+class _Progress:
+    """Log lines every N epochs on stdout (stderr with --json); a bar on a terminal."""
+
+    def __init__(self, epochs: int | None, done: int, *, log_every: int, quiet: bool) -> None:
+        self.log_every, self.quiet = log_every, quiet
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=epochs, initial=done, unit="epoch", leave=False, file=sys.stderr)
+
+    def update(self, history: History) -> None:
+        epoch, loss = history.epoch[-1], history.train_loss[-1]
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if epoch % self.log_every == 0:
+            values = "  ".join(f"{k}={v[-1]:.6g}" for k, v in list(history.params.items())[:6])
+            line = f"epoch {epoch:>6}  loss={loss:.6g}  {values}".rstrip()
+            if self.bar is not None:
+                self.bar.write(line, file=sys.stderr if self.quiet else sys.stdout)
+            else:
+                echo_visible(line, err=self.quiet)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+PATH_TEXT = {
+    "exact": "exact (gradients from XᵀX, built in one pass: O(d²) per epoch)",
+    "closed-form": "closed form (plain gd on least squares: θ_k = θ* + (I − lr·H)^k (θ_0 − θ*))",
+    "analytic": "analytic (mini-batch gradients by formula, buffers allocated once)",
+    "autograd": "autograd (forward and backward over the rows every step)",
+}
+
+
+def _print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None:
+    verdict = result.verdict
+    why = ""
+    if verdict is not None and verdict.test:
+        why = f" ({verdict.test} test{', ' + verdict.reason if verdict.reason else ''})"
+    echo_visible(f"status: {summary['status']} after {summary['epochs']} epochs{why}")
+    if verdict is not None:
+        for measure in verdict.measures:
+            echo_visible(f"  {measure}")
+    echo_visible(f"path: {PATH_TEXT.get(result.path, result.path)}")
+    kept = f" (the kept model, epoch {summary['kept_epoch']})" if "kept_epoch" in summary else ""
+    if summary["loss"] is not None:
+        echo_visible(f"train loss: {summary['loss']:.6g}{kept}")
+    if summary.get("val_loss") is not None:
+        echo_visible(f"validation loss: {summary['val_loss']:.6g}{kept}")
+    if "coef" in summary:
+        echo_visible("coefficients (original units):")
+        coefficients = list(summary["coef"].items())
+        for name, value in coefficients[:MAX_PRINTED_COEFFICIENTS]:
+            if isinstance(value, dict):
+                inner = listed(f"{k}={v + 0.0:.6g}" for k, v in value.items())
+                echo_visible(f"  class {name}: {inner}; intercept={summary['intercept'][name]:.6g}")
+            else:
+                echo_visible(f"  {name:<12} {value + 0.0: .10g}")  # + 0.0: -0 prints as 0
+        if len(coefficients) > MAX_PRINTED_COEFFICIENTS:
+            rest = len(coefficients) - MAX_PRINTED_COEFFICIENTS
+            echo_visible(f"  ... and {rest} more in {out}/summary.json")
+        if not isinstance(summary["intercept"], dict):
+            echo_visible(f"  {'intercept':<12} {summary['intercept']: .10g}")
+    echo_visible(f"wrote {out}/model.pt, history.csv, summary.json")

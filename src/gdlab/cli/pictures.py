@@ -1,0 +1,234 @@
+"""gdlab plot, report and compare: figures and a page from a run folder."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gdlab.cli.app import (
+    cli,
+    data_and_options,
+    optimizer_list,
+    parse_batch_size,
+    parse_pair,
+    rebuild_problem,
+    run_folder,
+    training_options_without,
+)
+from gdlab.errors import GdlabError, GdlabWarning
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--params", help="two recorded parameters for the loss surface, e.g. "
+              "coef[x],intercept  [default: the first weight and the bias]")  # fmt: skip
+@click.option("--data", help="the run's data, if it moved (default: the path the run recorded)")
+@click.option("--animate", is_flag=True,
+              help="also write descent.gif (and line.gif for one-feature regression)")  # fmt: skip
+def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> None:
+    """Figures of a run: loss, parameters, weight and bias against loss, gradient norms by layer,
+    and the loss surface of two parameters with the run's path."""
+    from gdlab.plot import training
+    from gdlab.runs import RunLock, load_run
+
+    if not run_dir.is_dir():
+        raise GdlabError(f"{run_dir}: no such run folder.")
+    with RunLock(run_dir):
+        result, state = load_run(run_dir)
+        history = result.history
+        if not len(history):
+            raise GdlabError(f"{run_dir} has no epochs in its history; nothing to plot.")
+        figures = {
+            "loss.png": training.loss_curve(history),
+            "gradients.png": training.gradient_norms(history),
+        }
+        if history.params:
+            figures["params.png"] = training.parameter_curves(history)
+            from gdlab.surface import check_pair, default_pair, loss_surface
+
+            pair = default_pair(result) if params is None else parse_pair(params)
+            check_pair(result, pair)
+            figures["weight_bias.png"] = training.weight_bias_vs_loss(history, *pair)
+            trainer = rebuild_problem(result, state, data)
+            surface = loss_surface(trainer, result, pair)
+            start = trainer.initial_parameters()
+            figures["surface.png"] = training.surface_figure(surface, history, start)
+        for name, figure in figures.items():
+            training.save(figure, run_dir / name)
+        written = [run_dir / name for name in figures]
+        if animate and history.params:
+            written += _animate_run(run_dir, result, trainer, surface, pair)
+    click.echo(f"wrote {', '.join(map(str, written))}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--params", help="two recorded parameters for the loss surface  [default: the "
+              "first weight and the bias]")  # fmt: skip
+@click.option("--data", help="the run's data, if it moved (default: the path the run recorded)")
+@click.option("--out", type=click.Path(path_type=Path), help="[default: RUN_DIR/report.html]")
+@click.option("--overwrite", is_flag=True, help="allow --out to replace an existing file")
+def report(
+    run_dir: Path, params: str | None, data: str | None, out: Path | None, overwrite: bool
+) -> None:
+    """One self-contained HTML file with interactive figures of a run (no network needed)."""
+    from plotly.offline import get_plotlyjs
+
+    from gdlab.atomic import write_text
+    from gdlab.report import render, report_data
+    from gdlab.runs import RunLock, check_not_input, check_out_file, load_run, read_summary
+
+    if not run_dir.is_dir():
+        raise GdlabError(f"{run_dir}: no such run folder.")
+    if out is not None:  # the default, RUN_DIR/report.html, is the report's own file
+        check_out_file(out, overwrite=overwrite)
+    with RunLock(run_dir):
+        result, state = load_run(run_dir)
+        if out is not None:  # never the run's own files, nor its data
+            own = [path for path in run_dir.iterdir() if path.name != "report.html"]
+            inputs = [Path(state["data_path"])] if state.get("data_path") else []
+            check_not_input([out], [*own, *inputs, *([Path(data)] if data else [])])
+        if not len(result.history):
+            raise GdlabError(f"{run_dir} has no epochs in its history; nothing to report.")
+        summary = read_summary(run_dir)
+        surface, line = None, None
+        if result.history.params:
+            from gdlab.surface import check_pair, default_pair, loss_surface
+
+            pair = default_pair(result) if params is None else parse_pair(params)
+            check_pair(result, pair)
+            trainer = rebuild_problem(result, state, data)
+            surface = loss_surface(trainer, result, pair)
+            line = _line_data(result, trainer, state)
+        page = render(f"gdlab run {run_dir}", report_data(result, surface, line), summary,
+                      plotly_js=get_plotlyjs())  # fmt: skip
+        target = out or run_dir / "report.html"
+        write_text(target, page)
+    click.echo(f"wrote {target}")
+
+
+MAX_DRAWN_POINTS = 5000  # data points a report draws: a page of bounded size on any data
+
+
+def _line_data(result: Any, trainer: Any, state: dict[str, Any]) -> dict[str, Any] | None:
+    """For one-feature regression: the data and the line's weight and bias per epoch."""
+    coefficients = [name for name in result.history.params if name.startswith("coef[")]
+    regression = result.options.resolved_loss in ("mse", "mae", "huber")
+    if not (regression and result.spec.degree == 1 and len(coefficients) == 1):
+        return None
+    history = result.history
+    x, y = trainer.X[:, 0], trainer.y
+    drawn = slice(None, None, max(1, -(-len(x) // MAX_DRAWN_POINTS)))  # evenly spaced rows
+    return {
+        "x": x[drawn].tolist(),
+        "y": y[drawn].tolist(),
+        "ends": [float(x.min()), float(x.max())],  # over every row, not only those drawn
+        "rows": len(x),
+        "w": history.params[coefficients[0]],
+        "b": history.params.get("intercept", [0.0] * len(history)),
+        "feature": result.feature_names[0],
+        "target": state["target"],
+    }
+
+
+def _animate_run(run_dir: Path, result: Any, trainer: Any, surface: Any, pair: Any) -> list[Path]:
+    from gdlab.plot.animate import line_animation, save_gif, surface_animation
+
+    save_gif(surface_animation(surface, {"run": result.history})[0], run_dir / "descent.gif")
+    written = [run_dir / "descent.gif"]
+    coefficients = [name for name in result.history.params if name.startswith("coef[")]
+    regression = result.options.resolved_loss in ("mse", "mae", "huber")
+    if regression and result.spec.degree == 1 and len(coefficients) == 1:
+        bias = "intercept"
+        animation = line_animation(
+            trainer.X[:, 0], trainer.y, result.history, coefficients[0], bias
+        )
+        save_gif(animation[0], run_dir / "line.gif")
+        written.append(run_dir / "line.gif")
+    return written
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--target", help="column to predict (default for built-in data sets: theirs)")
+@click.option("--features", help="comma-separated feature columns (default: every other column)")
+@click.option("--batch-sizes", default="full,32,1", show_default=True,
+              help="batch (full), mini-batch (N), stochastic (1) descent to compare")  # fmt: skip
+@optimizer_list
+@training_options_without("optimizer", "batch_size")
+@click.option("--params", help="two recorded parameters for the contour  [default: the first "
+              "weight and the bias]")  # fmt: skip
+@run_folder("folder for compare.png and compare.csv")
+@click.option("--animate", is_flag=True, help="also write compare.gif")
+def compare(
+    data: str,
+    target: str | None,
+    features: str | None,
+    batch_sizes: str,
+    optimizers: str,
+    params: str | None,
+    out: Path | None,
+    overwrite: bool,
+    animate: bool,
+    **raw: Any,
+) -> None:
+    """Batch, mini-batch and stochastic descent (and optimizers) from the same start, on one
+    contour and one loss axis."""
+    from gdlab.sweep import parse_optimizers
+
+    names = parse_optimizers(optimizers)
+    sizes = [parse_batch_size(size.strip()) for size in batch_sizes.split(",") if size.strip()]
+    if not sizes:
+        raise GdlabError("--batch-sizes: give one or more of full or N, comma-separated.")
+    X, y, columns, options = data_and_options(data, target, features, raw | {"batch_size": None})
+    from gdlab.runs import check_not_input, check_out_dir, claim_default_out_dir
+
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite)
+        check_not_input(
+            [out / name for name in ("compare.png", "compare.csv", "compare.gif")], [Path(data)]
+        )
+    from gdlab.api import Trainer, fit
+    from gdlab.data.arrays import as_matrix, as_vector
+
+    results = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GdlabWarning)
+        for name in names:
+            for size in sizes:
+                label = f"{name}, {'batch' if size is None else f'batch size {size}'}"
+                chosen = options.to_dict() | {"optimizer": name, "batch_size": size}
+                results[label] = fit(X, y, feature_names=columns, stop=lambda: False, **chosen)
+        first = next(iter(results.values()))
+        matrix = as_matrix(X)[0]
+        trainer = Trainer(first.options, matrix, as_vector(y, len(matrix)), columns, None)
+    if not first.history.params:
+        raise GdlabError("the model has over 20 parameters, so no paths were recorded to compare.")
+    from gdlab.plot.training import compare_figure, save
+    from gdlab.surface import check_pair, default_pair, loss_surface
+
+    pair = default_pair(first) if params is None else parse_pair(params)
+    check_pair(first, pair)
+    surface = loss_surface(trainer, first, pair)
+    out = out or claim_default_out_dir()
+    histories = {label: r.history for label, r in results.items()}
+    save(compare_figure(surface, histories, trainer.initial_parameters()), out / "compare.png")
+    rows = ["run,epochs,final_loss,status"] + [
+        f'"{label}",{len(r.history)},{r.history.train_loss[-1]!r},{r.status}'
+        for label, r in results.items()
+    ]
+    from gdlab.atomic import write_text
+
+    write_text(out / "compare.csv", "\n".join(rows) + "\n")
+    for label, r in results.items():
+        click.echo(f"{label:<32} {r.status:<10} {len(r.history):>6} epochs  "
+                   f"loss {r.history.train_loss[-1]:.6g}")  # fmt: skip
+    if animate:
+        from gdlab.plot.animate import save_gif, surface_animation
+
+        save_gif(surface_animation(surface, histories)[0], out / "compare.gif")
+    gif = f", {out / 'compare.gif'}" if animate else ""
+    click.echo(f"wrote {out / 'compare.png'}, {out / 'compare.csv'}{gif}")
