@@ -115,15 +115,15 @@ def test_compare_draws_every_run_from_one_start(
 
 def test_compare_figure_paths_are_the_histories_after_the_start() -> None:
     import gdlab
-    from gdlab.api import Trainer
     from gdlab.config import make_options
     from gdlab.plot.training import compare_figure
+    from gdlab.problem import Problem
 
     X, y = load("noisy-plane")
     runs = {f"batch {b}": gdlab.fit(X, y, lr=0.05, epochs=20, batch_size=b, stop=lambda: False)
             for b in (None, 8)}  # fmt: skip
     first = next(iter(runs.values()))
-    trainer = Trainer(make_options(lr=0.05), X, y, ["x1", "x2"], None)
+    trainer = Problem(make_options(lr=0.05), X, y, ["x1", "x2"], None)
     start = trainer.initial_parameters()
     surface = loss_surface(trainer, first, ("coef[x1]", "intercept"))
     figure = compare_figure(surface, {k: r.history for k, r in runs.items()}, start)

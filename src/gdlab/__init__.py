@@ -11,9 +11,9 @@ from gdlab.config import FitOptions
 from gdlab.errors import GdlabError, GdlabWarning
 
 if TYPE_CHECKING:
-    from gdlab.api import fit
     from gdlab.estimators import GDClassifier, GDRegressor
     from gdlab.result import FitResult
+    from gdlab.training import fit
 
 __all__ = [
     "FitOptions",
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name == "fit":
-        from gdlab.api import fit
+        from gdlab.training import fit
 
         return fit
     if name == "FitResult":

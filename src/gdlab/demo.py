@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn, optim
 
-from gdlab.api import fit
 from gdlab.errors import GdlabWarning
 from gdlab.history import History
 from gdlab.plot.training import loss_curve, save, weight_bias_vs_loss
 from gdlab.result import FitResult
+from gdlab.training import fit
 
 X_TRAIN = [[1.0], [2.0], [3.0], [4.0]]
 Y_TRAIN = [2.0, 4.0, 6.0, 8.0]

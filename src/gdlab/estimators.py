@@ -18,12 +18,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from gdlab.api import fit
 from gdlab.config import FitOptions
 from gdlab.data.arrays import FloatArray
 from gdlab.errors import GdlabWarning
 from gdlab.history import History
 from gdlab.result import FitResult
+from gdlab.training import fit
 
 NOT_CONVERGED = (
     "max_epochs:",

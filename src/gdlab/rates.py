@@ -23,11 +23,11 @@ import torch
 from gdlab.analysis.curvature import Curvature, least_squares_curvature
 from gdlab.analysis.hessian import hessian_spectrum
 from gdlab.analysis.range_test import RangeTest, range_test
-from gdlab.api import Trainer
 from gdlab.config import FitOptions, make_options
 from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.models import ModelSpec
 from gdlab.optim.registry import optimizer_for
+from gdlab.problem import Problem
 from gdlab.train.rules import limit_formula, quadratic_limit
 
 CURVATURE_OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov")
@@ -130,12 +130,12 @@ def advise(
     opts = make_options(**{**options, "lr": "auto"})  # the rate is what is being chosen
     matrix, names = as_matrix(X)
     names = list(feature_names) if feature_names is not None else names
-    trainer = Trainer(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None)
+    trainer = Problem(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None)
     return advise_trainer(trainer, seeds=seeds, range_steps=range_steps)
 
 
 def advise_trainer(
-    trainer: Trainer, *, seeds: int = 3, range_steps: int = 100, unscaled: bool = True
+    trainer: Problem, *, seeds: int = 3, range_steps: int = 100, unscaled: bool = True
 ) -> RateAdvice:
     """The advice; `unscaled` also measures a network's curvature without standardization
     (what `gdlab lr` compares; a second Lanczos run that choosing a rate does not need)."""
@@ -163,7 +163,7 @@ def advise_trainer(
             method += f"; {spectrum.quality}"
         raw = None
         if opts.standardize and unscaled:
-            without = Trainer(
+            without = Problem(
                 dataclasses.replace(opts, standardize=False),
                 trainer.X,
                 trainer.y,
@@ -305,7 +305,7 @@ def _mode_rate(step: float, optimizer: str, beta: float) -> float:
     return float(np.abs(np.linalg.eigvals(matrix)).max())
 
 
-def _range_test(trainer: Trainer, seed: int, steps: int, end: float) -> RangeTest:
+def _range_test(trainer: Problem, seed: int, steps: int, end: float) -> RangeTest:
     opts = trainer.opts
     net, loss_fn, data = trainer.initial_problem(seed)
     optimizer = optimizer_for(dataclasses.replace(opts, lr=1.0), net.parameters())

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gdlab.api import Trainer
 from gdlab.data.arrays import FloatArray
 from gdlab.errors import GdlabError
+from gdlab.problem import Problem
 from gdlab.result import FitResult
 
 MAX_ROWS = 20_000  # rows used for the surface; more only sharpen a picture
@@ -57,7 +57,7 @@ def check_pair(result: FitResult, pair: tuple[str, str]) -> None:
 
 
 def loss_surface(
-    trainer: Trainer, result: FitResult, pair: tuple[str, str], *, points: int = 60
+    trainer: Problem, result: FitResult, pair: tuple[str, str], *, points: int = 60
 ) -> Surface:
     history = result.history
     check_pair(result, pair)
@@ -78,7 +78,7 @@ def _axis(values: list[float], points: int) -> FloatArray:
 
 
 def _linear_surface(
-    trainer: Trainer,
+    trainer: Problem,
     result: FitResult,
     final: dict[str, float],
     pair: tuple[str, str],
@@ -137,7 +137,7 @@ def _linear_surface(
 
 
 def _module_surface(
-    trainer: Trainer,
+    trainer: Problem,
     result: FitResult,
     final: dict[str, float],
     pair: tuple[str, str],
@@ -149,7 +149,7 @@ def _module_surface(
 
     model = result.model
     loss_fn = make_loss(result.options.resolved_loss)
-    X, y = trainer._tensors(rows, loss_fn, torch.device("cpu"))
+    X, y = trainer.tensors(rows, loss_fn, torch.device("cpu"))
     model = model.cpu()
     X = X.to(next(model.parameters()).dtype)
     if y.is_floating_point():

@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from gdlab.api import Trainer
 from gdlab.config import OPTIMIZERS, OPTIONS_BY_NAME, FitOptions, make_options
 from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.errors import GdlabError
@@ -34,6 +33,7 @@ from gdlab.models import ACTIVATIONS
 from gdlab.optim.gd import GradientDescent
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
+from gdlab.problem import Problem
 from gdlab.train.closed_form import Modes
 from gdlab.train.exact import LeastSquaresStatistics
 from gdlab.train.rules import DIVERGENCE_FACTOR, RISE_FACTOR, RISE_WINDOW, divergence
@@ -110,14 +110,14 @@ def sweep(
     optimizers: list[str],
     feature_names: list[str] | None = None,
     **options: Any,
-) -> tuple[list[SweepRun], Trainer]:
+) -> tuple[list[SweepRun], Problem]:
     """Train every (optimizer, lr) pair from the same initial point; label each run."""
     options.setdefault("epochs", SWEEP_EPOCHS)  # curves of a fixed length, compared
     _refuse_stop_options(options)
     opts = make_options(**{**options, "lr": 1.0})
     matrix, names = as_matrix(X)
     names = list(feature_names) if feature_names is not None else names
-    trainer = Trainer(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None,
+    trainer = Problem(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None,
                       copies=len(lrs) * len(optimizers))  # fmt: skip
     net, loss_fn, data = trainer.initial_problem()
     scale = trainer.loss_scale()

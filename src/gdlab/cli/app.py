@@ -169,16 +169,16 @@ def parse_pair(text: str) -> tuple[str, str]:
 
 def rebuild_problem(result: Any, state: dict[str, Any], data: str | None) -> Any:
     """The run's data prepared as it was for training (scalers, rows, classes)."""
-    from gdlab.api import Trainer
     from gdlab.data.arrays import as_matrix, as_vector
     from gdlab.data.columns import select
+    from gdlab.problem import Problem
 
     source, frame, _ = load_data(data or state["data_path"] or state["data"])
     X, y, names = select(frame, source, state["target"], state["features"])
     matrix = as_matrix(X)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GdlabWarning)
-        return Trainer(result.options, matrix, as_vector(y, len(matrix)), names, None)
+        return Problem(result.options, matrix, as_vector(y, len(matrix)), names, None)
 
 
 def data_and_options(

@@ -264,7 +264,7 @@ def _train(
     stop: Callable[[], bool],
     save: Callable[[FitResult], object],
 ) -> FitResult:
-    from gdlab.api import fit as fit_model
+    from gdlab.training import fit as fit_model
 
     done = len(previous.history) if previous is not None else 0
     budget = options.epochs if isinstance(options.epochs, int) else None  # auto: unknown yet

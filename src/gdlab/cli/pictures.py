@@ -191,8 +191,9 @@ def compare(
         check_not_input(
             [out / name for name in ("compare.png", "compare.csv", "compare.gif")], [Path(data)]
         )
-    from gdlab.api import Trainer, fit
     from gdlab.data.arrays import as_matrix, as_vector
+    from gdlab.problem import Problem
+    from gdlab.training import fit
 
     results = {}
     with warnings.catch_warnings():
@@ -204,7 +205,7 @@ def compare(
                 results[label] = fit(X, y, feature_names=columns, stop=lambda: False, **chosen)
         first = next(iter(results.values()))
         matrix = as_matrix(X)[0]
-        trainer = Trainer(first.options, matrix, as_vector(y, len(matrix)), columns, None)
+        trainer = Problem(first.options, matrix, as_vector(y, len(matrix)), columns, None)
     if not first.history.params:
         raise GdlabError("the model has over 20 parameters, so no paths were recorded to compare.")
     from gdlab.plot.training import compare_figure, save

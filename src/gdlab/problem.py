@@ -1,0 +1,407 @@
+"""The prepared problem: the user's rows made ready to train on, without training anything.
+
+One object holds the rows, the validation split, class codes, the feature expansion (poly:K),
+the scalers, the least-squares statistics XᵀX and the curvature, and hands out tensors for a
+set of rows on a device. `gdlab.training` trains on it; `gdlab lr`, the sweep, the surface and
+the figures of a run folder use it as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, hessian_curvature
+from gdlab.config import FitOptions
+from gdlab.data.arrays import (
+    CHUNK_ROWS,
+    FloatArray,
+    IntArray,
+    RowSubset,
+    class_labels,
+    fingerprint,
+)
+from gdlab.data.scaling import (
+    Scaler,
+    constant_columns,
+    expand_powers,
+    original_units,
+    power_names,
+)
+from gdlab.errors import GdlabError, GdlabWarning, listed
+from gdlab.losses import make_loss, wants_class_indices
+from gdlab.models import ModelSpec, build_model
+from gdlab.result import FitResult
+from gdlab.train.exact import LeastSquaresStatistics
+from gdlab.train.loop import LossFunction, Split
+
+MAX_RECORDED_PARAMETERS = 20
+EXACT_MAX_WIDTH = 2000  # parameters up to which least squares builds and solves XᵀX
+CURVATURE_ROWS = 1 << 17
+
+
+def on_gpu(opts: FitOptions) -> bool:
+    return opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
+
+
+class Problem:
+    """A data set prepared for one set of options (see the module docstring)."""
+
+    def __init__(
+        self,
+        opts: FitOptions,
+        X: FloatArray,
+        y: FloatArray,
+        names: list[str],
+        custom_model: nn.Module | None,
+        previous: FitResult | None = None,
+        classes: list[int] | None = None,
+        copies: int = 1,
+    ) -> None:
+        if opts.dtype == "auto":  # float64 where it is cheap: exact digits; float32 on a GPU
+            opts = dataclasses.replace(opts, dtype="float32" if on_gpu(opts) else "float64")
+        self.opts, self.names, self.custom_model = opts, names, custom_model
+        self.previous = previous
+        self.spec = ModelSpec.parse(opts.model)
+        self.warnings: list[str] = []
+        self.undetermined = ""  # why no stop test can certify convergence, when the data say so
+        self.separable: bool | None = None  # classifiers: proved separable (no minimum) or not
+        self.classes: list[int] | None = None
+        self.lr_choice = ""
+        self.X = X
+        self.y = self.y_given = y
+        if opts.is_classifier and custom_model is None:
+            codes, self.classes = class_labels(
+                y, "target", previous.classes_ if previous is not None else classes
+            )
+            if opts.resolved_loss == "bce" and len(self.classes) != 2:
+                raise GdlabError(
+                    f"loss bce needs exactly two classes; the target has {len(self.classes)} "
+                    f"({listed(self.classes)}). Use `model=softmax`."
+                )
+            self.y = codes.astype(np.float64)
+        self._check_memory(X, copies)
+        with np.errstate(over="ignore"):
+            self.Z = expand_powers(X, self.spec.degree)
+        if self.spec.degree > 1 and not np.isfinite(self.Z).all():
+            column = power_names(names, self.spec.degree)[int(np.flatnonzero(
+                ~np.isfinite(self.Z).all(axis=0))[0])]  # fmt: skip
+            raise GdlabError(
+                f"the feature {column} overflows float64 (values above 1e308); rescale the "
+                f"feature or use a lower degree."
+            )
+        n = len(self.Z)
+        n_val = round(n * opts.val_fraction)
+        if opts.val_fraction > 0 and (n_val < 1 or n_val >= n):
+            raise GdlabError(
+                f"`val_fraction={opts.val_fraction:g}` of {n} rows leaves no training or no "
+                f"validation rows; choose a fraction between {1 / n:.2g} and {1 - 1 / n:.2g}."
+            )
+        order = np.random.default_rng(opts.seed).permutation(n) if n_val else np.arange(n)
+        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
+        n_train = len(self.train_rows)
+        if opts.batch_size is not None and opts.batch_size > n_train:
+            raise GdlabError(
+                f"`batch_size={opts.batch_size}` is above the {n_train} training rows; use a "
+                f"value from 1 to {n_train}, or full."
+            )
+        Z_train = RowSubset.of(self.Z, self.train_rows)  # read in blocks, never copied whole
+        regression = not opts.is_classifier
+        if previous is not None and previous.x_scaler and previous.y_scaler:
+            self.x_scaler, self.y_scaler = previous.x_scaler, previous.y_scaler
+        else:
+            self.x_scaler = Scaler.fit(Z_train, center=opts.intercept, enabled=opts.standardize)
+            self.y_scaler = Scaler.fit(
+                self.y[self.train_rows, None],
+                center=opts.intercept,
+                enabled=opts.standardize and regression and custom_model is None,
+                target=True,
+            )
+        self.separable = self._check_separable()
+        same = constant_columns(Z_train)
+        constant = [
+            name
+            for name, fixed in zip(power_names(names, self.spec.degree), same, strict=True)
+            if fixed
+        ]
+        if constant:
+            self._warn(
+                f"feature {listed(constant)} is constant in the training rows; it cannot "
+                f"explain the target and gets coefficient 0 (or shares the intercept)."
+            )
+        self.curvature: Curvature | None = None
+        self.raw_condition: float | None = None
+        self.statistics: LeastSquaresStatistics | None = None
+        if self._least_squares_statistics_fit():
+            # θ* and loss* only serve the exact path (full batch); the curvature needs G alone,
+            # and a mini-batch run (which never uses G to train) takes it from evenly spaced
+            # rows, at most CURVATURE_ROWS of them: λ to a few percent, in a fraction of a pass.
+            rows = self.train_rows
+            if opts.batch_size is not None and len(rows) > CURVATURE_ROWS:
+                rows = rows[:: -(-len(rows) // CURVATURE_ROWS)]
+            self.statistics = self.least_squares(rows, solve=opts.batch_size is None)
+            gram, n = self.statistics.gram.numpy(), self.statistics.n
+            self.curvature = hessian_curvature(2.0 * gram / n)
+            raw = self._to_raw_units(opts.intercept)
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.raw_condition = hessian_curvature(
+                    2.0 * raw.T @ gram @ raw / n
+                ).condition_number
+            if self.curvature.condition_number > ILL_CONDITIONED:
+                self._warn(
+                    f"the least-squares problem is ill-conditioned (condition number "
+                    f"{self.curvature.condition_number:.3g} of the loss Hessian"
+                    f"{' after standardization' if opts.standardize else ''}): gradient descent "
+                    f"needs about that many epochs per digit and the coefficients are poorly "
+                    f"determined. Use fewer or less correlated features, or a lower degree."
+                )
+
+    def _least_squares_statistics_fit(self) -> bool:
+        """Whether XᵀX (d² numbers, O(d³) to solve) serves this run: least squares on a model
+        linear in its parameters with at most EXACT_MAX_WIDTH of them. Wider problems iterate
+        with autograd and take their curvature from Hessian-vector products instead."""
+        opts = self.opts
+        if self.custom_model is not None or not self.spec.is_linear_in_parameters:
+            return False
+        if opts.resolved_loss != "mse":
+            return False
+        width = self.X.shape[1] * self.spec.degree + opts.intercept
+        if width > EXACT_MAX_WIDTH:
+            self._warn(
+                f"{width} parameters: the least-squares statistics XᵀX ({width}² numbers, "
+                f"O(d³) to solve) are skipped above {EXACT_MAX_WIDTH}; training iterates "
+                f"with autograd and the curvature comes from Hessian-vector products."
+            )
+            return False
+        return True
+
+    def _check_memory(self, X: FloatArray, copies: int) -> None:
+        """Refuse, before allocating, a model or a sweep that cannot fit the memory budget."""
+        from gdlab.memory import check_fits, estimate_fit
+
+        opts = self.opts
+        outputs = len(self.classes) if self.classes and opts.resolved_loss == "cross-entropy" else 1
+        estimate = estimate_fit(
+            self.spec,
+            rows=len(X),
+            features=X.shape[1],
+            outputs=outputs,
+            dtype_bytes=4 if opts.dtype == "float32" else 8,
+            batch_size=opts.batch_size,
+            least_squares=self.spec.is_linear_in_parameters
+            and opts.resolved_loss == "mse"
+            and X.shape[1] * self.spec.degree + opts.intercept <= EXACT_MAX_WIDTH,
+            copies=copies,
+        )
+        what = f"model {opts.model}" + (f" with {copies} rates" if copies > 1 else "")
+        check_fits(estimate, opts.memory_budget, what)
+
+    def _check_separable(self) -> bool | None:
+        """Linear classifiers without a penalty: are the training rows linearly separable?
+        Then no minimum exists, and the user hears it before the run (see analysis/separation)."""
+        opts, previous = self.opts, self.previous
+        if (
+            not opts.is_classifier
+            or self.custom_model is not None
+            or not self.spec.is_linear_in_parameters
+            or opts.weight_decay > 0
+            or opts.l1 > 0
+            or self.classes is None
+            or previous is not None
+        ):
+            return None
+        from gdlab.analysis.separation import MAX_CELLS, linearly_separable
+
+        rows, classes = self.train_rows, len(self.classes)
+        if len(rows) * self.Z.shape[1] * max(classes - 1, 1) > MAX_CELLS:
+            return None  # too large to ask: and the rows are not copied to find that out
+        separable = linearly_separable(self.Z[rows], self.y[rows].astype(np.int64), classes)
+        if separable:
+            self._warn(
+                "the classes are separable (a linear program finds weights that put every "
+                "training row on its side): the loss falls forever and the weights grow, so "
+                "no minimum exists; the run stops once the model separates the rows. For a "
+                "finite optimum add weight_decay."
+            )
+        return separable
+
+    @functools.cached_property
+    def data_fingerprint(self) -> str:
+        """The digest a saved run keeps to recognise its data; a whole pass, so only on saving."""
+        return fingerprint(self.X, self.y_given)
+
+    def least_squares(self, rows: IntArray, *, solve: bool = True) -> LeastSquaresStatistics:
+        """XᵀX, Xᵀy and the optimum of those rows in training space, block by block."""
+        features, target = RowSubset.of(self.Z, rows), RowSubset.of(self.y[:, None], rows)
+
+        def blocks() -> Iterator[tuple[FloatArray, FloatArray]]:
+            for block in features.blocks():
+                part = self.y_scaler.transform(target.block(block))[:, 0]
+                yield features.block(block), part
+
+        scaler = None if self.x_scaler.is_identity else self.x_scaler
+        return LeastSquaresStatistics.from_blocks(
+            blocks, intercept=self.opts.intercept, scaler=scaler, solve=solve
+        )
+
+    def _to_raw_units(self, intercept: bool) -> FloatArray:
+        """M with [x, 1] = [z, 1] M: the Gram matrix in the data's own units is Mᵀ G M."""
+        scale = np.where(np.isfinite(self.x_scaler.scale), self.x_scaler.scale, 1.0)
+        if not intercept:
+            return np.diag(scale)
+        width = len(scale)
+        raw = np.zeros((width + 1, width + 1))
+        raw[:width, :width] = np.diag(scale)
+        raw[width, :width] = self.x_scaler.shift
+        raw[width, width] = 1.0
+        return raw
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, GdlabWarning, stacklevel=4)
+
+    def _device(self) -> torch.device:
+        wanted = self.opts.device
+        if wanted == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise GdlabError("`device=cuda`, but no CUDA device is available; use cpu or auto.")
+        return torch.device(wanted)
+
+    def tensors(
+        self, rows: np.ndarray[Any, Any], loss: Callable[..., torch.Tensor], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = getattr(torch, self.opts.dtype)
+        X = self._features(rows, dtype).to(device)
+        target = self.y_scaler.transform(self.y[rows, None])
+        if wants_class_indices(loss):
+            return X, torch.as_tensor(target[:, 0], dtype=torch.long, device=device)
+        return X, torch.as_tensor(target, dtype=dtype, device=device)
+
+    def _features(self, rows: IntArray, dtype: torch.dtype) -> torch.Tensor:
+        """The training features of `rows`, written block by block into one tensor of `dtype`
+        (no full-size float64 temporaries: on large data those cost more than the training)."""
+        features = torch.empty(len(rows), self.Z.shape[1], dtype=dtype)
+        out, source = features.numpy(), RowSubset.of(self.Z, rows)
+        buffer = np.empty((min(len(rows), CHUNK_ROWS), self.Z.shape[1]))
+        for block in source.blocks():
+            work = buffer[: block.stop - block.start]
+            self.x_scaler.transform_into(source.block(block), out[block], work)
+        return features
+
+    def _split(self, loss: LossFunction, device: torch.device, *, shapes_only: bool) -> Split:
+        """The training (and validation) tensors; with `shapes_only` (the exact path, which
+        never reads rows again) tensors on the meta device that hold no data."""
+        if shapes_only:
+            width = self.Z.shape[1]
+
+            def tensors(rows: IntArray) -> tuple[torch.Tensor, torch.Tensor]:
+                n = len(rows)
+                return torch.empty(n, width, device="meta"), torch.empty(n, 1, device="meta")
+
+        else:
+
+            def tensors(rows: IntArray) -> tuple[torch.Tensor, torch.Tensor]:
+                return self.tensors(rows, loss, device)
+
+        split = Split(*tensors(self.train_rows))
+        if len(self.val_rows):
+            split.X_val, split.y_val = tensors(self.val_rows)
+        return split
+
+    def fast_linear(self, net: nn.Module) -> nn.Linear | None:
+        """`net` when a path without autograd may train it (gdlab's own one-output linear or
+        logistic model, fast paths not switched off), else None."""
+        one_output = isinstance(net, nn.Linear) and net.out_features == 1
+        if self.opts.exact_path == "off" or self.custom_model is not None or not one_output:
+            return None
+        assert isinstance(net, nn.Linear)
+        return net
+
+    def initial_parameters(self) -> dict[str, float]:
+        """The recorded parameters (as in history.params) at the initial point."""
+        net = self._build_model(torch.device("cpu"))
+        record = self._recorder(net)
+        return record() if record is not None else {}
+
+    def initial_problem(
+        self, seed: int | None = None
+    ) -> tuple[nn.Module, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Split]:
+        """The model at its initial point (from `seed`, default the options'), loss and data."""
+        device = self._device()
+        loss_fn = make_loss(self.opts.resolved_loss)
+        net = self._build_model(device, self.opts.seed if seed is None else seed)
+        return net, loss_fn, Split(*self.tensors(self.train_rows, loss_fn, device))
+
+    def _build_model(self, device: torch.device, seed: int | None = None) -> nn.Module:
+        opts = self.opts
+        outputs = len(self.classes) if opts.resolved_loss == "cross-entropy" and self.classes else 1
+        torch.manual_seed(opts.seed if seed is None else seed)  # the modules' initial draw
+        net = self.custom_model or build_model(
+            self.spec,
+            self.Z.shape[1],
+            outputs,
+            intercept=opts.intercept,
+            activation=opts.activation,
+        )
+        return net.to(device=device, dtype=getattr(torch, opts.dtype))
+
+    def loss_scale(self) -> float:
+        """Losses are reported in the target's units: MSE scales by sy², MAE by sy."""
+        sy = float(self.y_scaler.scale[0])
+        return {"mse": sy * sy, "mae": sy}.get(self.opts.resolved_loss, 1.0)  # inf, not an error
+
+    def _coefficients(self, net: nn.Module) -> tuple[FloatArray | None, FloatArray | None]:
+        if self.custom_model is not None or not isinstance(net, nn.Linear):
+            return None, None
+        weights = net.weight.detach().cpu().double().numpy()
+        bias = (
+            net.bias.detach().cpu().double().numpy()
+            if net.bias is not None
+            else np.zeros(weights.shape[0])
+        )
+        return original_units(weights, bias, self.x_scaler, self.y_scaler)
+
+    def _recorder(self, net: nn.Module) -> Callable[[], dict[str, float]] | None:
+        """Per-epoch parameter values for small models: coefficients in original units."""
+        if sum(p.numel() for p in net.parameters()) > MAX_RECORDED_PARAMETERS:
+            return None
+        if isinstance(net, nn.Linear) and self.custom_model is None:
+            names = power_names(self.names, self.spec.degree)
+
+            def coefficients() -> dict[str, float]:
+                coef, intercept = self._coefficients(net)
+                assert coef is not None and intercept is not None
+                row: dict[str, float] = {}
+                for k in range(coef.shape[0]):
+                    prefix = (
+                        "" if coef.shape[0] == 1 else f"{self.classes[k] if self.classes else k}:"
+                    )
+                    row |= {
+                        f"coef[{prefix}{name}]": float(v)
+                        for name, v in zip(names, coef[k], strict=True)
+                    }
+                    if self.opts.intercept:
+                        row[f"intercept{'' if not prefix else '[' + prefix[:-1] + ']'}"] = float(
+                            intercept[k]
+                        )
+                return row
+
+            return coefficients
+
+        named = list(net.named_parameters())
+        labels = [f"{name}[{i}]" for name, p in named for i in range(p.numel())]
+        tensors = [p for _, p in named]
+
+        def raw() -> dict[str, float]:  # one concatenation and one copy to the host per epoch
+            values = torch.cat([p.detach().reshape(-1) for p in tensors]).tolist()
+            return dict(zip(labels, values, strict=True))
+
+        return raw
