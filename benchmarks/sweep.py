@@ -16,7 +16,7 @@ import torch
 
 import gdlab
 from benchmarks.common import median_seconds
-from gdlab.sweep import sweep
+from gdlab.tools.sweep import sweep
 
 CASES = {
     "linear, 20000 x 20, batch 256, 5 epochs": ("linear", 20_000, 20, 256, 5),

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 import gdlab
-from gdlab.descend import descend
 from gdlab.expression import parse
 from gdlab.plot.animate import (
     descent_animation,
@@ -20,6 +19,7 @@ from gdlab.plot.animate import (
     line_animation,
     save_gif,
 )
+from gdlab.tools.descend import descend
 from tests.conftest import CliRun
 from tests.test_resume import load
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from gdlab.descend import descend, parse_start
 from gdlab.errors import GdlabError
 from gdlab.expression import SURFACES, parse
 from gdlab.plot.descent import descent_figure, evaluate
+from gdlab.tools.descend import descend, parse_start
 from tests.conftest import CliRun
 
 matplotlib.use("Agg")

@@ -14,7 +14,7 @@ from sklearn.linear_model import LinearRegression
 from gdlab.history import History
 from gdlab.plot.training import VANISHING, gradient_norms, loss_curve, surface_figure
 from gdlab.runs import load_run
-from gdlab.surface import default_pair, loss_surface
+from gdlab.tools.surface import default_pair, loss_surface
 from tests.conftest import CliRun
 from tests.test_resume import load
 
@@ -149,8 +149,8 @@ def test_parameter_and_weight_bias_figures_draw_the_history(linear_run: Path) ->
 
 def test_rate_figures_draw_the_range_tests_sweeps_and_limits() -> None:
     from gdlab.plot.rates import range_test_figure, sweep_curves, sweep_final
-    from gdlab.rates import advise
-    from gdlab.sweep import sweep
+    from gdlab.tools.rates import advise
+    from gdlab.tools.sweep import sweep
 
     X, y = load("noisy-plane")
     advice = advise(X, y, seeds=2)
@@ -169,7 +169,7 @@ def test_rate_figures_draw_the_range_tests_sweeps_and_limits() -> None:
 def test_a_flat_surface_draws_the_path_without_contours() -> None:
     """An mlp whose units are dead has a flat loss over two parameters: no levels exist."""
     from gdlab.plot.training import compare_figure, contour_levels
-    from gdlab.surface import Surface
+    from gdlab.tools.surface import Surface
 
     grid = np.linspace(-1, 1, 5)
     flat = Surface(("w", "b"), grid, grid, np.full((5, 5), 3.0))

@@ -16,7 +16,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 
 import gdlab
 from gdlab.analysis.hessian import flat_loss, hessian_spectrum
-from gdlab.rates import advise, predicted_epochs
+from gdlab.tools.rates import advise, predicted_epochs
 from tests.conftest import CliRun
 from tests.test_resume import load
 

@@ -13,7 +13,7 @@ import torch
 
 import gdlab
 from gdlab.errors import GdlabError
-from gdlab.sweep import parse_optimizers, parse_rates, sweep
+from gdlab.tools.sweep import parse_optimizers, parse_rates, sweep
 from tests.conftest import CliRun
 from tests.test_resume import load
 
@@ -100,7 +100,7 @@ def test_a_gd_sweep_on_least_squares_is_the_closed_form_of_each_run() -> None:
 
 def test_a_vmapped_custom_architecture_equals_the_fast_path() -> None:
     """Modules other than gdlab's own go through torch.func.vmap + functional_call."""
-    from gdlab.sweep import _Group
+    from gdlab.tools.sweep import _Group
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))

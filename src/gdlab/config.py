@@ -335,7 +335,7 @@ class FitOptions:
 
     @property
     def rate(self) -> float:
-        """The learning rate as a number; 'auto' must have been resolved (see gdlab.rates)."""
+        """The learning rate as a number; 'auto' must have been resolved (see gdlab.tools.rates)."""
         if isinstance(self.lr, str):
             raise GdlabError("lr 'auto' has not been resolved to a number yet.")
         return float(self.lr)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gdlab.result import FitResult
-from gdlab.surface import Surface
+from gdlab.tools.surface import Surface
 
 SCRIPT = """
 const D = JSON.parse(document.getElementById('gdlab-data').textContent);

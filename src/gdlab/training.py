@@ -480,7 +480,7 @@ class Training(Problem):
         """lr='auto': the curvature's rate for least squares, else the range test's (capped)."""
         if self.custom_model is not None:
             raise GdlabError("lr 'auto' needs a named model; give a number for a custom module.")
-        from gdlab.rates import advise_trainer
+        from gdlab.tools.rates import advise_trainer
 
         began = time.perf_counter()
         advice = advise_trainer(self, unscaled=False)

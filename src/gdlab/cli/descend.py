@@ -41,10 +41,10 @@ def descend(
 ) -> None:
     """Gradient descent on a function you type, e.g. "(3+3*a)**2", or a surface by name:
     quadratic-bowl, elongated-bowl, rosenbrock, himmelblau, saddle."""
-    from gdlab.descend import descend as run_descent
-    from gdlab.descend import parse_start
     from gdlab.expression import parse
-    from gdlab.sweep import parse_optimizers
+    from gdlab.tools.descend import descend as run_descent
+    from gdlab.tools.descend import parse_start
+    from gdlab.tools.sweep import parse_optimizers
 
     if not (math.isfinite(lr) and lr > 0):
         raise GdlabError(f"--lr must be a positive number; got {lr}.")

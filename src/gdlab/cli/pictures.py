@@ -47,7 +47,7 @@ def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> 
         }
         if history.params:
             figures["params.png"] = training.parameter_curves(history)
-            from gdlab.surface import check_pair, default_pair, loss_surface
+            from gdlab.tools.surface import check_pair, default_pair, loss_surface
 
             pair = default_pair(result) if params is None else parse_pair(params)
             check_pair(result, pair)
@@ -96,7 +96,7 @@ def report(
         summary = read_summary(run_dir)
         surface, line = None, None
         if result.history.params:
-            from gdlab.surface import check_pair, default_pair, loss_surface
+            from gdlab.tools.surface import check_pair, default_pair, loss_surface
 
             pair = default_pair(result) if params is None else parse_pair(params)
             check_pair(result, pair)
@@ -177,7 +177,7 @@ def compare(
 ) -> None:
     """Batch, mini-batch and stochastic descent (and optimizers) from the same start, on one
     contour and one loss axis."""
-    from gdlab.sweep import parse_optimizers
+    from gdlab.tools.sweep import parse_optimizers
 
     names = parse_optimizers(optimizers)
     sizes = [parse_batch_size(size.strip()) for size in batch_sizes.split(",") if size.strip()]
@@ -209,7 +209,7 @@ def compare(
     if not first.history.params:
         raise GdlabError("the model has over 20 parameters, so no paths were recorded to compare.")
     from gdlab.plot.training import compare_figure, save
-    from gdlab.surface import check_pair, default_pair, loss_surface
+    from gdlab.tools.surface import check_pair, default_pair, loss_surface
 
     pair = default_pair(first) if params is None else parse_pair(params)
     check_pair(first, pair)

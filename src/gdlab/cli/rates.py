@@ -52,7 +52,7 @@ def lr_command(
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
         check_not_input([out / name for name in ("lr.png", "lr.json")], [Path(data)])
-    from gdlab.rates import advise
+    from gdlab.tools.rates import advise
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GdlabWarning)
@@ -95,7 +95,7 @@ def sweep_command(
     **raw: Any,
 ) -> None:
     """Train many learning rates (and optimizers) at once, reading each batch once for all."""
-    from gdlab.sweep import parse_optimizers, parse_rates, sweep
+    from gdlab.tools.sweep import parse_optimizers, parse_rates, sweep
 
     lrs, names = parse_rates(rates), parse_optimizers(optimizers)
     raw["batch_size"] = parse_batch_size(raw["batch_size"])
@@ -120,7 +120,7 @@ def sweep_command(
         warnings.simplefilter("ignore", GdlabWarning)
         runs, trainer = sweep(X, y, lrs=lrs, optimizers=names, feature_names=columns,
                               **options.to_dict())  # fmt: skip
-        from gdlab.rates import advise_trainer
+        from gdlab.tools.rates import advise_trainer
 
         advice = advise_trainer(trainer, seeds=0)
     limits = {"2/λmax": advice.max_stable_lr}

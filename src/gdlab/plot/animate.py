@@ -18,10 +18,10 @@ from gdlab.plot.training import _figure
 if TYPE_CHECKING:
     from matplotlib.animation import FuncAnimation
 
-    from gdlab.descend import Path as DescentPath
     from gdlab.expression import Expression
     from gdlab.history import History
-    from gdlab.surface import Surface
+    from gdlab.tools.descend import Descent as DescentPath
+    from gdlab.tools.surface import Surface
 
 FRAMES = 40
 FPS = 10

@@ -12,8 +12,8 @@ from gdlab.plot.training import _figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from gdlab.descend import Path
     from gdlab.expression import Expression
+    from gdlab.tools.descend import Descent
 
 GRID = 200
 
@@ -35,7 +35,7 @@ def span(values: list[float], margin: float = 0.25) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-def descent_figure(expression: Expression, paths: list[Path]) -> Figure:
+def descent_figure(expression: Expression, paths: list[Descent]) -> Figure:
     figure = _figure(7.0, 5.0)
     axes = figure.axes[0]
     if len(expression.variables) == 1:

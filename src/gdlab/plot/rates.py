@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from gdlab.rates import RateAdvice
-    from gdlab.sweep import SweepRun
+    from gdlab.tools.rates import RateAdvice
+    from gdlab.tools.sweep import SweepRun
 
 
 def mark_limits(axes: Axes, limits: dict[str, float], recommended: float | None) -> None:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from gdlab.history import History
-    from gdlab.surface import Surface
+    from gdlab.tools.surface import Surface
 
 
 def _figure(

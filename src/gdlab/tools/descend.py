@@ -20,7 +20,7 @@ BLOW_UP = 1e12  # diverged: f moved this many times its starting size (at least 
 
 
 @dataclass
-class Path:
+class Descent:
     """One optimizer's descent: points[t] is the position before step t (after the last one)."""
 
     optimizer: str
@@ -65,11 +65,11 @@ def descend(
     lr: float = 0.05,
     steps: int = 50,
     momentum: float = 0.9,
-) -> Path:
+) -> Descent:
     names = expression.variables
     params = [torch.tensor(start[name], dtype=torch.float64, requires_grad=True) for name in names]
     step = make_optimizer(optimizer, params, lr=lr, momentum=momentum, weight_decay=0.0)
-    path = Path(optimizer, lr)
+    path = Descent(optimizer, lr)
     for _ in range(steps + 1):
         value = expression(dict(zip(names, params, strict=True)))
         value = torch.as_tensor(value, dtype=torch.float64)
