@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gdlab.errors import GdlabError
+from gdlab.optim.kinds import KINDS
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+OPTIMIZERS = tuple(KINDS)
 LOSSES = ("mse", "mae", "huber", "bce", "cross-entropy")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "inverse-scaling")

@@ -30,6 +30,7 @@ from gdlab.errors import GdlabError
 from gdlab.history import History
 from gdlab.interrupts import Interrupts
 from gdlab.losses import make_loss
+from gdlab.optim.kinds import kind_of
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.problem import Problem
@@ -255,14 +256,14 @@ class Training(Problem):
         separation: Callable[[], bool] | None = None,
     ) -> Stopping:
         """The stop tests and what this run knows about itself (see `gdlab.train.rules`)."""
-        opts = self.opts
+        opts, kind = self.opts, kind_of(self.opts.optimizer)
         # AdamW's decay is not the gradient of any penalty, and L1 has no gradient at 0: no
         # first-order test can hold for them, so such runs stall or run out of epochs.
-        first_order = opts.l1 == 0 and (opts.optimizer != "adamw" or opts.weight_decay == 0)
+        first_order = opts.l1 == 0 and (kind.penalty_decay or opts.weight_decay == 0)
         stopping = Stopping(
             opts.budget,
             self.tolerances(),
-            weight_decay=opts.weight_decay if opts.optimizer != "adamw" else 0.0,
+            weight_decay=opts.weight_decay if kind.penalty_decay else 0.0,
             first_order=first_order,
             separated=separation
             if opts.is_classifier and opts.weight_decay == 0 and opts.l1 == 0
@@ -280,7 +281,7 @@ class Training(Problem):
             stopping,
             assured=steady and opts.rate < limit,
             unstable=steady and 0 < limit < opts.rate,
-            rise_diverges=steady and opts.optimizer in ("gd", "sgd") and 0 < limit < opts.rate,
+            rise_diverges=steady and kind.plain and 0 < limit < opts.rate,
         )
         # The data determine θ* only to about κ·ε: no test may claim more digits than that.
         if curvature.condition_number * EPSILON["float64"] > DETERMINED:
@@ -387,7 +388,7 @@ class Training(Problem):
         """For plain gd on least squares: how many epochs the rate needs (from λmin), and the
         rate that needs fewest."""
         curvature, opts = self.curvature, self.opts
-        if curvature is None or opts.optimizer not in ("gd", "sgd") or curvature.lambda_min <= 0:
+        if curvature is None or not kind_of(opts.optimizer).plain or curvature.lambda_min <= 0:
             return " Raise the epochs, or the rate."
 
         def needed(lr: float) -> float:  # from a relative distance of 1 down to xtol
@@ -422,7 +423,7 @@ class Training(Problem):
         opts = self.opts
         plain = (
             opts.exact_path == "auto"
-            and opts.optimizer in ("gd", "sgd")
+            and kind_of(opts.optimizer).plain
             and opts.schedule == "constant"
             and opts.weight_decay == 0
             and opts.l1 == 0

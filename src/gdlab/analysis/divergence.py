@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from gdlab.analysis.curvature import Curvature
+from gdlab.optim.kinds import kind_of
 from gdlab.train.rules import (
     DIVERGENCE_FACTOR,
     RISE_FACTOR,
@@ -12,8 +13,6 @@ from gdlab.train.rules import (
     limit_formula,
     quadratic_limit,
 )
-
-MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
 
 
 def explain_divergence(
@@ -34,7 +33,7 @@ def explain_divergence(
     cause, e.g. lr against 2/λmax."""
     if test == "unstable_rate" and limit is not None:
         rose = f"the loss rose at epoch {epoch}" if math.isfinite(loss) else "the budget ended"
-        if optimizer in MOMENTUM_OPTIMIZERS:
+        if kind_of(optimizer).momentum:
             what = (
                 f"lr={lr:g} is above {limit_formula(optimizer, momentum)} = {limit:.4g}, so "
                 f"the {optimizer} iteration's mode along λmax grows every epoch and {rose}"
@@ -58,8 +57,8 @@ def explain_divergence(
     else:
         what = "the loss became infinite or NaN"
     parts = [f"Diverged at epoch {epoch}: {what}."]
-    if curvature is not None and optimizer in ("gd", "sgd", *MOMENTUM_OPTIMIZERS):
-        beta = momentum if optimizer in MOMENTUM_OPTIMIZERS else 0.0
+    if curvature is not None and kind_of(optimizer).has_limit:
+        beta = momentum if kind_of(optimizer).momentum else 0.0
         limit = quadratic_limit(optimizer, beta, curvature.lambda_max)
         formula = limit_formula(optimizer, beta)
         verdict = "above" if lr >= limit else "below"

@@ -23,6 +23,7 @@ from gdlab.config import (
     FitOptions,
 )
 from gdlab.errors import GdlabWarning
+from gdlab.optim.kinds import kind_of
 
 
 @cli.command("lr")
@@ -124,7 +125,7 @@ def sweep_command(
 
         advice = advise_trainer(trainer, seeds=0)
     limits = {"2/λmax": advice.max_stable_lr}
-    if any(name in ("momentum", "nesterov") for name in names):
+    if any(kind_of(name).momentum for name in names):
         limits[f"2(1+{options.momentum:g})/λmax"] = advice.max_stable_lr_momentum
     out = out or claim_default_out_dir()
     _write_sweep(runs, limits, out)

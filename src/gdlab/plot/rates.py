@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from gdlab.optim.kinds import kind_of
 from gdlab.plot.training import _figure
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def range_test_figure(advice: RateAdvice) -> Figure:
     for k, test in enumerate(advice.range_tests):
         axes.plot(test.lrs, test.smoothed, alpha=0.8, label=f"range test, seed {k + 1}")
     limits = {"2/λmax": advice.max_stable_lr}
-    if advice.optimizer in ("momentum", "nesterov"):
+    if kind_of(advice.optimizer).momentum:
         limits[f"2(1+{advice.momentum:g})/λmax"] = advice.max_stable_lr_momentum
     mark_limits(axes, limits, advice.recommended_lr)
     axes.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="smoothed loss",

@@ -26,12 +26,13 @@ from gdlab.analysis.range_test import RangeTest, range_test
 from gdlab.config import FitOptions, make_options
 from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.models import ModelSpec
+from gdlab.optim.kinds import KINDS
 from gdlab.optim.registry import optimizer_for
 from gdlab.problem import Problem
 from gdlab.train.rules import limit_formula, quadratic_limit
 
-CURVATURE_OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov")
-MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
+CURVATURE_OPTIMIZERS = tuple(name for name, kind in KINDS.items() if kind.has_limit)
+MOMENTUM_OPTIMIZERS = tuple(name for name, kind in KINDS.items() if kind.momentum)
 SAFETY = 0.95  # recommendations stay this far inside a stability limit
 # Rows a network's curvature and full-batch range test are estimated on: evenly spaced, so
 # the estimate is deterministic; λmax of a mean loss over 4096 rows is within a few percent of

@@ -31,6 +31,7 @@ from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.errors import GdlabError
 from gdlab.models import ACTIVATIONS
 from gdlab.optim.gd import GradientDescent
+from gdlab.optim.kinds import kind_of
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.problem import Problem
@@ -342,7 +343,7 @@ def _least_squares_sweep(
     the loop does."""
     G, h, n = stats.gram, stats.moment, stats.n
     constant = opts.schedule == "constant" and opts.weight_decay == 0 and opts.l1 == 0
-    if group.optimizer_name in ("gd", "sgd") and constant:
+    if kind_of(group.optimizer_name).plain and constant:
         modes = Modes.of(stats, group.theta()[0].numpy(), 1.0)  # one eigendecomposition
         epochs = np.arange(opts.budget)
         for k, run in enumerate(group.runs):

@@ -29,6 +29,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gdlab.optim.kinds import kind_of
+
 DIVERGENCE_FACTOR = 1000.0  # a loss this many times its start has diverged at once
 RISE_FACTOR = 10.0  # ... and one whose whole last RISE_WINDOW epochs sit this far above its best
 RISE_WINDOW = 20
@@ -116,22 +118,12 @@ def quadratic_limit(optimizer: str, momentum: float, lambda_max: float) -> float
     whose steps have no such guarantee at a constant rate."""
     if not lambda_max > 0:
         return 0.0
-    limits = {
-        "gd": 2.0,
-        "sgd": 2.0,
-        "momentum": 2.0 * (1 + momentum),
-        "nesterov": 2.0 * (1 + momentum) / (1 + 2 * momentum),
-    }
-    return limits.get(optimizer, 0.0) / lambda_max
+    return kind_of(optimizer).limit_numerator(momentum) / lambda_max
 
 
 def limit_formula(optimizer: str, momentum: float) -> str:
     """How `quadratic_limit` is written for `optimizer`, for messages."""
-    if optimizer == "momentum":
-        return f"2(1+{momentum:g})/λmax"
-    if optimizer == "nesterov":
-        return f"2(1+{momentum:g})/((1+{2 * momentum:g})λmax)"
-    return "2/λmax"
+    return kind_of(optimizer).limit_formula(momentum)
 
 
 def first_order(measure: Measure | None) -> bool:
