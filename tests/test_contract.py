@@ -184,3 +184,51 @@ def test_every_optimizer_steps_in_proportion_to_the_rate(name: str) -> None:
         steps.append(p.detach() - start)
     torch.testing.assert_close(steps[1], 0.003 * steps[0], rtol=1e-9, atol=1e-15)
     assert not math.isclose(float(steps[0].abs().sum()), 0.0)
+
+
+def test_the_autograd_source_is_backward_on_the_batch() -> None:
+    from gdlab.train.sources import AutogradGradient
+
+    X, y = data(6)
+    torch.manual_seed(6)
+    model = build_model(ModelSpec.parse("mlp:4"), FEATURES, 1, intercept=True,
+                        activation="tanh").double()  # fmt: skip
+    rows = torch.tensor([1, 5, 8])
+    expected, value = autograd_reference(model, X[rows], y[rows], "mse")  # type: ignore[arg-type]
+    model.zero_grad()
+    source = AutogradGradient(model, make_loss("mse"), X, y.reshape(-1, 1))
+    assert source.step_gradient(rows) == pytest.approx(value, rel=1e-12)
+    torch.testing.assert_close(flat_gradient(model), expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("model", "batch_size", "path"),
+    [("linear", None, "exact"), ("linear", 8, "analytic"), ("mlp:4", None, "autograd")],
+)
+def test_the_reduction_hook_sees_every_source_before_the_step(
+    monkeypatch: pytest.MonkeyPatch, model: str, batch_size: int | None, path: str
+) -> None:
+    """Where a data-parallel run will sum gradients across ranks: a reduction that halves
+    them must give, for heavy-ball momentum, exactly the run at half the rate, on each path."""
+    import functools
+
+    import numpy as np
+
+    import gdlab
+    from gdlab import training
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(40, 3))
+    y = X @ [1.0, -2.0, 0.5] + 0.1 * rng.normal(size=40)
+    common = {"model": model, "batch_size": batch_size, "optimizer": "momentum", "epochs": 15,
+              "dtype": "float64", "gtol": 0, "xtol": 0, "tol": 0, "patience": 10**6}  # fmt: skip
+    half = gdlab.fit(X, y, lr=0.01, **common)
+
+    def halve(gradients: list[torch.Tensor]) -> None:
+        for gradient in gradients:
+            gradient.mul_(0.5)
+
+    monkeypatch.setattr(training, "train", functools.partial(training.train, reduction=halve))
+    reduced = gdlab.fit(X, y, lr=0.02, **common)
+    assert reduced.path == half.path == path
+    np.testing.assert_allclose(reduced.history.train_loss, half.history.train_loss, rtol=1e-12)

@@ -160,11 +160,7 @@ class Training(Problem):
             generator = torch.Generator().manual_seed(opts.seed)
             state, history = LoopState(), History()
         scale = self.loss_scale()
-        exact = self._exact_gradient(net)
-        split = self._split(loss_fn, device, shapes_only=exact is not None)
-        analytic = self._analytic_gradient(net, split)
-
-        path = "exact" if exact else "analytic" if analytic else "autograd"
+        path, exact, analytic, split = self.gradient_sources(net, loss_fn, device)
 
         def result(verdict: Verdict, state: LoopState, history: History, message: str) -> FitResult:
             coef, intercept = self._coefficients(net)
@@ -401,20 +397,27 @@ class Training(Problem):
             f"{needed(best):.3g}."
         )
 
-    def _analytic_gradient(self, net: nn.Module, split: Split) -> AnalyticGradient | None:
-        """Mini-batch gradients by formula: one-output linear or logistic models, MSE or BCE."""
+    def gradient_sources(
+        self, net: nn.Module, loss_fn: LossFunction, device: torch.device
+    ) -> tuple[str, ExactGradient | None, AnalyticGradient | None, Split]:
+        """Where this run's gradients come from (`train/sources.py`), every rule in one place:
+        exact (XᵀX) for full-batch MSE on gdlab's model linear in its parameters when its
+        statistics were built (d up to EXACT_MAX_WIDTH, `exact_path` not off); analytic for
+        mini-batches of a one-output linear or logistic model with MSE or BCE; autograd for
+        everything else. The exact source needs the rows' shapes only, not the rows."""
         linear, batch, loss = self.fast_linear(net), self.opts.batch_size, self.opts.resolved_loss
-        if linear is None or batch is None or batch >= len(split.X) or loss not in ANALYTIC_LOSSES:
-            return None
-        return AnalyticGradient(linear, split.X, split.y, loss, batch)
-
-    def _exact_gradient(self, net: nn.Module) -> ExactGradient | None:
-        """The sufficient-statistics path: full-batch MSE on a model linear in its parameters."""
-        linear = self.fast_linear(net)
-        if linear is None or self.statistics is None or self.opts.batch_size is not None:
-            return None
-        validation = self.least_squares(self.val_rows) if len(self.val_rows) else None
-        return ExactGradient(linear, self.statistics, validation)
+        exact = None
+        if linear is not None and self.statistics is not None and batch is None:
+            validation = self.least_squares(self.val_rows) if len(self.val_rows) else None
+            exact = ExactGradient(linear, self.statistics, validation)
+        split = self._split(loss_fn, device, shapes_only=exact is not None)
+        analytic = None
+        mini_batch = batch is not None and batch < len(split.X)
+        if linear is not None and mini_batch and loss in ANALYTIC_LOSSES:
+            assert batch is not None
+            analytic = AnalyticGradient(linear, split.X, split.y, loss, batch)
+        path = "exact" if exact else "analytic" if analytic else "autograd"
+        return path, exact, analytic, split
 
     def _closed_form(
         self, exact: ExactGradient, state: LoopState, history: History, scale: float, net: nn.Module

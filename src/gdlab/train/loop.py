@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gdlab.history import History
-from gdlab.losses import add_l1_gradient, l1_penalty
+from gdlab.losses import add_l1_gradient
 from gdlab.optim.gd import GradientDescent
 from gdlab.optim.schedules import Schedule
 from gdlab.train.analytic import AnalyticGradient
@@ -36,6 +36,7 @@ from gdlab.train.rules import (
     rises,
     stall_reason,
 )
+from gdlab.train.sources import AutogradGradient, GradientSource, Reduce, no_reduction
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SEPARATION_EVERY = 100  # epochs between checks that a classifier separates its training rows
@@ -180,6 +181,7 @@ def train(
     checkpoint_every: int = 0,
     exact: ExactGradient | None = None,
     analytic: AnalyticGradient | None = None,
+    reduction: Reduce = no_reduction,
 ) -> Outcome:
     """Train in place from `state` (a fresh start by default) until a stop test or `stop()`.
 
@@ -188,7 +190,8 @@ def train(
     ones. `loss_scale` converts recorded losses to the target's units (training may run
     standardized). With `exact` (full-batch least squares) the gradients come from sufficient
     statistics instead of a pass over the rows; with `analytic` (linear and logistic models)
-    mini-batch gradients come from closed formulas instead of autograd.
+    mini-batch gradients come from closed formulas instead of autograd (`train/sources.py`);
+    `reduction` is applied to the gradients before every step (identity in one process).
     """
     state = state or LoopState()
     history = history or History()
@@ -211,7 +214,8 @@ def train(
     mini_batch = size < n
     tolerances = stopping.tolerances
 
-    formula = exact or analytic  # gradients set without autograd, or None
+    source: GradientSource = exact or analytic or AutogradGradient(model, loss_fn, data.X, data.y)
+    reduces = reduction is not no_reduction  # one process: no list to build every step
     # gdlab's own gd has no per-step hooks to run: skip torch's profiler wrapper around step().
     step = optimizer.update if isinstance(optimizer, GradientDescent) else optimizer.step
 
@@ -260,17 +264,11 @@ def train(
             rows = (
                 None if state.order is None else state.order[begin : begin + size].to(data.X.device)
             )
-            if formula is not None:
-                value = formula.step_gradient(rows)
-                if l1:
-                    add_l1_gradient(model, l1)
-            else:
-                X = data.X if rows is None else data.X.index_select(0, rows)
-                y = data.y if rows is None else data.y.index_select(0, rows)
-                loss = loss_fn(model(X), y)
-                optimizer.zero_grad()
-                (loss + l1 * l1_penalty(model) if l1 else loss).backward()  # type: ignore[no-untyped-call]
-                value = loss.item()
+            value = source.step_gradient(rows)
+            if l1:
+                add_l1_gradient(model, l1)
+            if reduces:
+                reduction([p.grad for p in params if p.grad is not None])
             step()
             if not math.isfinite(value):
                 return _diverged(history, state, epoch + 1, value, params, last_good, "not_finite")
