@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gdlab.errors import GdlabError
 from gdlab.optim.kinds import KINDS
@@ -26,6 +26,8 @@ DTYPES = ("auto", "float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 EXACT_PATHS = ("auto", "iterate", "off")
 MODEL_FORMS = "linear | logistic | softmax | poly:K | mlp:H1,H2,..."
+
+T = TypeVar("T")
 
 MAX_DEGREE = 30  # poly:K beyond this is numerically meaningless in float64
 AUTO_EPOCHS = 10_000  # the budget of epochs='auto' where no curvature predicts one
@@ -110,87 +112,12 @@ class Option:
     help: str
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("model", "linear", matches(_MODEL_PATTERN, MODEL_FORMS), "model to fit"),
-    Option("activation", "relu", one_of(ACTIVATIONS), "hidden-layer activation of mlp models"),
-    Option("intercept", True, BOOLEAN, "fit an intercept (bias) term"),
-    Option(
-        "loss", None, OPTIONAL_LOSS, "loss; default follows the model (mse, bce, cross-entropy)"
-    ),
-    Option("optimizer", "gd", one_of(OPTIMIZERS), "update rule; gd is p = p - lr * p.grad"),
-    Option("momentum", 0.9, real_in(0.0, 1.0), "momentum of the momentum and nesterov optimizers"),
-    Option("weight_decay", 0.0, real_in(0.0, math.inf), "L2 penalty added to the gradient"),
-    Option("l1", 0.0, real_in(0.0, math.inf), "L1 penalty on the weights, added to the loss"),
-    Option("lr", "auto", LEARNING_RATE, "learning rate, or auto: chosen from the curvature"),
-    Option(
-        "schedule",
-        "constant",
-        matches(
-            _SCHEDULE_PATTERN,
-            "constant | step[:EVERY[,FACTOR]] | exponential[:GAMMA]"
-            " | cosine | inverse-scaling[:POWER]",
-        ),
-        "learning-rate schedule over epochs",
-    ),
-    Option(
-        "epochs",
-        "auto",
-        Constraint("an integer >= 1 or 'auto'", lambda v: v == "auto" or (_is_int(v) and v >= 1)),
-        "the budget: most passes over the data; auto: what least squares needs at this rate"
-        f" (from λmin), else {AUTO_EPOCHS}",
-    ),
-    Option("batch_size", None, BATCH_SIZE, "rows per step; full batch when not set"),
-    Option(
-        "gtol",
-        1e-8,
-        real_in(0.0, math.inf),
-        "converged when the gradient norm is below gtol x its start",
-    ),
-    Option(
-        "xtol",
-        1e-12,
-        real_in(0.0, math.inf),
-        "least squares: converged when |θ - θ*| is below xtol x |θ*|",
-    ),
-    Option(
-        "tol",
-        1e-8,
-        real_in(0.0, math.inf),
-        "stalled (or early-stopped) when the loss improves by less than tol x loss",
-    ),
-    Option("patience", 20, int_at_least(1), "epochs of such small improvement before stopping"),
-    Option("val_fraction", 0.0, real_in(0.0, 1.0), "rows held out; early stopping watches them"),
-    Option("standardize", True, BOOLEAN, "train on standardized features and target"),
-    Option(
-        "seed", 0, int_between(0, 2**63 - 1), "seed of initialisation and shuffling"
-    ),  # torch.manual_seed takes a signed 64-bit integer
-    Option(
-        "dtype",
-        "auto",
-        one_of(DTYPES),
-        "floating-point type of the training tensors; auto: float64 on the CPU, float32 on a GPU",
-    ),
-    Option("device", "auto", one_of(DEVICES), "where to train; auto picks cuda when available"),
-    Option(
-        "memory_budget",
-        None,
-        Constraint(
-            "None (80% of the available memory) or a positive number of bytes, e.g. 4e9 or 4G",
-            lambda v: v is None or (real_in(0.0, math.inf, low_open=True).check(v)),
-        ),
-        "memory a run may plan to use; a model or sweep estimated above it is refused",
-    ),
-    Option(
-        "exact_path",
-        "auto",
-        one_of(EXACT_PATHS),
-        "fast paths: auto = least squares from XᵀX (closed form for plain gd) and mini-batch"
-        " gradients of linear/logistic models by formula; iterate = XᵀX, no closed form;"
-        " off = autograd for every step",
-    ),
-)
+def option(default: T, constraint: Constraint, help: str) -> T:
+    """A FitOptions field: its default, what it accepts and its help text, declared once (the
+    CLI's flags, the estimators' checks and the messages all read them from here)."""
+    return dataclasses.field(default=default, metadata={"constraint": constraint, "help": help})
 
-OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
 PARSED = ("lr", "batch_size", "epochs", "memory_budget")
 _UNITS = {
     "k": 1e3,
@@ -239,29 +166,87 @@ def invalid(name: str, value: Any, allowed: str) -> GdlabError:
 class FitOptions:
     """Everything that decides how a model is trained; validated when constructed."""
 
-    model: str = "linear"
-    activation: str = "relu"
-    intercept: bool = True
-    loss: str | None = None
-    optimizer: str = "gd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    l1: float = 0.0
-    lr: float | str = "auto"
-    schedule: str = "constant"
-    epochs: int | str = "auto"
-    batch_size: int | None = None
-    gtol: float = 1e-8
-    xtol: float = 1e-12
-    tol: float = 1e-8
-    patience: int = 20
-    val_fraction: float = 0.0
-    standardize: bool = True
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    memory_budget: float | None = None
-    exact_path: str = "auto"
+    model: str = option("linear", matches(_MODEL_PATTERN, MODEL_FORMS), "model to fit")
+    activation: str = option("relu", one_of(ACTIVATIONS), "hidden-layer activation of mlp models")
+    intercept: bool = option(True, BOOLEAN, "fit an intercept (bias) term")
+    loss: str | None = option(
+        None,
+        OPTIONAL_LOSS,
+        "loss; default follows the model (mse, bce, cross-entropy)",
+    )
+    optimizer: str = option("gd", one_of(OPTIMIZERS), "update rule; gd is p = p - lr * p.grad")
+    momentum: float = option(
+        0.9,
+        real_in(0.0, 1.0),
+        "momentum of the momentum and nesterov optimizers",
+    )
+    weight_decay: float = option(0.0, real_in(0.0, math.inf), "L2 penalty added to the gradient")
+    l1: float = option(0.0, real_in(0.0, math.inf), "L1 penalty on the weights, added to the loss")
+    lr: float | str = option(
+        "auto",
+        LEARNING_RATE,
+        "learning rate, or auto: chosen from the curvature",
+    )
+    schedule: str = option(
+        "constant",
+        matches(
+            _SCHEDULE_PATTERN,
+            "constant | step[:EVERY[,FACTOR]] | exponential[:GAMMA]"
+            " | cosine | inverse-scaling[:POWER]",
+        ),
+        "learning-rate schedule over epochs",
+    )
+    epochs: int | str = option(
+        "auto",
+        Constraint("an integer >= 1 or 'auto'", lambda v: v == "auto" or (_is_int(v) and v >= 1)),
+        "the budget: most passes over the data; auto: what least squares needs at this rate"
+        f" (from λmin), else {AUTO_EPOCHS}",
+    )
+    batch_size: int | None = option(None, BATCH_SIZE, "rows per step; full batch when not set")
+    gtol: float = option(
+        1e-8,
+        real_in(0.0, math.inf),
+        "converged when the gradient norm is below gtol x its start",
+    )
+    xtol: float = option(
+        1e-12,
+        real_in(0.0, math.inf),
+        "least squares: converged when |θ - θ*| is below xtol x |θ*|",
+    )
+    tol: float = option(
+        1e-8,
+        real_in(0.0, math.inf),
+        "stalled (or early-stopped) when the loss improves by less than tol x loss",
+    )
+    patience: int = option(20, int_at_least(1), "epochs of such small improvement before stopping")
+    val_fraction: float = option(
+        0.0,
+        real_in(0.0, 1.0),
+        "rows held out; early stopping watches them",
+    )
+    standardize: bool = option(True, BOOLEAN, "train on standardized features and target")
+    seed: int = option(0, int_between(0, 2**63 - 1), "seed of initialisation and shuffling")
+    dtype: str = option(
+        "auto",
+        one_of(DTYPES),
+        "floating-point type of the training tensors; auto: float64 on the CPU, float32 on a GPU",
+    )
+    device: str = option("auto", one_of(DEVICES), "where to train; auto picks cuda when available")
+    memory_budget: float | None = option(
+        None,
+        Constraint(
+            "None (80% of the available memory) or a positive number of bytes, e.g. 4e9 or 4G",
+            lambda v: v is None or (real_in(0.0, math.inf, low_open=True).check(v)),
+        ),
+        "memory a run may plan to use; a model or sweep estimated above it is refused",
+    )
+    exact_path: str = option(
+        "auto",
+        one_of(EXACT_PATHS),
+        "fast paths: auto = least squares from XᵀX (closed form for plain gd) and mini-batch"
+        " gradients of linear/logistic models by formula; iterate = XᵀX, no closed form;"
+        " off = autograd for every step",
+    )
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -347,6 +332,13 @@ class FitOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(f.name, f.default, f.metadata["constraint"], f.metadata["help"])
+    for f in dataclasses.fields(FitOptions)
+)
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
 
 def make_options(**kwargs: Any) -> FitOptions:
