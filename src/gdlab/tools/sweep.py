@@ -37,7 +37,7 @@ from gdlab.optim.schedules import make_schedule
 from gdlab.problem import Problem
 from gdlab.train.closed_form import Modes
 from gdlab.train.exact import LeastSquaresStatistics
-from gdlab.train.rules import DIVERGENCE_FACTOR, RISE_FACTOR, RISE_WINDOW, divergence
+from gdlab.train.rules import DIVERGENCE_FACTOR, RISE_FACTOR, RISE_WINDOW, divergence, epoch_order
 
 SWEEP_EPOCHS = 1000
 MAX_RATES = 1000
@@ -138,7 +138,7 @@ def sweep(
     generator = torch.Generator().manual_seed(opts.seed)
     batched_loss = _per_copy_loss(loss_fn)
     for epoch in range(opts.budget):
-        order = None if size >= n else torch.randperm(n, generator=generator)
+        order = epoch_order(n, size, generator)
         totals = [torch.zeros(len(lrs), dtype=torch.float64) for _ in groups]
         for begin in range(0, n, size):
             rows = None if order is None else order[begin : begin + size].to(data.X.device)

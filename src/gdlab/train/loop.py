@@ -29,6 +29,7 @@ from gdlab.train.rules import (
     Tolerances,
     Verdict,
     divergence,
+    epoch_order,
     falling,
     first_order,
     improved,
@@ -257,7 +258,7 @@ def train(
             group["lr"] = lr
         if state.position == 0:
             _restore(last_good, params)  # the point to roll back to if this epoch diverges
-            state.order = None if size >= n else torch.randperm(n, generator=generator)
+            state.order = epoch_order(n, size, generator)
             state.total, state.seen = 0.0, 0
         while state.position < n:
             begin = state.position

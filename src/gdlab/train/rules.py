@@ -28,8 +28,12 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gdlab.optim.kinds import kind_of
+
+if TYPE_CHECKING:
+    import torch
 
 DIVERGENCE_FACTOR = 1000.0  # a loss this many times its start has diverged at once
 RISE_FACTOR = 10.0  # ... and one whose whole last RISE_WINDOW epochs sit this far above its best
@@ -219,3 +223,12 @@ def epochs_for_quadratic(
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def epoch_order(n: int, batch_size: int, generator: torch.Generator) -> torch.Tensor | None:
+    """The order in which an epoch visits the n rows in batches of `batch_size`: None (all
+    rows at once, in place) for full batch, else a fresh permutation from `generator`. The
+    loop and the sweep both draw it here, so equal seeds give equal batches."""
+    import torch  # here, so that the rules stay importable without torch
+
+    return None if batch_size >= n else torch.randperm(n, generator=generator)
