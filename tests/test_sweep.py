@@ -71,9 +71,34 @@ def test_a_sweep_with_a_schedule_and_l1_equals_separate_runs(
 
 
 @pytest.mark.parametrize(
-    ("option", "value"),
-    [("tol", 1e-3), ("patience", 5), ("gtol", 1e-3), ("xtol", 0.0), ("val_fraction", 0.2)],
+    ("name", "model", "optimizers", "batch"),
+    [
+        ("noisy-plane", "linear", ["gd", "momentum"], None),  # from XᵀX, iterated
+        ("noisy-plane", "linear", ["gd", "adam"], 16),  # gradients by formula
+        ("binary-blobs", "mlp:6", ["gd", "rmsprop"], 32),  # autograd over vmap
+    ],
 )
+def test_a_sweep_with_validation_stops_each_copy_as_a_separate_run_would(
+    name: str, model: str, optimizers: list[str], batch: int | None
+) -> None:
+    X, y = load(name)
+    lrs = [0.001, 0.05, 0.5]
+    common = {"model": model, "epochs": 60, "batch_size": batch, "dtype": "float64",
+              "val_fraction": 0.3, "patience": 4, "tol": 1e-3}  # fmt: skip
+    runs, _ = sweep(X, y, lrs=lrs, optimizers=optimizers, **common)
+    stopped = 0
+    for run in runs:
+        single = gdlab.fit(X, y, optimizer=run.optimizer, lr=run.lr, gtol=0, xtol=0,
+                           stop=lambda: False, **common)  # fmt: skip
+        np.testing.assert_allclose(run.losses, single.history.train_loss, rtol=1e-9)
+        np.testing.assert_allclose(run.val_losses, single.history.val_loss, rtol=1e-9)
+        assert (run.label == "early_stopped") == (single.status == "early_stopped"), run
+        stopped += run.label == "early_stopped"
+    assert 0 < stopped < len(runs)  # the comparison covered both outcomes
+
+
+@pytest.mark.parametrize(("option", "value"), [("tol", 1e-3), ("patience", 5), ("gtol", 1e-3),
+                                               ("xtol", 0.0)])  # fmt: skip
 def test_a_sweep_refuses_the_stop_tests_by_name(option: str, value: float) -> None:
     X, y = load("noisy-plane")
     with pytest.raises(GdlabError, match=f"`{option}` is a stop test"):
@@ -81,8 +106,9 @@ def test_a_sweep_refuses_the_stop_tests_by_name(option: str, value: float) -> No
 
 
 def test_gdlab_sweep_names_a_refused_option_as_its_flag(gdlab: Callable[..., CliRun]) -> None:
-    run = gdlab("sweep", "noisy-plane", "--lr", "0.01,0.1", "--val-fraction", "0.2")
-    assert run.code == 2 and run.err.count("\n") == 1 and "--val-fraction" in run.err, run.err
+    run = gdlab("sweep", "noisy-plane", "--lr", "0.01,0.1", "--patience", "5")
+    assert run.code == 2 and run.err.count("\n") == 1 and "--patience" in run.err, run.err
+    assert "--val-fraction" in run.err
 
 
 def test_a_gd_sweep_on_least_squares_is_the_closed_form_of_each_run() -> None:

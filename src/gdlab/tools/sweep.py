@@ -9,8 +9,10 @@ does not depend on it), so this is the same update as K separate runs, up to rou
 schedule multiplies every copy's rate by the same factor each epoch, and L1 adds l1·sign(w) to
 each copy's weight gradients, as the training loop does.
 
-The stop tests (gtol, xtol, tol, patience, a validation split) are refused: a sweep runs every
-rate for the same epochs so that the curves compare; only divergence ends a run early.
+With a validation split each copy stops early as a separate run would: when its validation
+loss has not improved by tol for patience epochs. The convergence tests (gtol, xtol) are
+refused, and tol and patience without a validation split (the stall test): a sweep runs every
+rate for the same epochs so that the curves compare.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,22 +39,34 @@ from gdlab.optim.schedules import make_schedule
 from gdlab.problem import Problem
 from gdlab.train.closed_form import Modes
 from gdlab.train.exact import LeastSquaresStatistics
-from gdlab.train.rules import DIVERGENCE_FACTOR, RISE_FACTOR, RISE_WINDOW, divergence, epoch_order
+from gdlab.train.rules import (
+    DIVERGENCE_FACTOR,
+    RISE_FACTOR,
+    RISE_WINDOW,
+    divergence,
+    epoch_order,
+    improved,
+)
 
 SWEEP_EPOCHS = 1000
 MAX_RATES = 1000
 GOOD_WITHIN = 0.05  # a run within 5% of the best final loss is "good"
 OSCILLATING_SHARE = 0.1  # rising in more than 10% of the last half of epochs
-STOP_OPTIONS = ("gtol", "xtol", "tol", "patience", "val_fraction")  # refused: see the docstring
+STOP_OPTIONS = ("gtol", "xtol", "tol", "patience")  # refused: see the docstring
+EARLY_STOPPING = ("tol", "patience")  # ... except these two, with a validation split
 
 
 def _refuse_stop_options(options: dict[str, Any]) -> None:
+    validation = options.get("val_fraction", 0.0) not in (0, 0.0, None)
     for name in STOP_OPTIONS:
+        if validation and name in EARLY_STOPPING:
+            continue
         if name in options and options[name] != OPTIONS_BY_NAME[name].default:
             raise GdlabError(
                 f"`{name}` is a stop test, and a sweep has none: it runs every rate for the "
-                f"same epochs so that the curves compare (only divergence ends a run early). "
-                f"Leave `{name}` out, and fit the rate you choose with it."
+                f"same epochs so that the curves compare (only divergence, or early stopping "
+                f"on a `val_fraction` split, ends a run early). Leave `{name}` out, and fit "
+                f"the rate you choose with it."
             )
 
 
@@ -63,6 +77,7 @@ class SweepRun:
     losses: list[float]  # per epoch, in the target's units
     label: str = ""
     reason: str = ""
+    val_losses: list[float] = field(default_factory=list)  # with a validation split
 
     @property
     def final(self) -> float:
@@ -128,12 +143,16 @@ def sweep(
     size = n if opts.batch_size is None else opts.batch_size
     linear = trainer.fast_linear(net) is not None
     stats = trainer.statistics
+    validating = len(trainer.val_rows) > 0
     if linear and size >= n and stats is not None and math.isfinite(stats.least_loss):
+        validation = trainer.least_squares(trainer.val_rows) if validating else None
         for group in groups:  # full-batch least squares: no pass over the rows at all
-            _least_squares_sweep(group, stats, opts, scale, factor)
+            _least_squares_sweep(group, stats, validation, opts, scale, factor)
         runs = [run for group in groups for run in group.runs]
         label(runs)
         return runs, trainer
+    if validating:
+        X_val, y_val = trainer.tensors(trainer.val_rows, loss_fn, data.X.device)
     analytic = linear and opts.resolved_loss in ("mse", "bce")
     generator = torch.Generator().manual_seed(opts.seed)
     batched_loss = _per_copy_loss(loss_fn)
@@ -154,6 +173,10 @@ def sweep(
                 total += losses.detach().double().cpu() * Xb.shape[0]
         for group, total in zip(groups, totals, strict=True):
             group.record(epoch, (total / n * scale).tolist())
+            if validating:
+                with torch.no_grad():
+                    val = batched_loss(group.outputs(X_val), y_val).double().cpu().tolist()
+                group.watch(epoch, val, opts, scale)
         if not any(group.alive.any() for group in groups):
             break
     runs = [run for group in groups for run in group.runs]
@@ -181,6 +204,9 @@ class _Group:
         self.optimizer_name = opts.optimizer
         self.start: list[float] | None = None
         self.lowest: list[float] = []  # each run's lowest loss so far (the rising test's best)
+        self.best = [math.inf] * k  # early stopping: the best validation loss, its epoch and
+        self.best_epoch = [0] * k  # the epochs waited since, as the training loop keeps them
+        self.waited = [0] * k
 
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
         """(K, n, outputs): batched matrix products for gdlab's own models, vmap otherwise."""
@@ -303,6 +329,26 @@ class _Group:
                 self.alive[k] = False
                 run.label, run.reason = "diverged", _divergence(value, self.start[k], epoch)
 
+    def watch(self, epoch: int, val_losses: list[float], opts: FitOptions, scale: float) -> None:
+        """Early stopping, copy by copy, by the loop's rule (`rules.improved`) on the
+        validation loss in training units: a copy stops after `patience` epochs without an
+        improvement by `tol`."""
+        for k, (run, value) in enumerate(zip(self.runs, val_losses, strict=True)):
+            if not self.alive[k]:
+                continue
+            run.val_losses.append(value * scale)
+            if improved(value, self.best[k], opts.tol):
+                self.best[k], self.best_epoch[k], self.waited[k] = value, epoch + 1, 0
+                continue
+            self.waited[k] += 1
+            if self.waited[k] >= opts.patience:
+                self.alive[k] = False
+                run.label = "early_stopped"
+                run.reason = (
+                    f"the validation loss last improved at epoch {self.best_epoch[k]} "
+                    f"({self.best[k] * scale:.4g}); stopped {opts.patience} epochs later"
+                )
+
     def record_curve(self, k: int, losses: np.ndarray) -> None:
         """Copy k's whole loss curve at once, cut where `record` would have stopped it."""
         run, start = self.runs[k], float(losses[0])
@@ -333,6 +379,7 @@ def _divergence(value: float, start: float, epoch: int) -> str:
 def _least_squares_sweep(
     group: _Group,
     stats: LeastSquaresStatistics,
+    validation: LeastSquaresStatistics | None,
     opts: FitOptions,
     scale: float,
     factor: Callable[[int], float],
@@ -343,6 +390,7 @@ def _least_squares_sweep(
     the loop does."""
     G, h, n = stats.gram, stats.moment, stats.n
     constant = opts.schedule == "constant" and opts.weight_decay == 0 and opts.l1 == 0
+    constant = constant and validation is None
     if kind_of(group.optimizer_name).plain and constant:
         modes = Modes.of(stats, group.theta()[0].numpy(), 1.0)  # one eigendecomposition
         epochs = np.arange(opts.budget)
@@ -358,6 +406,9 @@ def _least_squares_sweep(
         group.set_gradients((2.0 / n) * (theta @ G - h))
         group.advance(factor(epoch))
         group.record(epoch, (losses * scale).tolist())
+        if validation is not None:
+            after = group.theta()
+            group.watch(epoch, [validation.loss(row) for row in after], opts, scale)
         if not group.alive.any():
             return
 
@@ -396,7 +447,7 @@ def label(runs: list[SweepRun]) -> None:
     finite = [level for level in levels.values() if math.isfinite(level)]
     best = min(finite) if finite else math.nan
     for run in runs:
-        if run.label == "diverged":
+        if run.label in ("diverged", "early_stopped"):
             continue
         level = levels[id(run)]
         losses = np.asarray(run.losses)
