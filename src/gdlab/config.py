@@ -111,6 +111,14 @@ class Option:
     constraint: Constraint
     help: str
 
+    @property
+    def text_default(self) -> Any:
+        """The default as text reads it back (`parse_value`): None, "not set", is the word
+        'full' (every row) for batch_size and 'auto' for the others."""
+        if self.name in PARSED and self.default is None:
+            return "full" if self.name == "batch_size" else "auto"
+        return self.default
+
 
 def option(default: T, constraint: Constraint, help: str) -> T:
     """A FitOptions field: its default, what it accepts and its help text, declared once (the

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gdlab.analysis.divergence import explain_divergence
+from gdlab.analysis.outcome import explain_outcome
 from gdlab.config import AUTO_EPOCHS, make_options
 from gdlab.data.arrays import (
     CHUNK_ROWS,
@@ -47,7 +47,6 @@ from gdlab.train.rules import (
     Verdict,
     epochs_for_quadratic,
     quadratic_limit,
-    stall_reason,
 )
 
 MAX_AUTO_EPOCHS = 10_000_000
@@ -324,77 +323,16 @@ class Training(Problem):
         return quadratic_limit(opts.optimizer, opts.momentum, lambda_max) or None
 
     def explain(self, outcome: Outcome, scale: float) -> str:
-        """One paragraph on why the run ended as it did, with the numbers and what to change."""
-        verdict, opts, state = outcome.verdict, self.opts, outcome.state
-        if verdict.status == "diverged":
-            start = state.start_loss
-            return explain_divergence(
-                epoch=outcome.diverged_epoch or state.epoch,
-                loss=(outcome.diverged_loss if outcome.diverged_loss is not None else math.inf)
-                * scale,
-                start_loss=None if start is None else start * scale,
-                lr=opts.rate,
-                optimizer=opts.optimizer,
-                momentum=opts.momentum,
-                curvature=self.curvature,
-                raw_condition=self.raw_condition,
-                standardized=opts.standardize,
-                test=verdict.test,
-                limit=self._stable_limit(),
-            )
-        if verdict.status == "converged":
-            return ""
-        if verdict.status == "separable":
-            return (
-                f"the classes are separable: at epoch {state.epoch} the model puts every "
-                f"training row on its side, so the loss falls forever and the weights grow "
-                f"without a minimum. The model separates the training rows; for a finite "
-                f"optimum add a penalty (weight_decay)."
-            )
-        if verdict.status == "early_stopped":
-            return (
-                f"Early stopping: the validation loss has not improved by tol={opts.tol:g} "
-                f"for {opts.patience} epochs; the model of epoch {state.best_epoch} (its best) is "
-                f"kept."
-            )
-        first_order_note = (
-            ""
-            if outcome.verdict.measures and outcome.verdict.measures[0].name != "loss improvement"
-            else self.undetermined
-            or " No first-order test applies with an L1 penalty or AdamW's weight decay."
-        )
-        if verdict.status == "stalled":
-            _, advice = stall_reason(
-                state.recent,
-                epsilon=self.tolerances().epsilon,
-                mini_batch=opts.batch_size is not None,
-            )
-            return f"{advice}.{first_order_note}"
-        if verdict.status == "max_epochs":
-            separable = (
-                " The classes are separable, so no minimum exists." if self.separable else ""
-            )
-            return (
-                f"stopped at the epoch limit ({opts.budget}) before a stop test held.{separable}"
-                f"{first_order_note}{self._epochs_needed()}"
-            )
-        return ""
-
-    def _epochs_needed(self) -> str:
-        """For plain gd on least squares: how many epochs the rate needs (from λmin), and the
-        rate that needs fewest."""
-        curvature, opts = self.curvature, self.opts
-        if curvature is None or not kind_of(opts.optimizer).plain or curvature.lambda_min <= 0:
-            return " Raise the epochs, or the rate."
-
-        def needed(lr: float) -> float:  # from a relative distance of 1 down to xtol
-            return epochs_for_quadratic(lr, curvature.lambda_min, curvature.lambda_max, opts.xtol)
-
-        best = 2.0 / (curvature.lambda_max + curvature.lambda_min)
-        return (
-            f" At lr={opts.rate:.3g} reaching xtol needs about {needed(opts.rate):.3g} epochs "
-            f"(λmin = {curvature.lambda_min:.3g}); lr={best:.3g} = 2/(λmax+λmin) needs about "
-            f"{needed(best):.3g}."
+        """One paragraph on why the run ended as it did (`analysis.outcome`)."""
+        return explain_outcome(
+            outcome,
+            self.opts,
+            scale=scale,
+            curvature=self.curvature,
+            raw_condition=self.raw_condition,
+            limit=self._stable_limit(),
+            separable=bool(self.separable),
+            undetermined=self.undetermined,
         )
 
     def gradient_sources(

@@ -90,10 +90,7 @@ def _option_decorator(option: Option) -> Callable[[Callable[..., Any]], Callable
             f"{flag}/--no-{flag[2:]}", default=option.default, show_default=True, help=option.help
         )
     if option.name in PARSED:  # text, read by config.parse_value as gdlab.fit reads it
-        default = option.default
-        if default is None:  # the word for "not set": every row, or the automatic budget
-            default = "full" if option.name == "batch_size" else "auto"
-        return click.option(flag, default=default, show_default=True, help=option.help)
+        return click.option(flag, default=option.text_default, show_default=True, help=option.help)
     kind: Any = str
     if isinstance(option.default, float):
         kind = float

@@ -18,7 +18,6 @@ from gdlab.cli.app import (
     cli,
     echo_visible,
     load_data,
-    parse_batch_size,
     run_folder,
     training_options,
     warn,
@@ -83,7 +82,6 @@ def fit(
     Ctrl-C or SIGTERM stops after the current step and saves the run; `--resume RUN_DIR`
     continues it exactly where it stopped.
     """
-    raw["batch_size"] = parse_batch_size(raw["batch_size"])
     for name, value, low in (
         ("log_every", log_every, 1),
         ("checkpoint_every", checkpoint_every, 0),

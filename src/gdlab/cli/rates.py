@@ -15,7 +15,6 @@ from gdlab.cli.app import (
     data_and_options,
     model_options,
     optimizer_list,
-    parse_batch_size,
     run_folder,
     training_options_without,
 )
@@ -46,7 +45,6 @@ def lr_command(
     **raw: Any,
 ) -> None:
     """Predict good learning rates for a model on DATA, before training it."""
-    raw["batch_size"] = parse_batch_size(raw["batch_size"])
     X, y, names, options = data_and_options(data, target, features, raw | {"lr": "auto"})
     from gdlab.runs import check_not_input, check_out_dir, claim_default_out_dir
 
@@ -99,7 +97,6 @@ def sweep_command(
     from gdlab.tools.sweep import parse_optimizers, parse_rates, sweep
 
     lrs, names = parse_rates(rates), parse_optimizers(optimizers)
-    raw["batch_size"] = parse_batch_size(raw["batch_size"])
     X, y, columns, options = data_and_options(data, target, features, raw | {"lr": 1.0})
     from gdlab.runs import check_not_input, check_out_dir, claim_default_out_dir
 
