@@ -81,8 +81,9 @@ def explain_outcome(
 def _epochs_needed(opts: FitOptions, curvature: Curvature | None) -> str:
     """For plain gd on least squares: how many epochs the rate needs (from λmin), and the
     rate that needs fewest."""
-    if curvature is None or not kind_of(opts.optimizer).plain or curvature.lambda_min <= 0:
-        return " Raise the epochs, or the rate."
+    plain = kind_of(opts.optimizer).plain
+    if curvature is None or not plain or curvature.lambda_min <= 0 or not opts.xtol > 0:
+        return " Raise the epochs, or the rate."  # (xtol = 0: the distance test is off)
 
     def needed(lr: float) -> float:  # from a relative distance of 1 down to xtol
         return epochs_for_quadratic(lr, curvature.lambda_min, curvature.lambda_max, opts.xtol)
