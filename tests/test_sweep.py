@@ -191,3 +191,20 @@ def test_gdlab_sweep_writes_table_csv_and_figures(
     assert [r["label"] for r in report["runs"]] == ["good", "diverged"]
     bad = gdlab("sweep", "noisy-plane", "--lr", "fast")
     assert bad.code == 2 and "LOW:HIGH:COUNT" in bad.err
+
+
+def test_gdlab_sweep_writes_validation_curves_and_early_stops(
+    gdlab: Callable[..., CliRun], tmp_path: Path
+) -> None:
+    run = gdlab("sweep", "noisy-plane", "--lr", "1e-3:1.5:6", "--val-fraction", "0.3",
+                "--patience", "5", "--out", str(tmp_path), "--overwrite")  # fmt: skip
+    assert run.code == 0, run.err
+    assert "early_stopped" in run.out and "the validation loss last improved at epoch" in run.out
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    history = list(csv.DictReader((tmp_path / "sweep_history.csv").open()))
+    assert len(history) == sum(int(row["epochs"]) for row in rows)
+    X, y = load("noisy-plane")
+    runs, _ = sweep(X, y, lrs=[float(rows[2]["lr"])], optimizers=["gd"], val_fraction=0.3,
+                    patience=5, epochs=1000, lr=0.01)  # fmt: skip
+    written = [float(r["val_loss"]) for r in history if r["lr"] == rows[2]["lr"]]
+    assert written == runs[0].val_losses and len(written) == int(rows[2]["epochs"])

@@ -160,9 +160,12 @@ def _write_sweep(runs: list[Any], limits: dict[str, float], out: Path) -> None:
     write_text(out / "sweep.csv", table.getvalue())
     history = io.StringIO()
     rows = csv.writer(history, lineterminator="\n")
-    rows.writerow(["optimizer", "lr", "epoch", "train_loss"])
+    validation = any(run.val_losses for run in runs)
+    rows.writerow(["optimizer", "lr", "epoch", "train_loss", *(["val_loss"] * validation)])
     for run in runs:
-        rows.writerows([run.optimizer, run.lr, k + 1, repr(v)] for k, v in enumerate(run.losses))
+        for k, value in enumerate(run.losses):
+            val = [repr(run.val_losses[k]) if k < len(run.val_losses) else ""] * validation
+            rows.writerow([run.optimizer, run.lr, k + 1, repr(value), *val])
     write_text(out / "sweep_history.csv", history.getvalue())
     save(sweep_curves(runs), out / "sweep_curves.png")
     save(sweep_final(runs, limits), out / "sweep_final.png")
