@@ -224,9 +224,9 @@ def test_the_reduction_hook_sees_every_source_before_the_step(
               "dtype": "float64", "gtol": 0, "xtol": 0, "tol": 0, "patience": 10**6}  # fmt: skip
     half = gdlab.fit(X, y, lr=0.01, **common)
 
-    def halve(gradients: list[torch.Tensor]) -> None:
-        for gradient in gradients:
-            gradient.mul_(0.5)
+    def halve(params: list[torch.Tensor]) -> None:
+        for p in params:
+            p.grad.mul_(0.5)
 
     monkeypatch.setattr(training, "train", functools.partial(training.train, reduction=halve))
     reduced = gdlab.fit(X, y, lr=0.02, **common)

@@ -47,7 +47,7 @@ EXACT_MAX_WIDTH = 2000  # parameters up to which least squares builds and solves
 CURVATURE_ROWS = 1 << 17
 
 
-def on_gpu(opts: FitOptions) -> bool:
+def _on_gpu(opts: FitOptions) -> bool:
     return opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
 
 
@@ -66,7 +66,7 @@ class Problem:
         copies: int = 1,
     ) -> None:
         if opts.dtype == "auto":  # float64 where it is cheap: exact digits; float32 on a GPU
-            opts = dataclasses.replace(opts, dtype="float32" if on_gpu(opts) else "float64")
+            opts = dataclasses.replace(opts, dtype="float32" if _on_gpu(opts) else "float64")
         self.opts, self.names, self.custom_model = opts, names, custom_model
         self.previous = previous
         self.spec = ModelSpec.parse(opts.model)

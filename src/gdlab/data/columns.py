@@ -47,21 +47,15 @@ def feature_matrix(
         raise GdlabError(f"{source}: feature column {missing[0]!r} not found; {hint}.")
     import pandas as pd
 
-    unique = frame.columns.is_unique
-    positions: list[int] = (
-        frame.columns.get_indexer(pd.Index(features)).tolist() if unique else [-1]
-    )
-    if min(positions) >= 0 and all(kind in "iufb" for kind in _kinds(frame, positions)):
-        # one conversion for the whole matrix (a file may have 10^6 columns); the column by
-        # column path below is only for finding and naming a bad cell
-        matrix = frame.iloc[:, positions].to_numpy(dtype=np.float64)
-        if np.isfinite(matrix).all():
-            return matrix
+    if frame.columns.is_unique:  # every feature is there (checked above): one position each
+        positions = frame.columns.get_indexer(pd.Index(features))
+        if all(dtype.kind in "iufb" for dtype in frame.dtypes.iloc[positions]):
+            # one conversion for the whole matrix (a file may have 10^6 columns); the column
+            # by column path below is only for finding and naming a bad cell
+            matrix = frame.iloc[:, positions].to_numpy(dtype=np.float64)
+            if np.isfinite(matrix).all():
+                return matrix
     return np.column_stack([numeric_column(frame, name, source) for name in features])
-
-
-def _kinds(frame: pd.DataFrame, positions: Sequence[int]) -> list[str]:
-    return [dtype.kind for dtype in frame.dtypes.iloc[list(positions)]]
 
 
 def numeric_column(frame: pd.DataFrame, name: str, source: str) -> FloatArray:

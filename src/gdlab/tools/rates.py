@@ -26,13 +26,11 @@ from gdlab.analysis.range_test import RangeTest, range_test
 from gdlab.config import FitOptions, make_options
 from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.models import ModelSpec
-from gdlab.optim.kinds import KINDS
+from gdlab.optim.kinds import kind_of
 from gdlab.optim.registry import optimizer_for
 from gdlab.problem import Problem
 from gdlab.train.rules import limit_formula, quadratic_limit
 
-CURVATURE_OPTIMIZERS = tuple(name for name, kind in KINDS.items() if kind.has_limit)
-MOMENTUM_OPTIMIZERS = tuple(name for name, kind in KINDS.items() if kind.momentum)
 SAFETY = 0.95  # recommendations stay this far inside a stability limit
 # Rows a network's curvature and full-batch range test are estimated on: evenly spaced, so
 # the estimate is deterministic; λmax of a mean loss over 4096 rows is within a few percent of
@@ -176,7 +174,7 @@ def advise_trainer(
             raw = hessian_spectrum(net, loss_fn, X, y, weight_decay=opts.weight_decay).curvature
         elif not opts.standardize:
             raw = curvature
-    beta = opts.momentum if opts.optimizer in MOMENTUM_OPTIMIZERS else 0.0
+    beta = opts.momentum if kind_of(opts.optimizer).momentum else 0.0
     limit = quadratic_limit(opts.optimizer, beta, curvature.lambda_max) or 1.0
     end = max(10.0, 10 * limit)  # the sweep must reach past the predicted limit
     tests = [
@@ -195,7 +193,7 @@ def advise_trainer(
         range_tests=tests,
     )
     advice.recommended_lr, advice.reason = _recommend(advice, opts, least_squares)
-    if opts.batch_size is None and opts.optimizer in CURVATURE_OPTIMIZERS:
+    if opts.batch_size is None and kind_of(opts.optimizer).has_limit:
         advice.predicted_epochs = predicted_epochs(
             curvature, advice.recommended_lr, opts.optimizer, opts.momentum, opts.tol
         )
@@ -206,7 +204,7 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
     c = advice.curvature
     suggestion = advice.range_suggestion
     full_batch = opts.batch_size is None
-    if opts.optimizer not in CURVATURE_OPTIMIZERS:
+    if not kind_of(opts.optimizer).has_limit:
         if suggestion is None:
             return (
                 1e-3,
@@ -220,7 +218,7 @@ def _recommend(advice: RateAdvice, opts: FitOptions, least_squares: bool) -> tup
     if not c.lambda_max > 0:  # piecewise-linear losses (mae) have no curvature to bound a rate
         rate = suggestion if suggestion is not None else 1e-2
         return rate, "the loss has no curvature at the start (λmax = 0): the range test's rate"
-    beta = advice.momentum if opts.optimizer in MOMENTUM_OPTIMIZERS else 0.0
+    beta = advice.momentum if kind_of(opts.optimizer).momentum else 0.0
     limit = quadratic_limit(opts.optimizer, beta, c.lambda_max)
     formula = limit_formula(opts.optimizer, beta)
     if least_squares:
@@ -297,7 +295,7 @@ def predicted_epochs(
 
 def _mode_rate(step: float, optimizer: str, beta: float) -> float:
     """Spectral radius of one mode's update, with step = lr x λ."""
-    if optimizer not in MOMENTUM_OPTIMIZERS:
+    if not kind_of(optimizer).momentum:
         return abs(1 - step)
     if optimizer == "momentum":  # torch: v = βv + g; p -= lr v
         matrix = np.array([[1 - step, -beta], [step, beta]])

@@ -57,7 +57,7 @@ EARLY_STOPPING = ("tol", "patience")  # ... except these two, with a validation 
 
 
 def _refuse_stop_options(options: dict[str, Any]) -> None:
-    validation = options.get("val_fraction", 0.0) not in (0, 0.0, None)
+    validation = bool(options.get("val_fraction"))
     for name in STOP_OPTIONS:
         if validation and name in EARLY_STOPPING:
             continue
@@ -389,8 +389,8 @@ def _least_squares_sweep(
     (2/n)(Gθ - h) for all copies in one product. Losses are recorded before each step, as
     the loop does."""
     G, h, n = stats.gram, stats.moment, stats.n
-    constant = opts.schedule == "constant" and opts.weight_decay == 0 and opts.l1 == 0
-    constant = constant and validation is None
+    constant = (opts.schedule == "constant" and opts.weight_decay == 0 and opts.l1 == 0
+                and validation is None)  # fmt: skip
     if kind_of(group.optimizer_name).plain and constant:
         modes = Modes.of(stats, group.theta()[0].numpy(), 1.0)  # one eigendecomposition
         epochs = np.arange(opts.budget)

@@ -192,7 +192,8 @@ def train(
     standardized). With `exact` (full-batch least squares) the gradients come from sufficient
     statistics instead of a pass over the rows; with `analytic` (linear and logistic models)
     mini-batch gradients come from closed formulas instead of autograd (`train/sources.py`);
-    `reduction` is applied to the gradients before every step (identity in one process).
+    `reduction` is applied to the parameters' gradients before every step (identity in one
+    process).
     """
     state = state or LoopState()
     history = history or History()
@@ -216,7 +217,6 @@ def train(
     tolerances = stopping.tolerances
 
     source: GradientSource = exact or analytic or AutogradGradient(model, loss_fn, data.X, data.y)
-    reduces = reduction is not no_reduction  # one process: no list to build every step
     # gdlab's own gd has no per-step hooks to run: skip torch's profiler wrapper around step().
     step = optimizer.update if isinstance(optimizer, GradientDescent) else optimizer.step
 
@@ -268,8 +268,7 @@ def train(
             value = source.step_gradient(rows)
             if l1:
                 add_l1_gradient(model, l1)
-            if reduces:
-                reduction([p.grad for p in params if p.grad is not None])
+            reduction(params)
             step()
             if not math.isfinite(value):
                 return _diverged(history, state, epoch + 1, value, params, last_good, "not_finite")

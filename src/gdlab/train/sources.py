@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-Reduce = Callable[[list[torch.Tensor]], None]
+Reduce = Callable[[list[torch.Tensor]], None]  # acts on the .grad of the parameters given
 
 
 class GradientSource(Protocol):
@@ -33,7 +33,7 @@ class GradientSource(Protocol):
         ...
 
 
-def no_reduction(gradients: list[torch.Tensor]) -> None:
+def no_reduction(params: list[torch.Tensor]) -> None:
     """One process: the gradients are already the whole batch's."""
 
 
