@@ -124,7 +124,7 @@ def test_the_analytic_source_gives_autograd_gradient_and_loss(loss: str, interce
     rows = torch.tensor([7, 2, 9, 4, 0])
     expected, value = autograd_reference(model, X[rows], y[rows], loss)
     model.zero_grad()
-    source = AnalyticGradient(model, X, y, loss, batch_size=len(rows))
+    source = AnalyticGradient.of(model, X, y, loss, batch_size=len(rows))
     assert source.step_gradient(rows) == pytest.approx(value, rel=1e-9)
     torch.testing.assert_close(flat_gradient(model), expected, rtol=1e-9, atol=1e-12)
 

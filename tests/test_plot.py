@@ -29,7 +29,7 @@ def linear_run(gdlab: Callable[..., CliRun], tmp_path: Path) -> Path:
     return out
 
 
-def trainer_for(run: Path):  # type: ignore[no-untyped-def]
+def problem_for(run: Path):  # type: ignore[no-untyped-def]
     from gdlab.cli.app import rebuild_problem
 
     result, state = load_run(run)
@@ -37,10 +37,10 @@ def trainer_for(run: Path):  # type: ignore[no-untyped-def]
 
 
 def test_the_surface_is_the_loss_and_its_minimum_is_the_closed_form(linear_run: Path) -> None:
-    result, trainer = trainer_for(linear_run)
+    result, problem = problem_for(linear_run)
     pair = default_pair(result)
     assert pair == ("coef[x1]", "intercept")
-    surface = loss_surface(trainer, result, pair, points=201)
+    surface = loss_surface(problem, result, pair, points=201)
     X, y = load("noisy-plane")
     exact = LinearRegression().fit(X, y)
     row, column = np.unravel_index(np.argmin(surface.loss), surface.loss.shape)
@@ -58,9 +58,9 @@ def test_the_surface_is_the_loss_and_its_minimum_is_the_closed_form(linear_run: 
 
 
 def test_the_path_drawn_is_the_history(linear_run: Path) -> None:
-    result, trainer = trainer_for(linear_run)
+    result, problem = problem_for(linear_run)
     pair = default_pair(result)
-    figure = surface_figure(loss_surface(trainer, result, pair), result.history)
+    figure = surface_figure(loss_surface(problem, result, pair), result.history)
     path = next(line for line in figure.axes[0].lines if line.get_label() == "path")
     np.testing.assert_array_equal(path.get_xdata(), result.history.params[pair[0]])
     np.testing.assert_array_equal(path.get_ydata(), result.history.params[pair[1]])
@@ -123,9 +123,9 @@ def test_compare_figure_paths_are_the_histories_after_the_start() -> None:
     runs = {f"batch {b}": gdlab.fit(X, y, lr=0.05, epochs=20, batch_size=b, stop=lambda: False)
             for b in (None, 8)}  # fmt: skip
     first = next(iter(runs.values()))
-    trainer = Problem(make_options(lr=0.05), X, y, ["x1", "x2"], None)
-    start = trainer.initial_parameters()
-    surface = loss_surface(trainer, first, ("coef[x1]", "intercept"))
+    problem = Problem(make_options(lr=0.05), X, y, ["x1", "x2"], None)
+    start = problem.initial_parameters()
+    surface = loss_surface(problem, first, ("coef[x1]", "intercept"))
     figure = compare_figure(surface, {k: r.history for k, r in runs.items()}, start)
     for label, result in runs.items():
         line = next(line for line in figure.axes[0].lines if line.get_label() == label)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gdlab.data import arrays
-from gdlab.data.arrays import RowSubset
+from gdlab.data.rows import RowSubset
 from gdlab.data.scaling import Scaler, constant_columns
 
 

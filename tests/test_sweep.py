@@ -45,6 +45,27 @@ def test_stacked_runs_equal_separate_runs(
 
 
 @pytest.mark.parametrize(
+    ("name", "model", "loss", "batch"),
+    [
+        ("noisy-plane", "linear", "mae", 16),  # a linear model without a formula: autograd
+        ("binary-blobs", "logistic", "bce", None),  # the analytic source on every row
+    ],
+)
+def test_linear_sweeps_off_the_formula_paths_equal_separate_runs(
+    name: str, model: str, loss: str, batch: int | None
+) -> None:
+    X, y = load(name)
+    lrs = [0.01, 0.1, 1.0]
+    common = {"model": model, "loss": loss, "epochs": 12, "batch_size": batch,
+              "dtype": "float64"}  # fmt: skip
+    runs, _ = sweep(X, y, lrs=lrs, optimizers=["gd", "adam"], **common)
+    for run in runs:
+        single = gdlab.fit(X, y, optimizer=run.optimizer, lr=run.lr, tol=0, patience=10**6,
+                           gtol=0, xtol=0, stop=lambda: False, **common)  # fmt: skip
+        np.testing.assert_allclose(run.losses, single.history.train_loss, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
     ("name", "model", "optimizers", "batch"),
     [
         ("noisy-plane", "linear", ["gd", "momentum"], None),  # from XᵀX, iterated
@@ -142,8 +163,8 @@ def test_a_vmapped_custom_architecture_equals_the_fast_path() -> None:
 def test_labels_follow_the_predicted_limit() -> None:
     X, y = load("noisy-plane")
     lrs = parse_rates("1e-3:2:8")
-    runs, trainer = sweep(X, y, lrs=lrs, optimizers=["gd"], epochs=100)
-    limit = 2 / trainer.curvature.lambda_max  # type: ignore[union-attr]
+    runs, problem = sweep(X, y, lrs=lrs, optimizers=["gd"], epochs=100)
+    limit = 2 / problem.curvature.lambda_max  # type: ignore[union-attr]
     for run in runs:
         if run.lr > limit:
             assert run.label == "diverged" and "1000x its start" in run.reason

@@ -20,14 +20,8 @@ from torch import nn
 
 from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, hessian_curvature
 from gdlab.config import FitOptions
-from gdlab.data.arrays import (
-    CHUNK_ROWS,
-    FloatArray,
-    IntArray,
-    RowSubset,
-    class_labels,
-    fingerprint,
-)
+from gdlab.data.arrays import CHUNK_ROWS, FloatArray, IntArray, class_labels, fingerprint
+from gdlab.data.rows import ArrayRows, RowSource
 from gdlab.data.scaling import (
     Scaler,
     constant_columns,
@@ -89,15 +83,17 @@ class Problem:
             self.y = codes.astype(np.float64)
         self._check_memory(X, copies)
         with np.errstate(over="ignore"):
-            self.Z = expand_powers(X, self.spec.degree)
-        if self.spec.degree > 1 and not np.isfinite(self.Z).all():
+            Z = expand_powers(X, self.spec.degree)
+        if self.spec.degree > 1 and not np.isfinite(Z).all():
             column = power_names(names, self.spec.degree)[int(np.flatnonzero(
-                ~np.isfinite(self.Z).all(axis=0))[0])]  # fmt: skip
+                ~np.isfinite(Z).all(axis=0))[0])]  # fmt: skip
             raise GdlabError(
                 f"the feature {column} overflows float64 (values above 1e308); rescale the "
                 f"feature or use a lower degree."
             )
-        n = len(self.Z)
+        # Every later read of the rows goes through the source (see data/rows.py).
+        self.source: RowSource = ArrayRows(Z, self.y)
+        n = len(self.source)
         n_val = round(n * opts.val_fraction)
         if opts.val_fraction > 0 and (n_val < 1 or n_val >= n):
             raise GdlabError(
@@ -112,14 +108,14 @@ class Problem:
                 f"`batch_size={opts.batch_size}` is above the {n_train} training rows; use a "
                 f"value from 1 to {n_train}, or full."
             )
-        Z_train = RowSubset.of(self.Z, self.train_rows)  # read in blocks, never copied whole
+        Z_train = self.source.features(self.train_rows)  # read in blocks, never copied whole
         regression = not opts.is_classifier
         if previous is not None and previous.x_scaler and previous.y_scaler:
             self.x_scaler, self.y_scaler = previous.x_scaler, previous.y_scaler
         else:
             self.x_scaler = Scaler.fit(Z_train, center=opts.intercept, enabled=opts.standardize)
             self.y_scaler = Scaler.fit(
-                self.y[self.train_rows, None],
+                self.source.target(self.train_rows),
                 center=opts.intercept,
                 enabled=opts.standardize and regression and custom_model is None,
                 target=True,
@@ -220,9 +216,10 @@ class Problem:
         from gdlab.analysis.separation import MAX_CELLS, linearly_separable
 
         rows, classes = self.train_rows, len(self.classes)
-        if len(rows) * self.Z.shape[1] * max(classes - 1, 1) > MAX_CELLS:
+        if len(rows) * self.source.width * max(classes - 1, 1) > MAX_CELLS:
             return None  # too large to ask: and the rows are not copied to find that out
-        separable = linearly_separable(self.Z[rows], self.y[rows].astype(np.int64), classes)
+        features, codes = self.source.take(rows)
+        separable = linearly_separable(features, codes.astype(np.int64), classes)
         if separable:
             self._warn(
                 "the classes are separable (a linear program finds weights that put every "
@@ -239,12 +236,11 @@ class Problem:
 
     def least_squares(self, rows: IntArray, *, solve: bool = True) -> LeastSquaresStatistics:
         """XᵀX, Xᵀy and the optimum of those rows in training space, block by block."""
-        features, target = RowSubset.of(self.Z, rows), RowSubset.of(self.y[:, None], rows)
+        features, target = self.source.features(rows), self.source.target(rows)
 
         def blocks() -> Iterator[tuple[FloatArray, FloatArray]]:
-            for block in features.blocks():
-                part = self.y_scaler.transform(target.block(block))[:, 0]
-                yield features.block(block), part
+            for part, column in zip(features.parts(), target.parts(), strict=True):
+                yield part, self.y_scaler.transform(column)[:, 0]
 
         scaler = None if self.x_scaler.is_identity else self.x_scaler
         return LeastSquaresStatistics.from_blocks(
@@ -280,7 +276,7 @@ class Problem:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = getattr(torch, self.opts.dtype)
         X = self._features(rows, dtype).to(device)
-        target = self.y_scaler.transform(self.y[rows, None])
+        target = self.y_scaler.transform(np.concatenate(list(self.source.target(rows).parts())))
         if wants_class_indices(loss):
             return X, torch.as_tensor(target[:, 0], dtype=torch.long, device=device)
         return X, torch.as_tensor(target, dtype=dtype, device=device)
@@ -288,19 +284,21 @@ class Problem:
     def _features(self, rows: IntArray, dtype: torch.dtype) -> torch.Tensor:
         """The training features of `rows`, written block by block into one tensor of `dtype`
         (no full-size float64 temporaries: on large data those cost more than the training)."""
-        features = torch.empty(len(rows), self.Z.shape[1], dtype=dtype)
-        out, source = features.numpy(), RowSubset.of(self.Z, rows)
-        buffer = np.empty((min(len(rows), CHUNK_ROWS), self.Z.shape[1]))
-        for block in source.blocks():
-            work = buffer[: block.stop - block.start]
-            self.x_scaler.transform_into(source.block(block), out[block], work)
+        width = self.source.width
+        features = torch.empty(len(rows), width, dtype=dtype)
+        out, begin = features.numpy(), 0
+        buffer = np.empty((min(len(rows), CHUNK_ROWS), width))
+        for part in self.source.features(rows).parts():
+            end = begin + len(part)
+            self.x_scaler.transform_into(part, out[begin:end], buffer[: len(part)])
+            begin = end
         return features
 
     def _split(self, loss: LossFunction, device: torch.device, *, shapes_only: bool) -> Split:
         """The training (and validation) tensors; with `shapes_only` (the exact path, which
         never reads rows again) tensors on the meta device that hold no data."""
         if shapes_only:
-            width = self.Z.shape[1]
+            width = self.source.width
 
             def tensors(rows: IntArray) -> tuple[torch.Tensor, torch.Tensor]:
                 n = len(rows)
@@ -346,7 +344,7 @@ class Problem:
         torch.manual_seed(opts.seed if seed is None else seed)  # the modules' initial draw
         net = self.custom_model or build_model(
             self.spec,
-            self.Z.shape[1],
+            self.source.width,
             outputs,
             intercept=opts.intercept,
             activation=opts.activation,

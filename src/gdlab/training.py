@@ -96,7 +96,7 @@ def fit(
     target = as_vector(y, len(matrix))
     if resume is not None and resume.custom_model != custom:
         raise GdlabError("resume: give the same kind of model (named or nn.Module) as before.")
-    trainer = Training(
+    training = Training(
         opts,
         matrix,
         target,
@@ -106,9 +106,9 @@ def fit(
         classes=classes,
     )
     if stop is not None:
-        return trainer.run(custom_loss, on_epoch, stop, checkpoint, checkpoint_every)
+        return training.run(custom_loss, on_epoch, stop, checkpoint, checkpoint_every)
     with Interrupts() as interrupts:
-        return trainer.run(
+        return training.run(
             custom_loss, on_epoch, interrupts.requested, checkpoint, checkpoint_every
         )
 
@@ -353,7 +353,7 @@ class Training(Problem):
         mini_batch = batch is not None and batch < len(split.X)
         if linear is not None and mini_batch and loss in ANALYTIC_LOSSES:
             assert batch is not None
-            analytic = AnalyticGradient(linear, split.X, split.y, loss, batch)
+            analytic = AnalyticGradient.of(linear, split.X, split.y, loss, batch)
         path = "exact" if exact else "analytic" if analytic else "autograd"
         return path, exact, analytic, split
 
@@ -422,10 +422,10 @@ class Training(Problem):
         """lr='auto': the curvature's rate for least squares, else the range test's (capped)."""
         if self.custom_model is not None:
             raise GdlabError("lr 'auto' needs a named model; give a number for a custom module.")
-        from gdlab.tools.rates import advise_trainer
+        from gdlab.tools.rates import advise_problem
 
         began = time.perf_counter()
-        advice = advise_trainer(self, unscaled=False)
+        advice = advise_problem(self, unscaled=False)
         self.opts = dataclasses.replace(self.opts, lr=advice.recommended_lr)
         self.lr_choice = (
             f"lr auto: {advice.recommended_lr:.3g}, {advice.reason} [curvature: {advice.method}; "

@@ -52,15 +52,15 @@ def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> 
             pair = default_pair(result) if params is None else parse_pair(params)
             check_pair(result, pair)
             figures["weight_bias.png"] = training.weight_bias_vs_loss(history, *pair)
-            trainer = rebuild_problem(result, state, data)
-            surface = loss_surface(trainer, result, pair)
-            start = trainer.initial_parameters()
+            problem = rebuild_problem(result, state, data)
+            surface = loss_surface(problem, result, pair)
+            start = problem.initial_parameters()
             figures["surface.png"] = training.surface_figure(surface, history, start)
         for name, figure in figures.items():
             training.save(figure, run_dir / name)
         written = [run_dir / name for name in figures]
         if animate and history.params:
-            written += _animate_run(run_dir, result, trainer, surface, pair)
+            written += _animate_run(run_dir, result, problem, surface, pair)
     click.echo(f"wrote {', '.join(map(str, written))}")
 
 
@@ -100,9 +100,9 @@ def report(
 
             pair = default_pair(result) if params is None else parse_pair(params)
             check_pair(result, pair)
-            trainer = rebuild_problem(result, state, data)
-            surface = loss_surface(trainer, result, pair)
-            line = _line_data(result, trainer, state)
+            problem = rebuild_problem(result, state, data)
+            surface = loss_surface(problem, result, pair)
+            line = _line_data(result, problem, state)
         page = render(f"gdlab run {run_dir}", report_data(result, surface, line), summary,
                       plotly_js=get_plotlyjs())  # fmt: skip
         target = out or run_dir / "report.html"
@@ -113,14 +113,14 @@ def report(
 MAX_DRAWN_POINTS = 5000  # data points a report draws: a page of bounded size on any data
 
 
-def _line_data(result: Any, trainer: Any, state: dict[str, Any]) -> dict[str, Any] | None:
+def _line_data(result: Any, problem: Any, state: dict[str, Any]) -> dict[str, Any] | None:
     """For one-feature regression: the data and the line's weight and bias per epoch."""
     coefficients = [name for name in result.history.params if name.startswith("coef[")]
     regression = result.options.resolved_loss in ("mse", "mae", "huber")
     if not (regression and result.spec.degree == 1 and len(coefficients) == 1):
         return None
     history = result.history
-    x, y = trainer.X[:, 0], trainer.y
+    x, y = problem.X[:, 0], problem.y
     drawn = slice(None, None, max(1, -(-len(x) // MAX_DRAWN_POINTS)))  # evenly spaced rows
     return {
         "x": x[drawn].tolist(),
@@ -134,7 +134,7 @@ def _line_data(result: Any, trainer: Any, state: dict[str, Any]) -> dict[str, An
     }
 
 
-def _animate_run(run_dir: Path, result: Any, trainer: Any, surface: Any, pair: Any) -> list[Path]:
+def _animate_run(run_dir: Path, result: Any, problem: Any, surface: Any, pair: Any) -> list[Path]:
     from gdlab.plot.animate import line_animation, save_gif, surface_animation
 
     save_gif(surface_animation(surface, {"run": result.history})[0], run_dir / "descent.gif")
@@ -144,7 +144,7 @@ def _animate_run(run_dir: Path, result: Any, trainer: Any, surface: Any, pair: A
     if regression and result.spec.degree == 1 and len(coefficients) == 1:
         bias = "intercept"
         animation = line_animation(
-            trainer.X[:, 0], trainer.y, result.history, coefficients[0], bias
+            problem.X[:, 0], problem.y, result.history, coefficients[0], bias
         )
         save_gif(animation[0], run_dir / "line.gif")
         written.append(run_dir / "line.gif")
@@ -205,7 +205,7 @@ def compare(
                 results[label] = fit(X, y, feature_names=columns, stop=lambda: False, **chosen)
         first = next(iter(results.values()))
         matrix = as_matrix(X)[0]
-        trainer = Problem(first.options, matrix, as_vector(y, len(matrix)), columns, None)
+        problem = Problem(first.options, matrix, as_vector(y, len(matrix)), columns, None)
     if not first.history.params:
         raise GdlabError("the model has over 20 parameters, so no paths were recorded to compare.")
     from gdlab.plot.training import compare_figure, save
@@ -213,10 +213,10 @@ def compare(
 
     pair = default_pair(first) if params is None else parse_pair(params)
     check_pair(first, pair)
-    surface = loss_surface(trainer, first, pair)
+    surface = loss_surface(problem, first, pair)
     out = out or claim_default_out_dir()
     histories = {label: r.history for label, r in results.items()}
-    save(compare_figure(surface, histories, trainer.initial_parameters()), out / "compare.png")
+    save(compare_figure(surface, histories, problem.initial_parameters()), out / "compare.png")
     rows = ["run,epochs,final_loss,status"] + [
         f'"{label}",{len(r.history)},{r.history.train_loss[-1]!r},{r.status}'
         for label, r in results.items()

@@ -116,11 +116,11 @@ def sweep_command(
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GdlabWarning)
-        runs, trainer = sweep(X, y, lrs=lrs, optimizers=names, feature_names=columns,
+        runs, problem = sweep(X, y, lrs=lrs, optimizers=names, feature_names=columns,
                               **options.to_dict())  # fmt: skip
-        from gdlab.tools.rates import advise_trainer
+        from gdlab.tools.rates import advise_problem
 
-        advice = advise_trainer(trainer, seeds=0)
+        advice = advise_problem(problem, seeds=0)
     limits = {"2/λmax": advice.max_stable_lr}
     if any(kind_of(name).momentum for name in names):
         limits[f"2(1+{options.momentum:g})/λmax"] = advice.max_stable_lr_momentum

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,35 +19,6 @@ CHUNK_ROWS = 16_384  # rows per block when a pass over the data must not copy al
 def row_blocks(n: int, size: int = CHUNK_ROWS) -> list[slice]:
     """Consecutive row ranges covering 0..n: passes over large data touch one block at a time."""
     return [slice(begin, min(begin + size, n)) for begin in range(0, n, size)]
-
-
-@dataclass(frozen=True)
-class RowSubset:
-    """Some rows of a 2-D array (all of them, in order, when `rows` is None), read a block at
-    a time: a pass over the training rows never copies them all out of the data."""
-
-    values: FloatArray
-    rows: IntArray | None = None
-
-    @classmethod
-    def of(cls, values: FloatArray, rows: IntArray) -> RowSubset:
-        """Rows `rows` of `values`; a plain view when they are all the rows in order."""
-        whole = len(rows) == len(values) and np.array_equal(rows, np.arange(len(values)))
-        return cls(values, None if whole else rows)
-
-    def __len__(self) -> int:
-        return len(self.values) if self.rows is None else len(self.rows)
-
-    @property
-    def width(self) -> int:
-        return int(self.values.shape[1])
-
-    def block(self, block: slice) -> FloatArray:
-        """Rows block.start..block.stop of the subset (a view when the rows are in order)."""
-        return self.values[block] if self.rows is None else self.values[self.rows[block]]
-
-    def blocks(self) -> list[slice]:
-        return row_blocks(len(self))
 
 
 def as_matrix(X: Any) -> tuple[FloatArray, list[str]]:

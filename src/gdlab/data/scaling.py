@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from gdlab.data.arrays import CHUNK_ROWS, FloatArray, RowSubset
+from gdlab.data.arrays import CHUNK_ROWS, FloatArray
+from gdlab.data.rows import Rows, as_rows
 
 
 def expand_powers(X: FloatArray, degree: int) -> FloatArray:
@@ -18,38 +20,32 @@ def expand_powers(X: FloatArray, degree: int) -> FloatArray:
     return np.column_stack([X[:, j] ** k for j in range(X.shape[1]) for k in range(1, degree + 1)])
 
 
-def column_range(values: FloatArray | RowSubset) -> tuple[FloatArray, FloatArray]:
+def column_range(values: FloatArray | Rows) -> tuple[FloatArray, FloatArray]:
     """Each column's least and greatest value, block by block (no temporary copies)."""
-    data = _subset(values)
+    data = as_rows(values)
     low, high = np.full(data.width, np.inf), np.full(data.width, -np.inf)
-    for block in data.blocks():
-        part = data.block(block)
+    for part in data.parts():
         np.minimum(low, part.min(axis=0), out=low)
         np.maximum(high, part.max(axis=0), out=high)
     return low, high
 
 
-def constant_columns(values: FloatArray | RowSubset) -> npt.NDArray[np.bool_]:
+def constant_columns(values: FloatArray | Rows) -> npt.NDArray[np.bool_]:
     """Which columns hold one value in every row. A column that varies within the first block
     is settled there; only the others (rarely any) are followed through the rest."""
-    data = _subset(values)
-    blocks = data.blocks()
+    data = as_rows(values)
+    parts = data.parts()
     same = np.zeros(data.width, dtype=bool)
-    if not blocks:
+    first = next(parts, None)
+    if first is None:
         return same
-    first = data.block(blocks[0])
     candidates = np.flatnonzero((first == first[:1]).all(axis=0))
-    for block in blocks[1:]:
+    for part in parts:
         if not len(candidates):
             break
-        part = data.block(block)[:, candidates]
-        candidates = candidates[(part == first[0, candidates]).all(axis=0)]
+        candidates = candidates[(part[:, candidates] == first[0, candidates]).all(axis=0)]
     same[candidates] = True
     return same
-
-
-def _subset(values: FloatArray | RowSubset) -> RowSubset:
-    return values if isinstance(values, RowSubset) else RowSubset(values)
 
 
 def power_names(names: list[str], degree: int) -> list[str]:
@@ -73,10 +69,10 @@ class Scaler:
 
     @classmethod
     def fit(
-        cls, values: FloatArray | RowSubset, *, center: bool, enabled: bool, target: bool = False
+        cls, values: FloatArray | Rows, *, center: bool, enabled: bool, target: bool = False
     ) -> Scaler:
         """Fit to `values` (rows, columns); a constant target keeps scale 1 (nothing vanishes)."""
-        values = _subset(values)
+        values = as_rows(values)
         width = values.width
         if not enabled:
             return cls(np.zeros(width), np.ones(width))
@@ -135,26 +131,24 @@ def original_units(
     return coef, intercept
 
 
-def _moments(values: RowSubset, center: bool, unit: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _moments(values: Rows, center: bool, unit: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Per column: the root mean square about the mean (about 0 without `center`) and the
-    mean, of values / unit, times unit. A unit of ones divides nothing."""
-    blocks, n, width = values.blocks(), len(values), values.width
+    mean, of values / unit, times unit. A unit of ones divides nothing. Two passes."""
+    n, width = len(values), values.width
     buffer = np.empty((min(n, CHUNK_ROWS), width))
     divide = bool((unit != 1.0).any())
 
-    def part(block: slice) -> FloatArray:
-        if not divide:
-            return values.block(block)  # a view of rows in order: no pass of its own
-        return np.divide(values.block(block), unit, out=buffer[: block.stop - block.start])
+    def parts() -> Iterator[FloatArray]:
+        for part in values.parts():  # in-memory rows in order: views, no copy
+            yield np.divide(part, unit, out=buffer[: len(part)]) if divide else part
 
     with np.errstate(over="ignore", invalid="ignore"):
-        mean = sum(part(block).sum(axis=0) for block in blocks) / n
+        mean = sum(part.sum(axis=0) for part in parts()) / n
         middle = mean if center else np.zeros(width)
         squares = sum(
             np.square(
-                np.subtract(part(block), middle, out=buffer[: block.stop - block.start]),
-                out=buffer[: block.stop - block.start],
+                np.subtract(part, middle, out=buffer[: len(part)]), out=buffer[: len(part)]
             ).sum(axis=0)
-            for block in blocks
+            for part in parts()
         )
     return np.sqrt(squares / n) * unit, mean * unit

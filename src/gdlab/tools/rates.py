@@ -129,26 +129,26 @@ def advise(
     opts = make_options(**{**options, "lr": "auto"})  # the rate is what is being chosen
     matrix, names = as_matrix(X)
     names = list(feature_names) if feature_names is not None else names
-    trainer = Problem(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None)
-    return advise_trainer(trainer, seeds=seeds, range_steps=range_steps)
+    problem = Problem(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None)
+    return advise_problem(problem, seeds=seeds, range_steps=range_steps)
 
 
-def advise_trainer(
-    trainer: Problem, *, seeds: int = 3, range_steps: int = 100, unscaled: bool = True
+def advise_problem(
+    problem: Problem, *, seeds: int = 3, range_steps: int = 100, unscaled: bool = True
 ) -> RateAdvice:
     """The advice; `unscaled` also measures a network's curvature without standardization
     (what `gdlab lr` compares; a second Lanczos run that choosing a rate does not need)."""
-    opts = trainer.opts
-    least_squares = trainer.curvature is not None
-    if trainer.curvature is not None:
-        raw_features = trainer.Z[trainer.train_rows]
-        curvature = _with_decay(trainer.curvature, opts.weight_decay)
+    opts = problem.opts
+    least_squares = problem.curvature is not None
+    if problem.curvature is not None:
+        raw_features, _ = problem.source.take(problem.train_rows)
+        curvature = _with_decay(problem.curvature, opts.weight_decay)
         raw = _with_decay(
             least_squares_curvature(raw_features, intercept=opts.intercept), opts.weight_decay
         )
-        method, n_parameters = "exact: eigenvalues of 2AᵀA/n", trainer.Z.shape[1] + opts.intercept
+        method, n_parameters = "exact: eigenvalues of 2AᵀA/n", problem.source.width + opts.intercept
     else:
-        net, loss_fn, data = trainer.initial_problem()
+        net, loss_fn, data = problem.initial_problem()
         began = time.perf_counter()
         X, y, sampled = _estimate_rows(data.X, data.y)
         spectrum = hessian_spectrum(net, loss_fn, X, y, weight_decay=opts.weight_decay)
@@ -164,9 +164,9 @@ def advise_trainer(
         if opts.standardize and unscaled:
             without = Problem(
                 dataclasses.replace(opts, standardize=False),
-                trainer.X,
-                trainer.y,
-                trainer.names,
+                problem.X,
+                problem.y,
+                problem.names,
                 custom_model=None,
             )
             net, loss_fn, data = without.initial_problem()
@@ -178,7 +178,7 @@ def advise_trainer(
     limit = quadratic_limit(opts.optimizer, beta, curvature.lambda_max) or 1.0
     end = max(10.0, 10 * limit)  # the sweep must reach past the predicted limit
     tests = [
-        _range_test(trainer, seed, range_steps, end) for seed in range(opts.seed, opts.seed + seeds)
+        _range_test(problem, seed, range_steps, end) for seed in range(opts.seed, opts.seed + seeds)
     ]
     advice = RateAdvice(
         optimizer=opts.optimizer,
@@ -304,9 +304,9 @@ def _mode_rate(step: float, optimizer: str, beta: float) -> float:
     return float(np.abs(np.linalg.eigvals(matrix)).max())
 
 
-def _range_test(trainer: Problem, seed: int, steps: int, end: float) -> RangeTest:
-    opts = trainer.opts
-    net, loss_fn, data = trainer.initial_problem(seed)
+def _range_test(problem: Problem, seed: int, steps: int, end: float) -> RangeTest:
+    opts = problem.opts
+    net, loss_fn, data = problem.initial_problem(seed)
     optimizer = optimizer_for(dataclasses.replace(opts, lr=1.0), net.parameters())
     n = data.X.shape[0]
     generator = torch.Generator().manual_seed(seed)

@@ -57,17 +57,17 @@ def check_pair(result: FitResult, pair: tuple[str, str]) -> None:
 
 
 def loss_surface(
-    trainer: Problem, result: FitResult, pair: tuple[str, str], *, points: int = 60
+    problem: Problem, result: FitResult, pair: tuple[str, str], *, points: int = 60
 ) -> Surface:
     history = result.history
     check_pair(result, pair)
     axes = [_axis(history.params[name], points) for name in pair]
     final = {name: values[-1] for name, values in history.params.items()}
-    rows = trainer.train_rows[:MAX_ROWS]
+    rows = problem.train_rows[:MAX_ROWS]
     if any(name.startswith(("coef[", "intercept")) for name in final):
-        loss = _linear_surface(trainer, result, final, pair, axes, rows)
+        loss = _linear_surface(problem, result, final, pair, axes, rows)
     else:
-        loss = _module_surface(trainer, result, final, pair, axes, rows)
+        loss = _module_surface(problem, result, final, pair, axes, rows)
     return Surface(pair, axes[0], axes[1], loss)
 
 
@@ -78,7 +78,7 @@ def _axis(values: list[float], points: int) -> FloatArray:
 
 
 def _linear_surface(
-    trainer: Problem,
+    problem: Problem,
     result: FitResult,
     final: dict[str, float],
     pair: tuple[str, str],
@@ -86,7 +86,7 @@ def _linear_surface(
     rows: np.ndarray,
 ) -> FloatArray:
     """Loss of logits Z coef + intercept in original units; two entries vary on the grid."""
-    Z = trainer.Z[rows]
+    Z, _ = problem.source.take(rows)
     names = result.expanded_names
     outputs = int(next(iter(result.model.parameters())).shape[0])
     labels = [str(c) for c in result.classes_ or []] if outputs > 1 else []
@@ -119,7 +119,7 @@ def _linear_surface(
     logits = np.repeat(base[None, None], len(db), 0).repeat(len(da), 1)  # (b, a, n, outputs)
     logits[..., oa] += da[None, :, None] * col_a[None, None, :]
     logits[..., ob] += db[:, None, None] * col_b[None, None, :]
-    target = trainer.y[rows]
+    target = problem.y[rows]
     loss = result.options.resolved_loss
     if loss == "mse":
         return np.asarray(((logits[..., 0] - target) ** 2).mean(-1))
@@ -137,7 +137,7 @@ def _linear_surface(
 
 
 def _module_surface(
-    trainer: Problem,
+    problem: Problem,
     result: FitResult,
     final: dict[str, float],
     pair: tuple[str, str],
@@ -149,7 +149,7 @@ def _module_surface(
 
     model = result.model
     loss_fn = make_loss(result.options.resolved_loss)
-    X, y = trainer.tensors(rows, loss_fn, torch.device("cpu"))
+    X, y = problem.tensors(rows, loss_fn, torch.device("cpu"))
     model = model.cpu()
     X = X.to(next(model.parameters()).dtype)
     if y.is_floating_point():
@@ -160,7 +160,7 @@ def _module_surface(
         tensor, _, index = name.rpartition("[")
         return parameters[tensor], int(index[:-1])
 
-    scale = trainer.loss_scale()
+    scale = problem.loss_scale()
     (pa, ia), (pb, ib) = entry(pair[0]), entry(pair[1])
     surface = np.empty((len(axes[1]), len(axes[0])))
     with torch.no_grad():

@@ -37,6 +37,8 @@ from gdlab.optim.kinds import kind_of
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.problem import Problem
+from gdlab.train.analytic import LOSSES as ANALYTIC_LOSSES
+from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.closed_form import Modes
 from gdlab.train.exact import LeastSquaresStatistics
 from gdlab.train.rules import (
@@ -133,27 +135,31 @@ def sweep(
     opts = make_options(**{**options, "lr": 1.0})
     matrix, names = as_matrix(X)
     names = list(feature_names) if feature_names is not None else names
-    trainer = Problem(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None,
+    problem = Problem(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None,
                       copies=len(lrs) * len(optimizers))  # fmt: skip
-    net, loss_fn, data = trainer.initial_problem()
-    scale = trainer.loss_scale()
+    net, loss_fn, data = problem.initial_problem()
+    scale = problem.loss_scale()
     groups = [_Group(net, dataclasses.replace(opts, optimizer=name), lrs) for name in optimizers]
     factor = make_schedule(opts.schedule, 1.0, opts.budget)  # the schedule's rate at lr = 1
     n = data.X.shape[0]
     size = n if opts.batch_size is None else opts.batch_size
-    linear = trainer.fast_linear(net) is not None
-    stats = trainer.statistics
-    validating = len(trainer.val_rows) > 0
+    linear = problem.fast_linear(net) is not None
+    stats = problem.statistics
+    validating = len(problem.val_rows) > 0
     if linear and size >= n and stats is not None and math.isfinite(stats.least_loss):
-        validation = trainer.least_squares(trainer.val_rows) if validating else None
+        validation = problem.least_squares(problem.val_rows) if validating else None
         for group in groups:  # full-batch least squares: no pass over the rows at all
             _least_squares_sweep(group, stats, validation, opts, scale, factor)
         runs = [run for group in groups for run in group.runs]
         label(runs)
-        return runs, trainer
+        return runs, problem
     if validating:
-        X_val, y_val = trainer.tensors(trainer.val_rows, loss_fn, data.X.device)
-    analytic = linear and opts.resolved_loss in ("mse", "bce")
+        X_val, y_val = problem.tensors(problem.val_rows, loss_fn, data.X.device)
+    analytic = linear and opts.resolved_loss in ANALYTIC_LOSSES
+    if analytic:  # the loop's analytic source, K copies wide
+        for group in groups:
+            group.analytic = AnalyticGradient(group.params["weight"], group.params.get("bias"),
+                                              data.X, data.y, opts.resolved_loss, size)  # fmt: skip
     generator = torch.Generator().manual_seed(opts.seed)
     batched_loss = _per_copy_loss(loss_fn)
     for epoch in range(opts.budget):
@@ -161,16 +167,17 @@ def sweep(
         totals = [torch.zeros(len(lrs), dtype=torch.float64) for _ in groups]
         for begin in range(0, n, size):
             rows = None if order is None else order[begin : begin + size].to(data.X.device)
-            Xb = data.X if rows is None else data.X.index_select(0, rows)
-            yb = data.y if rows is None else data.y.index_select(0, rows)
+            Xb = data.X if rows is None or analytic else data.X.index_select(0, rows)
+            yb = data.y if rows is None or analytic else data.y.index_select(0, rows)
             for group, total in zip(groups, totals, strict=True):
-                if analytic:
-                    losses = group.linear_gradients(Xb, yb, opts.resolved_loss)
+                if group.analytic is not None:
+                    losses = group.analytic.gradients(rows)
+                    group.silence_dead()
                     group.advance(factor(epoch))
                 else:
                     losses = batched_loss(group.outputs(Xb), yb)
                     group.step(losses, factor(epoch))
-                total += losses.detach().double().cpu() * Xb.shape[0]
+                total += losses.detach().double().cpu() * (n if rows is None else len(rows))
         for group, total in zip(groups, totals, strict=True):
             group.record(epoch, (total / n * scale).tolist())
             if validating:
@@ -181,7 +188,7 @@ def sweep(
             break
     runs = [run for group in groups for run in group.runs]
     label(runs)
-    return runs, trainer
+    return runs, problem
 
 
 class _Group:
@@ -207,6 +214,7 @@ class _Group:
         self.best = [math.inf] * k  # early stopping: the best validation loss, its epoch and
         self.best_epoch = [0] * k  # the epochs waited since, as the training loop keeps them
         self.waited = [0] * k
+        self.analytic: AnalyticGradient | None = None  # linear models: formulas, not autograd
 
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
         """(K, n, outputs): batched matrix products for gdlab's own models, vmap otherwise."""
@@ -250,35 +258,22 @@ class _Group:
 
     def set_gradients(self, gradients: torch.Tensor) -> None:
         """Rows of `gradients` (K, p) become the linear model's .grad; dead copies get none."""
-        gradients = torch.where(self.alive[:, None], gradients.to(self.alive.device), 0.0)
         weight = self.params["weight"]
         width = weight[0].numel()
         weight.grad = gradients[:, :width].to(weight.dtype).reshape(weight.shape)
         if "bias" in self.params:
             bias = self.params["bias"]
             bias.grad = gradients[:, width:].to(bias.dtype).reshape(bias.shape)
+        self.silence_dead()
 
-    def linear_gradients(self, X: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-        """A linear model's gradients for a batch by formula (as train/analytic.py, K copies
-        in one GEMM each way); the (K,) mean losses."""
-        weight = self.params["weight"].detach()
-        k = len(weight)
-        scores = X @ weight.reshape(k, -1).T  # (B, K)
-        if "bias" in self.params:
-            scores = scores + self.params["bias"].detach().reshape(1, k)
-        target = y.reshape(-1, 1).to(scores.dtype)
-        if loss == "mse":
-            residual = scores - target
-            losses = (residual * residual).mean(0)
-            residual = residual * (2.0 / len(X))
-        else:
-            losses = (torch.logaddexp(torch.zeros(()), scores) - target * scores).mean(0)
-            residual = (torch.sigmoid(scores) - target) / len(X)
-        gradients = [residual.T @ X]
-        if "bias" in self.params:
-            gradients.append(residual.sum(0)[:, None])
-        self.set_gradients(torch.cat(gradients, dim=1))
-        return losses
+    @torch.no_grad()
+    def silence_dead(self) -> None:
+        """Zero the gradients of copies that have stopped (a diverged copy's may be NaN)."""
+        if bool(self.alive.all()):
+            return
+        for p in self.params.values():
+            if p.grad is not None:
+                p.grad.masked_fill_(~self.alive.view((-1,) + (1,) * (p.dim() - 1)), 0.0)
 
     def advance(self, factor: float = 1.0) -> None:
         """The optimizer's step at rate 1, then each copy's step scaled by its own rate times
@@ -388,7 +383,6 @@ def _least_squares_sweep(
     rates in closed form (each rate's whole loss curve at once), anything else stepping on
     (2/n)(Gθ - h) for all copies in one product. Losses are recorded before each step, as
     the loop does."""
-    G, h, n = stats.gram, stats.moment, stats.n
     constant = (opts.schedule == "constant" and opts.weight_decay == 0 and opts.l1 == 0
                 and validation is None)  # fmt: skip
     if kind_of(group.optimizer_name).plain and constant:
@@ -401,9 +395,8 @@ def _least_squares_sweep(
         return
     for epoch in range(opts.budget):
         theta = group.theta()
-        offset = theta - stats.optimum
-        losses = stats.least_loss + ((offset @ G) * offset).sum(1) / n
-        group.set_gradients((2.0 / n) * (theta @ G - h))
+        losses = stats.losses(theta)  # the exact source's formulas, K rows at once
+        group.set_gradients(stats.gradient(theta))
         group.advance(factor(epoch))
         group.record(epoch, (losses * scale).tolist())
         if validation is not None:

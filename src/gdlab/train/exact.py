@@ -108,11 +108,16 @@ class LeastSquaresStatistics:
         return cls.from_blocks(blocks, intercept=intercept)
 
     def loss(self, theta: torch.Tensor) -> float:
+        return float(self.losses(theta))
+
+    def losses(self, theta: torch.Tensor) -> torch.Tensor:
+        """The mean squared error at θ (p,), or at each row of θ (K, p): loss* + δᵀGδ/n."""
         offset = theta - self.optimum
-        return self.least_loss + float(offset @ (self.gram @ offset)) / self.n
+        return self.least_loss + ((offset @ self.gram) * offset).sum(-1) / self.n
 
     def gradient(self, theta: torch.Tensor) -> torch.Tensor:
-        return (2.0 / self.n) * (self.gram @ theta - self.moment)
+        """(2/n)(Gθ - h) at θ (p,), or at each row of θ (K, p) (G is symmetric)."""
+        return (2.0 / self.n) * (theta @ self.gram - self.moment)
 
 
 class ExactGradient:
