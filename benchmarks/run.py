@@ -71,9 +71,9 @@ def tutorial(table: Table) -> None:
     ours = median_seconds(partial(gdlab_fit, X_TRAIN, Y_TRAIN, **options), repeats=7)
     table.add("1. tutorial, 4 points, 1000 ep", "the tutorial's loop", baseline, ours, 40)
     stepwise = median_seconds(
-        partial(gdlab_fit, X_TRAIN, Y_TRAIN, exact_path="off", **options), repeats=7
+        partial(gdlab_fit, X_TRAIN, Y_TRAIN, fast_paths="off", **options), repeats=7
     )
-    table.add("   (gdlab, --exact-path off)", "the tutorial's loop", baseline, stepwise, None)
+    table.add("   (gdlab, --fast-paths off)", "the tutorial's loop", baseline, stepwise, None)
 
 
 # -- case 2 and 5 ---------------------------------------------------------------------------------
@@ -120,8 +120,8 @@ def full_batch(table: Table, n: int) -> None:
     table.add(f"2. {n:,} x 50, full, 1000 ep", "tutorial-style loop (1 run)", baseline, ours, 100)
     print(f"   final parameters: largest difference {gap:.1e} of the largest coefficient "
           f"(the loop runs in float32)")  # fmt: skip
-    iterate = median_seconds(partial(gdlab_fit, X, y, exact_path="iterate", **options), 3)
-    table.add("   (gdlab, --exact-path iterate)", "tutorial-style loop (1 run)", baseline,
+    iterate = median_seconds(partial(gdlab_fit, X, y, fast_paths="iterate", **options), 3)
+    table.add("   (gdlab, --fast-paths iterate)", "tutorial-style loop (1 run)", baseline,
               iterate, None)  # fmt: skip
     A = torch.tensor(np.column_stack([X, np.ones(n)]))
     target = torch.tensor(y).unsqueeze(1)

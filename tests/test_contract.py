@@ -228,7 +228,7 @@ def test_the_reduction_hook_sees_every_source_before_the_step(
         for p in params:
             p.grad.mul_(0.5)
 
-    monkeypatch.setattr(training, "train", functools.partial(training.train, reduction=halve))
+    monkeypatch.setattr(training, "Loop", functools.partial(training.Loop, reduction=halve))
     reduced = gdlab.fit(X, y, lr=0.02, **common)
     assert reduced.path == half.path == path
     np.testing.assert_allclose(reduced.history.train_loss, half.history.train_loss, rtol=1e-12)

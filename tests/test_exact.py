@@ -28,8 +28,8 @@ def problem(seed: int = 3, n: int = 300, d: int = 4) -> tuple[np.ndarray, np.nda
 
 def both_paths(X: object, y: object, **options: object) -> tuple[gdlab.FitResult, gdlab.FitResult]:
     common = {"dtype": "float64", "tol": 0.0, "gtol": 0.0, "xtol": 0.0, "device": "cpu", **options}
-    exact = gdlab.fit(X, y, exact_path="iterate", **common)
-    plain = gdlab.fit(X, y, exact_path="off", **common)
+    exact = gdlab.fit(X, y, fast_paths="iterate", **common)
+    plain = gdlab.fit(X, y, fast_paths="off", **common)
     assert (exact.path, plain.path) == ("exact", "autograd")
     return exact, plain
 
@@ -47,7 +47,7 @@ def assert_same_run(exact: gdlab.FitResult, plain: gdlab.FitResult, rtol: float 
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_exact_path_iterates_equal_autograd_for_every_optimizer(optimizer: str) -> None:
+def test_fast_paths_iterates_equal_autograd_for_every_optimizer(optimizer: str) -> None:
     X, y = problem()
     lr = {"adagrad": 0.1, "rmsprop": 0.003, "adam": 0.01, "adamw": 0.01}.get(optimizer, 0.1)
     assert_same_run(*both_paths(X, y, optimizer=optimizer, lr=lr, epochs=150, patience=150))
@@ -64,26 +64,26 @@ def test_exact_path_iterates_equal_autograd_for_every_optimizer(optimizer: str) 
     ],
     ids=["no-intercept-raw", "weight-decay", "l1", "poly", "cosine"],
 )
-def test_exact_path_covers_the_options_of_linear_models(options: dict[str, object]) -> None:
+def test_fast_paths_covers_the_options_of_linear_models(options: dict[str, object]) -> None:
     X, y = problem(n=200, d=2)
     options = {"lr": 0.1, "epochs": 120, "patience": 120, **options}
     assert_same_run(*both_paths(X, y, **options))
 
 
-def test_exact_path_early_stopping_on_validation_matches() -> None:
+def test_fast_paths_early_stopping_on_validation_matches() -> None:
     X, y = problem(n=400)
     exact, plain = both_paths(X, y, lr=0.05, epochs=400, val_fraction=0.25, patience=5, tol=1e-6)
     assert_same_run(exact, plain)
     np.testing.assert_allclose(exact.history.val_loss, plain.history.val_loss, rtol=1e-9)
 
 
-def test_exact_path_runs_only_where_it_is_valid() -> None:
+def test_fast_paths_runs_only_where_it_is_valid() -> None:
     X, y = problem(n=100, d=2)
     assert gdlab.fit(X, y, epochs=3).path == "closed-form"
     assert gdlab.fit(X, y, epochs=3, optimizer="adam").path == "exact"
-    assert gdlab.fit(X, y, epochs=3, exact_path="off").path == "autograd"
+    assert gdlab.fit(X, y, epochs=3, fast_paths="off").path == "autograd"
     assert gdlab.fit(X, y, epochs=3, batch_size=16).path == "analytic"
-    assert gdlab.fit(X, y, epochs=3, batch_size=16, exact_path="off").path == "autograd"
+    assert gdlab.fit(X, y, epochs=3, batch_size=16, fast_paths="off").path == "autograd"
     assert gdlab.fit(X, y, epochs=3, batch_size=16, loss="mae").path == "autograd"
     assert gdlab.fit(X, y, epochs=3, loss="mae").path == "autograd"
     assert gdlab.fit(X, y, epochs=3, model="mlp:4").path == "autograd"
@@ -125,7 +125,7 @@ def test_closed_form_equals_the_iterated_loop(options: dict[str, object]) -> Non
     X, y = problem(n=240, d=3)
     common = {"dtype": "float64", "device": "cpu", "epochs": 400, **options}
     closed = gdlab.fit(X, y, **common)
-    plain = gdlab.fit(X, y, exact_path="off", **common)
+    plain = gdlab.fit(X, y, fast_paths="off", **common)
     assert closed.path == "closed-form"
     assert_same_run(closed, plain)
     assert closed.history.epoch == plain.history.epoch
@@ -160,7 +160,7 @@ def test_closed_form_leaves_a_run_that_resumes_on_the_iterated_path() -> None:
     X, y = problem(n=200, d=2)
     options = {"dtype": "float64", "lr": 0.05, "tol": 0.0, "patience": 1000}
     first = gdlab.fit(X, y, epochs=60, **options)
-    whole = gdlab.fit(X, y, epochs=100, exact_path="off", **options)
+    whole = gdlab.fit(X, y, epochs=100, fast_paths="off", **options)
     resumed = gdlab.fit(X, y, epochs=100, resume=first, **options)
     assert first.path == "closed-form" and resumed.path == "exact"
     assert_same_run(resumed, whole)
@@ -181,7 +181,7 @@ def test_analytic_mini_batches_equal_autograd(model: str, optimizer: str) -> Non
     options = {"model": model, "optimizer": optimizer, "lr": lr, "batch_size": 32, "epochs": 15,
                "patience": 15, "tol": 0.0, "dtype": "float64", "device": "cpu"}  # fmt: skip
     analytic = gdlab.fit(X, y, **options)
-    plain = gdlab.fit(X, y, exact_path="off", **options)
+    plain = gdlab.fit(X, y, fast_paths="off", **options)
     assert (analytic.path, plain.path) == ("analytic", "autograd")
     assert_same_run(analytic, plain)
 
@@ -197,7 +197,7 @@ def test_analytic_mini_batches_cover_the_options(options: dict[str, object]) -> 
     common = {"model": "logistic", "lr": 0.1, "batch_size": 16, "epochs": 8, "patience": 8,
               "tol": 0.0, "dtype": "float64", "device": "cpu", **options}  # fmt: skip
     analytic = gdlab.fit(X, y, **common)
-    plain = gdlab.fit(X, y, exact_path="off", **common)
+    plain = gdlab.fit(X, y, fast_paths="off", **common)
     assert analytic.path == "analytic"
     assert_same_run(analytic, plain)
 

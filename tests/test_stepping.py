@@ -32,7 +32,7 @@ def test_advances_equal_one_run_bit_for_bit(name: str, options: dict) -> None:
     for epochs in (3, 7, 1, 9):
         result = stepped.advance(epochs)
     assert stepped.epochs_done == 20
-    whole = gdlab.fit(X, y, epochs=20, exact_path="iterate", stop=lambda: False, **FIXED,
+    whole = gdlab.fit(X, y, epochs=20, fast_paths="iterate", stop=lambda: False, **FIXED,
                       **options)  # fmt: skip
     assert result.path == whole.path
     same_run(result, whole)
@@ -55,7 +55,7 @@ def test_a_stop_test_ends_an_advance_as_it_ends_a_fit() -> None:
     stepped = SteppedRun(X, y, lr=0.5, dtype="float64")
     while (result := stepped.advance(25)).status == "max_epochs":
         assert stepped.epochs_done < 10_000
-    whole = gdlab.fit(X, y, lr=0.5, dtype="float64", epochs=10_000, exact_path="iterate")
+    whole = gdlab.fit(X, y, lr=0.5, dtype="float64", epochs=10_000, fast_paths="iterate")
     assert result.status == whole.status == "converged"
     assert len(result.history) == len(whole.history)
 

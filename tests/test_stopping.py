@@ -130,7 +130,7 @@ def test_just_below_two_over_lambda_max_never_diverges_just_above_always(
         limit = 2 / probe.curvature.lambda_max
         for factor, diverges in ((0.97, False), (1.03, True)):
             result = gdlab.fit(X, y, lr=factor * limit, epochs=3000, dtype="float64",
-                               exact_path=path)  # fmt: skip
+                               fast_paths=path)  # fmt: skip
             assert (result.status == "diverged") == diverges, (factor, result.status)
             if diverges:
                 assert f"above 2/λmax = {limit:.4g}" in result.message
@@ -139,7 +139,7 @@ def test_just_below_two_over_lambda_max_never_diverges_just_above_always(
 
 def test_the_closed_form_and_the_loop_stop_at_the_same_epoch_with_the_same_verdict() -> None:
     X, y = builtin("noisy-plane")
-    runs = [gdlab.fit(X, y, lr=0.05, dtype="float64", exact_path=p) for p in ("auto", "iterate")]
+    runs = [gdlab.fit(X, y, lr=0.05, dtype="float64", fast_paths=p) for p in ("auto", "iterate")]
     assert runs[0].path == "closed-form" and runs[1].path == "exact"
     assert runs[0].status == runs[1].status == "converged"
     assert runs[0].n_iter_ == runs[1].n_iter_

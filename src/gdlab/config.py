@@ -24,7 +24,7 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "inverse-scaling")
 DTYPES = ("auto", "float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
-EXACT_PATHS = ("auto", "iterate", "off")
+FAST_PATHS = ("auto", "iterate", "off")
 MODEL_FORMS = "linear | logistic | softmax | poly:K | mlp:H1,H2,..."
 
 T = TypeVar("T")
@@ -248,9 +248,9 @@ class FitOptions:
         ),
         "memory a run may plan to use; a model or sweep estimated above it is refused",
     )
-    exact_path: str = option(
+    fast_paths: str = option(
         "auto",
-        one_of(EXACT_PATHS),
+        one_of(FAST_PATHS),
         "fast paths: auto = least squares from XᵀX (closed form for plain gd) and mini-batch"
         " gradients of linear/logistic models by formula; iterate = XᵀX, no closed form;"
         " off = autograd for every step",

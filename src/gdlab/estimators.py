@@ -64,7 +64,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         dtype: str = "auto",
         device: str = "auto",
         memory_budget: float | None = None,
-        exact_path: str = "auto",
+        fast_paths: str = "auto",
     ) -> None:
         self.model = model
         self.activation = activation
@@ -88,7 +88,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         self.dtype = dtype
         self.device = device
         self.memory_budget = memory_budget
-        self.exact_path = exact_path
+        self.fast_paths = fast_paths
 
     # -- what subclasses decide -------------------------------------------------------------
 

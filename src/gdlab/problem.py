@@ -34,7 +34,7 @@ from gdlab.losses import make_loss, wants_class_indices
 from gdlab.models import ModelSpec, build_model
 from gdlab.result import FitResult
 from gdlab.train.exact import LeastSquaresStatistics
-from gdlab.train.loop import LossFunction, Split
+from gdlab.train.state import LossFunction, Split
 
 MAX_RECORDED_PARAMETERS = 20
 EXACT_MAX_WIDTH = 2000  # parameters up to which least squares builds and solves XᵀX
@@ -318,7 +318,7 @@ class Problem:
         """`net` when a path without autograd may train it (gdlab's own one-output linear or
         logistic model, fast paths not switched off), else None."""
         one_output = isinstance(net, nn.Linear) and net.out_features == 1
-        if self.opts.exact_path == "off" or self.custom_model is not None or not one_output:
+        if self.opts.fast_paths == "off" or self.custom_model is not None or not one_output:
             return None
         assert isinstance(net, nn.Linear)
         return net

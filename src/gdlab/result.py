@@ -17,8 +17,8 @@ from gdlab.data.scaling import Scaler, expand_powers, power_names
 from gdlab.errors import GdlabError
 from gdlab.history import History
 from gdlab.models import ModelSpec
-from gdlab.train.loop import LoopState
 from gdlab.train.rules import Verdict
+from gdlab.train.state import LoopState
 
 
 @dataclass

@@ -30,7 +30,7 @@ from gdlab.memory import Estimate, check_fits
 from gdlab.models import ModelSpec, build_model
 from gdlab.optim.registry import optimizer_for
 from gdlab.result import FitResult
-from gdlab.train.loop import LoopState
+from gdlab.train.state import LoopState
 
 FORMAT = 2
 MODEL_FILE, HISTORY_FILE, SUMMARY_FILE = "model.pt", "history.csv", "summary.json"

@@ -26,7 +26,7 @@ class SteppedRun:
         self, X: Any, y: Any, *, feature_names: list[str] | None = None, **options: Any
     ) -> None:
         # The closed form computes a whole run at once; stepping iterates the same updates.
-        options.setdefault("exact_path", "iterate")
+        options.setdefault("fast_paths", "iterate")
         opts = make_options(**options)
         matrix, names = as_matrix(X)
         names = list(feature_names) if feature_names is not None else names

@@ -39,7 +39,7 @@ from gdlab.train import closed_form
 from gdlab.train.analytic import LOSSES as ANALYTIC_LOSSES
 from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient
-from gdlab.train.loop import LoopState, LossFunction, Outcome, Split, Stopping, train
+from gdlab.train.loop import Loop
 from gdlab.train.rules import (
     DETERMINED,
     EPSILON,
@@ -48,6 +48,7 @@ from gdlab.train.rules import (
     epochs_for_quadratic,
     quadratic_limit,
 )
+from gdlab.train.state import LoopState, LossFunction, Outcome, Split, Stopping
 
 MAX_AUTO_EPOCHS = 10_000_000
 CLOSED_FORM = "closed-form"
@@ -197,7 +198,7 @@ class Training(Problem):
             if on_epoch is not None:  # the progress bar and log lines see every recorded row
                 outcome.history = outcome.history.replay(on_epoch)
         else:
-            outcome = train(
+            outcome = Loop(
                 net,
                 loss_fn,
                 optimizer,
@@ -217,7 +218,7 @@ class Training(Problem):
                 checkpoint_every=checkpoint_every,
                 exact=exact,
                 analytic=analytic,
-            )
+            ).run()
         message = self.explain(outcome, scale)
         final_loss = self._final_loss(net, loss_fn, split, exact) * scale
         if outcome.status in ("max_epochs", "stalled", "separable"):
@@ -340,7 +341,7 @@ class Training(Problem):
     ) -> tuple[str, ExactGradient | None, AnalyticGradient | None, Split]:
         """Where this run's gradients come from (`train/sources.py`), every rule in one place:
         exact (XᵀX) for full-batch MSE on gdlab's model linear in its parameters when its
-        statistics were built (d up to EXACT_MAX_WIDTH, `exact_path` not off); analytic for
+        statistics were built (d up to EXACT_MAX_WIDTH, `fast_paths` not off); analytic for
         mini-batches of a one-output linear or logistic model with MSE or BCE; autograd for
         everything else. The exact source needs the rows' shapes only, not the rows."""
         linear, batch, loss = self.fast_linear(net), self.opts.batch_size, self.opts.resolved_loss
@@ -363,7 +364,7 @@ class Training(Problem):
         """Plain gd at a constant, stable rate on a fresh least-squares run: every epoch at once."""
         opts = self.opts
         plain = (
-            opts.exact_path == "auto"
+            opts.fast_paths == "auto"
             and kind_of(opts.optimizer).plain
             and opts.schedule == "constant"
             and opts.weight_decay == 0

@@ -9,8 +9,8 @@ from gdlab.analysis.curvature import Curvature
 from gdlab.analysis.divergence import explain_divergence
 from gdlab.config import FitOptions
 from gdlab.optim.kinds import kind_of
-from gdlab.train.loop import Outcome
 from gdlab.train.rules import EPSILON, epochs_for_quadratic, stall_reason
+from gdlab.train.state import Outcome
 
 
 def explain_outcome(
