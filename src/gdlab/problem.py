@@ -326,7 +326,7 @@ class Problem:
     def initial_parameters(self) -> dict[str, float]:
         """The recorded parameters (as in history.params) at the initial point."""
         net = self._build_model(torch.device("cpu"))
-        record = self._recorder(net)
+        record = self.recorder(net)
         return record() if record is not None else {}
 
     def initial_problem(
@@ -367,7 +367,7 @@ class Problem:
         )
         return original_units(weights, bias, self.x_scaler, self.y_scaler)
 
-    def _recorder(self, net: nn.Module) -> Callable[[], dict[str, float]] | None:
+    def recorder(self, net: nn.Module) -> Callable[[], dict[str, float]] | None:
         """Per-epoch parameter values for small models: coefficients in original units."""
         if sum(p.numel() for p in net.parameters()) > MAX_RECORDED_PARAMETERS:
             return None

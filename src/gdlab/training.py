@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from gdlab import shortcut
 from gdlab.analysis.outcome import explain_outcome
-from gdlab.config import AUTO_EPOCHS, make_options
+from gdlab.config import make_options
 from gdlab.data.arrays import (
     CHUNK_ROWS,
     as_matrix,
@@ -30,27 +30,20 @@ from gdlab.errors import GdlabError
 from gdlab.history import History
 from gdlab.interrupts import Interrupts
 from gdlab.losses import make_loss
-from gdlab.optim.kinds import kind_of
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.problem import Problem
 from gdlab.result import FitResult
-from gdlab.train import closed_form
+from gdlab.stops import epoch_budget, stable_limit, stopping_for
 from gdlab.train.analytic import LOSSES as ANALYTIC_LOSSES
 from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient
 from gdlab.train.loop import Loop
 from gdlab.train.rules import (
-    DETERMINED,
-    EPSILON,
-    Tolerances,
     Verdict,
-    epochs_for_quadratic,
-    quadratic_limit,
 )
-from gdlab.train.state import LoopState, LossFunction, Outcome, Split, Stopping
+from gdlab.train.state import LoopState, LossFunction, Outcome, Split
 
-MAX_AUTO_EPOCHS = 10_000_000
 CLOSED_FORM = "closed-form"
 logger = logging.getLogger("gdlab")
 
@@ -146,53 +139,23 @@ class Training(Problem):
         if isinstance(self.opts.lr, str):
             self._choose_rate()
         if isinstance(self.opts.epochs, str):
-            self.opts = dataclasses.replace(self.opts, epochs=self._epoch_budget())
-        opts, device, previous = self.opts, self._device(), self.previous
+            self.opts = dataclasses.replace(self.opts, epochs=epoch_budget(self))
+        opts, device = self.opts, self._device()
         loss_fn = custom_loss if custom_loss is not None else make_loss(opts.resolved_loss)
-        if previous is not None and previous.optimizer and previous.generator:
-            net, optimizer, generator = previous.model, previous.optimizer, previous.generator
-            net.to(device=device, dtype=getattr(torch, opts.dtype))
-            optimizer.load_state_dict(optimizer.state_dict())  # moves its state to the device
-            state, history = previous.loop_state or LoopState(), previous.history.copy()
-        else:
-            net = self._build_model(device)
-            optimizer = optimizer_for(opts, net.parameters())
-            generator = torch.Generator().manual_seed(opts.seed)
-            state, history = LoopState(), History()
+        net, optimizer, generator, state, history = self._start(device)
         scale = self.loss_scale()
         path, exact, analytic, split = self.gradient_sources(net, loss_fn, device)
-
-        def result(verdict: Verdict, state: LoopState, history: History, message: str) -> FitResult:
-            coef, intercept = self._coefficients(net)
-            return FitResult(
-                model=net,
-                history=history,
-                status=verdict.status,
-                verdict=verdict,
-                options=opts,
-                feature_names=self.names,
-                coef_=coef,
-                intercept_=intercept,
-                classes_=self.classes,
-                message=message,
-                warnings=self.warnings,
-                curvature=self.curvature,
-                x_scaler=self.x_scaler,
-                y_scaler=self.y_scaler,
-                optimizer=optimizer,
-                generator=generator,
-                custom_model=self.custom_model is not None,
-                loop_state=state,
-                fingerprint=self.data_fingerprint if checkpoint is not None else None,
-                lr_choice=self.lr_choice,
-                path=path,
-            )
+        result = functools.partial(
+            self._result, net, optimizer, generator, keep_fingerprint=checkpoint is not None
+        )
 
         def save_point(state: LoopState, history: History) -> None:
             if checkpoint is not None:
-                checkpoint(result(Verdict("running"), state, history, ""))
+                checkpoint(result(path, Verdict("running"), state, history, ""))
 
-        outcome = self._closed_form(exact, state, history, scale, net) if exact else None
+        outcome = None
+        if exact is not None and shortcut.applies(self, state, history):
+            outcome = shortcut.closed_form_outcome(self, exact, scale, net)
         if outcome is not None:
             path = CLOSED_FORM
             if on_epoch is not None:  # the progress bar and log lines see every recorded row
@@ -204,12 +167,12 @@ class Training(Problem):
                 optimizer,
                 make_schedule(opts.schedule, opts.rate, opts.budget),
                 split,
-                self.stopping(exact, net, functools.partial(_separates, net, split)),
+                stopping_for(self, exact, net, functools.partial(_separates, net, split)),
                 batch_size=opts.batch_size,
                 generator=generator,
                 l1=opts.l1,
                 loss_scale=scale,
-                record=self._recorder(net),
+                record=self.recorder(net),
                 on_epoch=on_epoch,
                 state=state,
                 history=history,
@@ -224,7 +187,66 @@ class Training(Problem):
         if outcome.status in ("max_epochs", "stalled", "separable"):
             self._warn(f"{outcome.status}: {message}")
         return dataclasses.replace(
-            result(outcome.verdict, outcome.state, outcome.history, message), loss=final_loss
+            result(path, outcome.verdict, outcome.state, outcome.history, message), loss=final_loss
+        )
+
+    def _start(
+        self, device: torch.device
+    ) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator, LoopState, History]:
+        """The model, optimizer, random stream, loop state and history to continue: the
+        previous run's when resuming, else fresh ones from the seed."""
+        previous, opts = self.previous, self.opts
+        if previous is not None and previous.optimizer and previous.generator:
+            net, optimizer, generator = previous.model, previous.optimizer, previous.generator
+            net.to(device=device, dtype=getattr(torch, opts.dtype))
+            optimizer.load_state_dict(optimizer.state_dict())  # moves its state to the device
+            return (
+                net,
+                optimizer,
+                generator,
+                previous.loop_state or LoopState(),
+                previous.history.copy(),
+            )
+        net = self._build_model(device)
+        optimizer = optimizer_for(opts, net.parameters())
+        return net, optimizer, torch.Generator().manual_seed(opts.seed), LoopState(), History()
+
+    def _result(
+        self,
+        net: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        path: str,
+        verdict: Verdict,
+        state: LoopState,
+        history: History,
+        message: str,
+        *,
+        keep_fingerprint: bool,
+    ) -> FitResult:
+        coef, intercept = self._coefficients(net)
+        return FitResult(
+            model=net,
+            history=history,
+            status=verdict.status,
+            verdict=verdict,
+            options=self.opts,
+            feature_names=self.names,
+            coef_=coef,
+            intercept_=intercept,
+            classes_=self.classes,
+            message=message,
+            warnings=self.warnings,
+            curvature=self.curvature,
+            x_scaler=self.x_scaler,
+            y_scaler=self.y_scaler,
+            optimizer=optimizer,
+            generator=generator,
+            custom_model=self.custom_model is not None,
+            loop_state=state,
+            fingerprint=self.data_fingerprint if keep_fingerprint else None,
+            lr_choice=self.lr_choice,
+            path=path,
         )
 
     @torch.no_grad()
@@ -241,88 +263,6 @@ class Training(Problem):
             total += float(loss_fn(net(X), y)) * len(X)
         return total / n if n else math.nan
 
-    def tolerances(self) -> Tolerances:
-        opts = self.opts
-        return Tolerances(opts.gtol, opts.xtol, opts.tol, opts.patience, opts.dtype)
-
-    def stopping(
-        self,
-        exact: ExactGradient | None,
-        net: nn.Module | None = None,
-        separation: Callable[[], bool] | None = None,
-    ) -> Stopping:
-        """The stop tests and what this run knows about itself (see `gdlab.train.rules`)."""
-        opts, kind = self.opts, kind_of(self.opts.optimizer)
-        # AdamW's decay is not the gradient of any penalty, and L1 has no gradient at 0: no
-        # first-order test can hold for them, so such runs stall or run out of epochs.
-        first_order = opts.l1 == 0 and (kind.penalty_decay or opts.weight_decay == 0)
-        stopping = Stopping(
-            opts.budget,
-            self.tolerances(),
-            weight_decay=opts.weight_decay if kind.penalty_decay else 0.0,
-            first_order=first_order,
-            separated=separation
-            if opts.is_classifier and opts.weight_decay == 0 and opts.l1 == 0
-            else None,
-        )
-        curvature = self.curvature
-        if curvature is None or opts.batch_size is not None or self.custom_model is not None:
-            return stopping  # not full-batch least squares: the gradient test
-        # gd below 2/λmax and heavy-ball or Nesterov momentum below their limits converge on a
-        # quadratic from any start, so a slow or oscillating approach is not a stall there;
-        # above them the mode along λmax grows, so the run can only diverge.
-        steady = opts.schedule == "constant" and opts.l1 == 0
-        limit = self._stable_limit() or 0.0
-        stopping = dataclasses.replace(
-            stopping,
-            assured=steady and opts.rate < limit,
-            unstable=steady and 0 < limit < opts.rate,
-            rise_diverges=steady and kind.plain and 0 < limit < opts.rate,
-        )
-        # The data determine θ* only to about κ·ε: no test may claim more digits than that.
-        if curvature.condition_number * EPSILON["float64"] > DETERMINED:
-            self.undetermined = (
-                f" The least-squares optimum is determined only to about "
-                f"{curvature.condition_number * EPSILON['float64']:.1g} relative (condition "
-                f"number {curvature.condition_number:.3g} × float64's ε), fewer than "
-                f"{-math.log10(DETERMINED):.0f} digits, so no test can certify convergence: use "
-                f"fewer or less correlated features."
-            )
-            return dataclasses.replace(stopping, first_order=False)
-        if exact is None and isinstance(net, nn.Linear) and net.out_features == 1:
-            assert self.statistics is not None  # full-batch least squares: θ* was solved
-            exact = ExactGradient(net, self.statistics, None)  # to measure ‖θ - θ*‖ only
-        if exact is None or not first_order:
-            return stopping
-        optimum = exact.optimum(stopping.weight_decay)
-        return dataclasses.replace(
-            stopping,
-            distance=functools.partial(exact.distance, optimum),
-            optimum_norm=float(torch.linalg.vector_norm(optimum)),
-            condition=curvature.condition_number,
-        )
-
-    def _epoch_budget(self) -> int:
-        """epochs='auto': for full-batch least squares, twice what plain gd at this rate needs
-        to reach xtol from λmin (the closed form costs nothing per epoch; capped at 10^7),
-        else AUTO_EPOCHS."""
-        curvature, opts = self.curvature, self.opts
-        if curvature is None or opts.batch_size is not None or curvature.lambda_min <= 0:
-            return AUTO_EPOCHS
-        needed = epochs_for_quadratic(
-            opts.rate, curvature.lambda_min, curvature.lambda_max, max(opts.xtol, 1e-16)
-        )
-        return int(min(max(AUTO_EPOCHS, 2 * needed), MAX_AUTO_EPOCHS))
-
-    def _stable_limit(self) -> float | None:
-        """The optimizer's largest stable rate on the (L2-penalized) least-squares Hessian:
-        2/λmax for gd, its momentum forms for momentum and nesterov, none for the others."""
-        if self.curvature is None:
-            return None
-        opts = self.opts
-        lambda_max = self.curvature.lambda_max + opts.weight_decay
-        return quadratic_limit(opts.optimizer, opts.momentum, lambda_max) or None
-
     def explain(self, outcome: Outcome, scale: float) -> str:
         """One paragraph on why the run ended as it did (`analysis.outcome`)."""
         return explain_outcome(
@@ -331,7 +271,7 @@ class Training(Problem):
             scale=scale,
             curvature=self.curvature,
             raw_condition=self.raw_condition,
-            limit=self._stable_limit(),
+            limit=stable_limit(self),
             separable=bool(self.separable),
             undetermined=self.undetermined,
         )
@@ -357,67 +297,6 @@ class Training(Problem):
             analytic = AnalyticGradient.of(linear, split.X, split.y, loss, batch)
         path = "exact" if exact else "analytic" if analytic else "autograd"
         return path, exact, analytic, split
-
-    def _closed_form(
-        self, exact: ExactGradient, state: LoopState, history: History, scale: float, net: nn.Module
-    ) -> Outcome | None:
-        """Plain gd at a constant, stable rate on a fresh least-squares run: every epoch at once."""
-        opts = self.opts
-        plain = (
-            opts.fast_paths == "auto"
-            and kind_of(opts.optimizer).plain
-            and opts.schedule == "constant"
-            and opts.weight_decay == 0
-            and opts.l1 == 0
-            and state.epoch == 0
-            and state.position == 0
-            and len(history) == 0
-        )
-        if not plain:
-            return None
-        theta0 = exact.theta().numpy()
-        modes = closed_form.Modes.of(exact.train, theta0, opts.rate)
-        if not modes.stable:
-            return None  # the loop meets the divergence, stops it and explains it
-        record = self._recorder(net)
-        precision = np.float32 if opts.dtype == "float32" else np.float64
-        rows = (
-            None
-            if record is None
-            else closed_form.affine_columns(exact.assign, record, theta0, precision)
-        )
-        run = closed_form.run(
-            exact.train,
-            exact.validation,
-            theta0,
-            lr=opts.rate,
-            epochs=opts.budget,
-            tolerances=self.tolerances(),
-            certify=self.stopping(exact).distance is not None,
-            loss_scale=scale,
-            record=rows,
-            layers=exact.layers(),
-        )
-        exact.assign(run.last_theta)
-        last = [p.detach().clone() for p in net.parameters()]
-        if record is not None:  # the last row as the model holds it, digit for digit
-            for name, value in record().items():
-                run.history.params[name][-1] = value
-        exact.assign(run.theta)
-        state = LoopState(
-            epoch=run.epochs_run,
-            start_loss=run.history.train_loss[0] / scale if scale else None,
-            best=run.rule.best if exact.validation is not None else run.recent[-1],
-            best_epoch=run.rule.best_epoch if exact.validation is not None else run.epochs_run,
-            lowest=run.recent[-1],
-            waited=run.rule.waited,
-            start_grad=run.history.grad_norm[0],
-            recent=run.recent,
-        )
-        if exact.validation is not None:
-            state.best_params = [p.detach().clone() for p in net.parameters()]
-            state.current = last
-        return Outcome(run.verdict, run.history, state)
 
     def _choose_rate(self) -> None:
         """lr='auto': the curvature's rate for least squares, else the range test's (capped)."""
