@@ -147,15 +147,15 @@ def test_a_gd_sweep_on_least_squares_is_the_closed_form_of_each_run() -> None:
 
 def test_a_vmapped_custom_architecture_equals_the_fast_path() -> None:
     """Modules other than gdlab's own go through torch.func.vmap + functional_call."""
-    from gdlab.tools.sweep import _Group
+    from gdlab.tools.stacked import StackedCopies
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
     options = gdlab.FitOptions(lr=1.0)
-    group = _Group(net, options, [0.1, 0.2])
+    group = StackedCopies(net, options, [0.1, 0.2])
     X = torch.randn(5, 2)
     fast = group.outputs(X)
-    wrapped = _Group(torch.nn.Sequential(torch.nn.Sequential(*net)), options, [0.1, 0.2])
+    wrapped = StackedCopies(torch.nn.Sequential(torch.nn.Sequential(*net)), options, [0.1, 0.2])
     torch.testing.assert_close(wrapped.outputs(X), fast)
     torch.testing.assert_close(fast[0], net(X))
 
