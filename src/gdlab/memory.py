@@ -14,9 +14,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gdlab.errors import GdlabError
 from gdlab.models import ModelSpec
+
+if TYPE_CHECKING:
+    from gdlab.problem import Problem
 
 MEMORY_FRACTION = 0.8
 FLOAT64 = 8
@@ -97,6 +101,30 @@ def check_fits(estimate: Estimate, budget: float | None, what: str) -> None:
             f"{_size(limit)} ({source}); use a smaller model, fewer rates or features, or "
             f"mini-batches."
         )
+
+
+def check_problem_fits(problem: Problem, shape: tuple[int, ...], copies: int) -> None:
+    """Refuse, before allocating, a model or a sweep of `copies` that cannot fit the budget."""
+    from gdlab.problem import EXACT_MAX_WIDTH
+
+    opts, spec = problem.opts, problem.spec
+    rows, features = shape
+    classes = problem.classes
+    outputs = len(classes) if classes and opts.resolved_loss == "cross-entropy" else 1
+    estimate = estimate_fit(
+        spec,
+        rows=rows,
+        features=features,
+        outputs=outputs,
+        dtype_bytes=4 if opts.dtype == "float32" else 8,
+        batch_size=opts.batch_size,
+        least_squares=spec.is_linear_in_parameters
+        and opts.resolved_loss == "mse"
+        and features * spec.degree + opts.intercept <= EXACT_MAX_WIDTH,
+        copies=copies,
+    )
+    what = f"model {opts.model}" + (f" with {copies} rates" if copies > 1 else "")
+    check_fits(estimate, opts.memory_budget, what)
 
 
 def _size(value: float) -> str:

@@ -19,24 +19,20 @@ import torch
 from torch import nn
 
 from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, hessian_curvature
+from gdlab.analysis.separation import separable_training_rows
 from gdlab.config import FitOptions
 from gdlab.data.arrays import CHUNK_ROWS, FloatArray, IntArray, class_labels, fingerprint
-from gdlab.data.rows import ArrayRows, RowSource
-from gdlab.data.scaling import (
-    Scaler,
-    constant_columns,
-    expand_powers,
-    original_units,
-    power_names,
-)
+from gdlab.data.rows import ArrayRows, RowSource, validation_split
+from gdlab.data.scaling import Scaler, constant_columns, expand_checked, power_names
 from gdlab.errors import GdlabError, GdlabWarning, listed
 from gdlab.losses import make_loss, wants_class_indices
+from gdlab.memory import check_problem_fits
 from gdlab.models import ModelSpec, build_model
+from gdlab.recording import recorder
 from gdlab.result import FitResult
 from gdlab.train.exact import LeastSquaresStatistics
 from gdlab.train.state import LossFunction, Split
 
-MAX_RECORDED_PARAMETERS = 20
 EXACT_MAX_WIDTH = 2000  # parameters up to which least squares builds and solves XᵀX
 CURVATURE_ROWS = 1 << 17
 
@@ -72,92 +68,93 @@ class Problem:
         self.X = X
         self.y = self.y_given = y
         if opts.is_classifier and custom_model is None:
-            codes, self.classes = class_labels(
-                y, "target", previous.classes_ if previous is not None else classes
-            )
-            if opts.resolved_loss == "bce" and len(self.classes) != 2:
-                raise GdlabError(
-                    f"loss bce needs exactly two classes; the target has {len(self.classes)} "
-                    f"({listed(self.classes)}). Use `model=softmax`."
-                )
-            self.y = codes.astype(np.float64)
-        self._check_memory(X, copies)
-        with np.errstate(over="ignore"):
-            Z = expand_powers(X, self.spec.degree)
-        if self.spec.degree > 1 and not np.isfinite(Z).all():
-            column = power_names(names, self.spec.degree)[int(np.flatnonzero(
-                ~np.isfinite(Z).all(axis=0))[0])]  # fmt: skip
-            raise GdlabError(
-                f"the feature {column} overflows float64 (values above 1e308); rescale the "
-                f"feature or use a lower degree."
-            )
+            self.y = self._class_codes(y, previous.classes_ if previous is not None else classes)
+        check_problem_fits(self, X.shape, copies)
         # Every later read of the rows goes through the source (see data/rows.py).
-        self.source: RowSource = ArrayRows(Z, self.y)
-        n = len(self.source)
-        n_val = round(n * opts.val_fraction)
-        if opts.val_fraction > 0 and (n_val < 1 or n_val >= n):
-            raise GdlabError(
-                f"`val_fraction={opts.val_fraction:g}` of {n} rows leaves no training or no "
-                f"validation rows; choose a fraction between {1 / n:.2g} and {1 - 1 / n:.2g}."
-            )
-        order = np.random.default_rng(opts.seed).permutation(n) if n_val else np.arange(n)
-        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
+        self.source: RowSource = ArrayRows(expand_checked(X, names, self.spec.degree), self.y)
+        self.val_rows, self.train_rows = validation_split(
+            len(self.source), opts.val_fraction, opts.seed
+        )
         n_train = len(self.train_rows)
         if opts.batch_size is not None and opts.batch_size > n_train:
             raise GdlabError(
                 f"`batch_size={opts.batch_size}` is above the {n_train} training rows; use a "
                 f"value from 1 to {n_train}, or full."
             )
-        Z_train = self.source.features(self.train_rows)  # read in blocks, never copied whole
-        regression = not opts.is_classifier
+        self._fit_scalers()
+        self.separable = separable_training_rows(self)
+        if self.separable:
+            self._warn(
+                "the classes are separable (a linear program finds weights that put every "
+                "training row on its side): the loss falls forever and the weights grow, so "
+                "no minimum exists; the run stops once the model separates the rows. For a "
+                "finite optimum add weight_decay."
+            )
+        self._warn_constant()
+        self.curvature: Curvature | None = None
+        self.raw_condition: float | None = None
+        self.statistics: LeastSquaresStatistics | None = None
+        if self._least_squares_statistics_fit():
+            self._least_squares_curvature()
+
+    def _class_codes(self, y: FloatArray, known: list[int] | None) -> FloatArray:
+        """Class labels as codes 0..K-1 (`self.classes` keeps the labels)."""
+        codes, self.classes = class_labels(y, "target", known)
+        if self.opts.resolved_loss == "bce" and len(self.classes) != 2:
+            raise GdlabError(
+                f"loss bce needs exactly two classes; the target has {len(self.classes)} "
+                f"({listed(self.classes)}). Use `model=softmax`."
+            )
+        return codes.astype(np.float64)
+
+    def _fit_scalers(self) -> None:
+        """The scalers of the training rows (a resumed run keeps its own), in blocks."""
+        opts, previous = self.opts, self.previous
         if previous is not None and previous.x_scaler and previous.y_scaler:
             self.x_scaler, self.y_scaler = previous.x_scaler, previous.y_scaler
-        else:
-            self.x_scaler = Scaler.fit(Z_train, center=opts.intercept, enabled=opts.standardize)
-            self.y_scaler = Scaler.fit(
-                self.source.target(self.train_rows),
-                center=opts.intercept,
-                enabled=opts.standardize and regression and custom_model is None,
-                target=True,
-            )
-        self.separable = self._check_separable()
-        same = constant_columns(Z_train)
-        constant = [
-            name
-            for name, fixed in zip(power_names(names, self.spec.degree), same, strict=True)
-            if fixed
-        ]
+            return
+        features = self.source.features(self.train_rows)
+        self.x_scaler = Scaler.fit(features, center=opts.intercept, enabled=opts.standardize)
+        self.y_scaler = Scaler.fit(
+            self.source.target(self.train_rows),
+            center=opts.intercept,
+            enabled=opts.standardize and not opts.is_classifier and self.custom_model is None,
+            target=True,
+        )
+
+    def _warn_constant(self) -> None:
+        same = constant_columns(self.source.features(self.train_rows))
+        names = power_names(self.names, self.spec.degree)
+        constant = [name for name, fixed in zip(names, same, strict=True) if fixed]
         if constant:
             self._warn(
                 f"feature {listed(constant)} is constant in the training rows; it cannot "
                 f"explain the target and gets coefficient 0 (or shares the intercept)."
             )
-        self.curvature: Curvature | None = None
-        self.raw_condition: float | None = None
-        self.statistics: LeastSquaresStatistics | None = None
-        if self._least_squares_statistics_fit():
-            # θ* and loss* only serve the exact path (full batch); the curvature needs G alone,
-            # and a mini-batch run (which never uses G to train) takes it from evenly spaced
-            # rows, at most CURVATURE_ROWS of them: λ to a few percent, in a fraction of a pass.
-            rows = self.train_rows
-            if opts.batch_size is not None and len(rows) > CURVATURE_ROWS:
-                rows = rows[:: -(-len(rows) // CURVATURE_ROWS)]
-            self.statistics = self.least_squares(rows, solve=opts.batch_size is None)
-            gram, n = self.statistics.gram.numpy(), self.statistics.n
-            self.curvature = hessian_curvature(2.0 * gram / n)
-            raw = self._to_raw_units(opts.intercept)
-            with np.errstate(over="ignore", invalid="ignore"):
-                self.raw_condition = hessian_curvature(
-                    2.0 * raw.T @ gram @ raw / n
-                ).condition_number
-            if self.curvature.condition_number > ILL_CONDITIONED:
-                self._warn(
-                    f"the least-squares problem is ill-conditioned (condition number "
-                    f"{self.curvature.condition_number:.3g} of the loss Hessian"
-                    f"{' after standardization' if opts.standardize else ''}): gradient descent "
-                    f"needs about that many epochs per digit and the coefficients are poorly "
-                    f"determined. Use fewer or less correlated features, or a lower degree."
-                )
+
+    def _least_squares_curvature(self) -> None:
+        """XᵀX of the training rows, the loss Hessian's spectrum, and its condition number in
+        the data's own units. θ* and loss* only serve the exact path (full batch); the
+        curvature needs G alone, and a mini-batch run (which never uses G to train) takes it
+        from evenly spaced rows, at most CURVATURE_ROWS of them: λ to a few percent, in a
+        fraction of a pass."""
+        opts, rows = self.opts, self.train_rows
+        if opts.batch_size is not None and len(rows) > CURVATURE_ROWS:
+            rows = rows[:: -(-len(rows) // CURVATURE_ROWS)]
+        self.statistics = self.least_squares(rows, solve=opts.batch_size is None)
+        gram, n = self.statistics.gram.numpy(), self.statistics.n
+        self.curvature = hessian_curvature(2.0 * gram / n)
+        raw = self._to_raw_units(opts.intercept)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.raw_condition = hessian_curvature(2.0 * raw.T @ gram @ raw / n).condition_number
+        if self.curvature.condition_number > ILL_CONDITIONED:
+            self._warn(
+                f"the least-squares problem is ill-conditioned (condition number "
+                f"{self.curvature.condition_number:.3g} of the loss Hessian"
+                f"{' after standardization' if opts.standardize else ''}): gradient descent "
+                f"needs about that many epochs per digit and the coefficients are poorly "
+                f"determined. Use fewer or less correlated features, or a lower degree."
+            )
 
     def _least_squares_statistics_fit(self) -> bool:
         """Whether XᵀX (d² numbers, O(d³) to solve) serves this run: least squares on a model
@@ -177,57 +174,6 @@ class Problem:
             )
             return False
         return True
-
-    def _check_memory(self, X: FloatArray, copies: int) -> None:
-        """Refuse, before allocating, a model or a sweep that cannot fit the memory budget."""
-        from gdlab.memory import check_fits, estimate_fit
-
-        opts = self.opts
-        outputs = len(self.classes) if self.classes and opts.resolved_loss == "cross-entropy" else 1
-        estimate = estimate_fit(
-            self.spec,
-            rows=len(X),
-            features=X.shape[1],
-            outputs=outputs,
-            dtype_bytes=4 if opts.dtype == "float32" else 8,
-            batch_size=opts.batch_size,
-            least_squares=self.spec.is_linear_in_parameters
-            and opts.resolved_loss == "mse"
-            and X.shape[1] * self.spec.degree + opts.intercept <= EXACT_MAX_WIDTH,
-            copies=copies,
-        )
-        what = f"model {opts.model}" + (f" with {copies} rates" if copies > 1 else "")
-        check_fits(estimate, opts.memory_budget, what)
-
-    def _check_separable(self) -> bool | None:
-        """Linear classifiers without a penalty: are the training rows linearly separable?
-        Then no minimum exists, and the user hears it before the run (see analysis/separation)."""
-        opts, previous = self.opts, self.previous
-        if (
-            not opts.is_classifier
-            or self.custom_model is not None
-            or not self.spec.is_linear_in_parameters
-            or opts.weight_decay > 0
-            or opts.l1 > 0
-            or self.classes is None
-            or previous is not None
-        ):
-            return None
-        from gdlab.analysis.separation import MAX_CELLS, linearly_separable
-
-        rows, classes = self.train_rows, len(self.classes)
-        if len(rows) * self.source.width * max(classes - 1, 1) > MAX_CELLS:
-            return None  # too large to ask: and the rows are not copied to find that out
-        features, codes = self.source.take(rows)
-        separable = linearly_separable(features, codes.astype(np.int64), classes)
-        if separable:
-            self._warn(
-                "the classes are separable (a linear program finds weights that put every "
-                "training row on its side): the loss falls forever and the weights grow, so "
-                "no minimum exists; the run stops once the model separates the rows. For a "
-                "finite optimum add weight_decay."
-            )
-        return separable
 
     @functools.cached_property
     def data_fingerprint(self) -> str:
@@ -326,7 +272,7 @@ class Problem:
     def initial_parameters(self) -> dict[str, float]:
         """The recorded parameters (as in history.params) at the initial point."""
         net = self._build_model(torch.device("cpu"))
-        record = self.recorder(net)
+        record = recorder(self, net)
         return record() if record is not None else {}
 
     def initial_problem(
@@ -355,51 +301,3 @@ class Problem:
         """Losses are reported in the target's units: MSE scales by sy², MAE by sy."""
         sy = float(self.y_scaler.scale[0])
         return {"mse": sy * sy, "mae": sy}.get(self.opts.resolved_loss, 1.0)  # inf, not an error
-
-    def _coefficients(self, net: nn.Module) -> tuple[FloatArray | None, FloatArray | None]:
-        if self.custom_model is not None or not isinstance(net, nn.Linear):
-            return None, None
-        weights = net.weight.detach().cpu().double().numpy()
-        bias = (
-            net.bias.detach().cpu().double().numpy()
-            if net.bias is not None
-            else np.zeros(weights.shape[0])
-        )
-        return original_units(weights, bias, self.x_scaler, self.y_scaler)
-
-    def recorder(self, net: nn.Module) -> Callable[[], dict[str, float]] | None:
-        """Per-epoch parameter values for small models: coefficients in original units."""
-        if sum(p.numel() for p in net.parameters()) > MAX_RECORDED_PARAMETERS:
-            return None
-        if isinstance(net, nn.Linear) and self.custom_model is None:
-            names = power_names(self.names, self.spec.degree)
-
-            def coefficients() -> dict[str, float]:
-                coef, intercept = self._coefficients(net)
-                assert coef is not None and intercept is not None
-                row: dict[str, float] = {}
-                for k in range(coef.shape[0]):
-                    prefix = (
-                        "" if coef.shape[0] == 1 else f"{self.classes[k] if self.classes else k}:"
-                    )
-                    row |= {
-                        f"coef[{prefix}{name}]": float(v)
-                        for name, v in zip(names, coef[k], strict=True)
-                    }
-                    if self.opts.intercept:
-                        row[f"intercept{'' if not prefix else '[' + prefix[:-1] + ']'}"] = float(
-                            intercept[k]
-                        )
-                return row
-
-            return coefficients
-
-        named = list(net.named_parameters())
-        labels = [f"{name}[{i}]" for name, p in named for i in range(p.numel())]
-        tensors = [p for _, p in named]
-
-        def raw() -> dict[str, float]:  # one concatenation and one copy to the host per epoch
-            values = torch.cat([p.detach().reshape(-1) for p in tensors]).tolist()
-            return dict(zip(labels, values, strict=True))
-
-        return raw

@@ -10,6 +10,7 @@ from torch import nn
 from gdlab.history import History
 from gdlab.optim.kinds import kind_of
 from gdlab.problem import Problem
+from gdlab.recording import recorder
 from gdlab.stops import stopping_for, tolerances
 from gdlab.train import closed_form
 from gdlab.train.exact import ExactGradient
@@ -40,7 +41,7 @@ def closed_form_outcome(
     modes = closed_form.Modes.of(exact.train, theta0, opts.rate)
     if not modes.stable:
         return None
-    record = problem.recorder(net)
+    record = recorder(problem, net)
     precision = np.float32 if opts.dtype == "float32" else np.float64
     rows = (
         None

@@ -33,6 +33,7 @@ from gdlab.losses import make_loss
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.problem import Problem
+from gdlab.recording import coefficients, recorder
 from gdlab.result import FitResult
 from gdlab.stops import epoch_budget, stable_limit, stopping_for
 from gdlab.train.analytic import LOSSES as ANALYTIC_LOSSES
@@ -172,7 +173,7 @@ class Training(Problem):
                 generator=generator,
                 l1=opts.l1,
                 loss_scale=scale,
-                record=self.recorder(net),
+                record=recorder(self, net),
                 on_epoch=on_epoch,
                 state=state,
                 history=history,
@@ -224,7 +225,7 @@ class Training(Problem):
         *,
         keep_fingerprint: bool,
     ) -> FitResult:
-        coef, intercept = self._coefficients(net)
+        coef, intercept = coefficients(self, net)
         return FitResult(
             model=net,
             history=history,

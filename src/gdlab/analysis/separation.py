@@ -12,10 +12,14 @@ answers in milliseconds to seconds on the sizes it is asked about (MAX_CELLS).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from scipy import sparse
 
 from gdlab.data.arrays import FloatArray, IntArray
+
+if TYPE_CHECKING:
+    from gdlab.problem import Problem
 
 MAX_CELLS = 500_000  # rows x features x (classes - 1) above which the question is not asked
 TIME_LIMIT = 2.0  # seconds HiGHS may take before the answer is "unknown"
@@ -24,6 +28,7 @@ TIME_LIMIT = 2.0  # seconds HiGHS may take before the answer is "unknown"
 def linearly_separable(X: FloatArray, codes: IntArray, n_classes: int) -> bool | None:
     """True when a hyperplane (one per class pair, as softmax has) separates every row of X by
     its class code; False when none does; None when the problem is too large or timed out."""
+    from scipy import sparse  # imported when asked: most runs never are
     from scipy.optimize import linprog
 
     n, d = X.shape
@@ -61,3 +66,25 @@ def linearly_separable(X: FloatArray, codes: IntArray, n_classes: int) -> bool |
     if result.status == 2:  # infeasible: no separating hyperplane
         return False
     return None
+
+
+def separable_training_rows(problem: Problem) -> bool | None:
+    """Linear classifiers without a penalty: are the training rows linearly separable? Then
+    no minimum exists, and the user hears it before the run. None where not asked (another
+    model, a penalty, a resumed run) or too large to ask (the rows are not copied for it)."""
+    opts = problem.opts
+    if (
+        not opts.is_classifier
+        or problem.custom_model is not None
+        or not problem.spec.is_linear_in_parameters
+        or opts.weight_decay > 0
+        or opts.l1 > 0
+        or problem.classes is None
+        or problem.previous is not None
+    ):
+        return None
+    rows, classes = problem.train_rows, len(problem.classes)
+    if len(rows) * problem.source.width * max(classes - 1, 1) > MAX_CELLS:
+        return None
+    features, codes = problem.source.take(rows)
+    return linearly_separable(features, codes.astype(np.int64), classes)

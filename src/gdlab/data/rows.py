@@ -21,6 +21,7 @@ import numpy as np
 
 from gdlab.data import arrays
 from gdlab.data.arrays import FloatArray, IntArray
+from gdlab.errors import GdlabError
 
 
 class Rows(Protocol):
@@ -110,3 +111,15 @@ class ArrayRows:
 def as_rows(values: FloatArray | Rows) -> Rows:
     """An array as a pass over all its rows; a pass as it is."""
     return RowSubset(values) if isinstance(values, np.ndarray) else values
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[IntArray, IntArray]:
+    """(validation rows, training rows): the first `fraction` of a seeded permutation."""
+    n_val = round(n * fraction)
+    if fraction > 0 and (n_val < 1 or n_val >= n):
+        raise GdlabError(
+            f"`val_fraction={fraction:g}` of {n} rows leaves no training or no validation "
+            f"rows; choose a fraction between {1 / n:.2g} and {1 - 1 / n:.2g}."
+        )
+    order = np.random.default_rng(seed).permutation(n) if n_val else np.arange(n)
+    return order[:n_val], order[n_val:]

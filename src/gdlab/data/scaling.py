@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from gdlab.data.arrays import CHUNK_ROWS, FloatArray
 from gdlab.data.rows import Rows, as_rows
+from gdlab.errors import GdlabError
 
 
 def expand_powers(X: FloatArray, degree: int) -> FloatArray:
@@ -46,6 +47,19 @@ def constant_columns(values: FloatArray | Rows) -> npt.NDArray[np.bool_]:
         candidates = candidates[(part[:, candidates] == first[0, candidates]).all(axis=0)]
     same[candidates] = True
     return same
+
+
+def expand_checked(X: FloatArray, names: list[str], degree: int) -> FloatArray:
+    """The model's features: X, or its powers up to `degree` (poly:K), checked finite."""
+    with np.errstate(over="ignore"):
+        Z = expand_powers(X, degree)
+    if degree > 1 and not np.isfinite(Z).all():
+        column = power_names(names, degree)[int(np.flatnonzero(~np.isfinite(Z).all(axis=0))[0])]
+        raise GdlabError(
+            f"the feature {column} overflows float64 (values above 1e308); rescale the "
+            f"feature or use a lower degree."
+        )
+    return Z
 
 
 def power_names(names: list[str], degree: int) -> list[str]:

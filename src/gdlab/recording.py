@@ -1,0 +1,69 @@
+"""What a run records of its model: the coefficients in the data's own units, and each
+epoch's parameter values for small models (the history's params columns)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from gdlab.data.arrays import FloatArray
+from gdlab.data.scaling import original_units, power_names
+
+if TYPE_CHECKING:
+    from gdlab.problem import Problem
+
+MAX_RECORDED_PARAMETERS = 20
+
+
+def coefficients(problem: Problem, net: nn.Module) -> tuple[FloatArray | None, FloatArray | None]:
+    """gdlab's linear models: (coefficients (outputs, d), intercepts) in original units."""
+    if problem.custom_model is not None or not isinstance(net, nn.Linear):
+        return None, None
+    weights = net.weight.detach().cpu().double().numpy()
+    bias = (
+        net.bias.detach().cpu().double().numpy()
+        if net.bias is not None
+        else np.zeros(weights.shape[0])
+    )
+    return original_units(weights, bias, problem.x_scaler, problem.y_scaler)
+
+
+def recorder(problem: Problem, net: nn.Module) -> Callable[[], dict[str, float]] | None:
+    """Per-epoch parameter values for models of at most MAX_RECORDED_PARAMETERS: gdlab's
+    linear models by coefficient in original units, any other by raw parameter entry."""
+    if sum(p.numel() for p in net.parameters()) > MAX_RECORDED_PARAMETERS:
+        return None
+    if isinstance(net, nn.Linear) and problem.custom_model is None:
+        names = power_names(problem.names, problem.spec.degree)
+        intercept_kept, classes = problem.opts.intercept, problem.classes
+
+        def in_original_units() -> dict[str, float]:
+            coef, intercept = coefficients(problem, net)
+            assert coef is not None and intercept is not None
+            row: dict[str, float] = {}
+            for k in range(coef.shape[0]):
+                prefix = "" if coef.shape[0] == 1 else f"{classes[k] if classes else k}:"
+                row |= {
+                    f"coef[{prefix}{name}]": float(v)
+                    for name, v in zip(names, coef[k], strict=True)
+                }
+                if intercept_kept:
+                    label = "intercept" if not prefix else f"intercept[{prefix[:-1]}]"
+                    row[label] = float(intercept[k])
+            return row
+
+        return in_original_units
+
+    named = list(net.named_parameters())
+    labels = [f"{name}[{i}]" for name, p in named for i in range(p.numel())]
+    tensors = [p for _, p in named]
+
+    def raw() -> dict[str, float]:  # one concatenation and one copy to the host per epoch
+        values = torch.cat([p.detach().reshape(-1) for p in tensors]).tolist()
+        return dict(zip(labels, values, strict=True))
+
+    return raw
