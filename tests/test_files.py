@@ -91,7 +91,7 @@ def test_a_run_whose_disk_fails_keeps_every_earlier_file(
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
-    from gdlab.runs import claim_default_out_dir
+    from gdlab.outputs import claim_default_out_dir
 
     folders = [claim_default_out_dir(tmp_path / "runs") for _ in range(3)]
     assert len(set(folders)) == 3 and all(folder.is_dir() for folder in folders)

@@ -11,10 +11,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
+from gdlab.constraints import (
+    Constraint,
+    int_at_least,
+    int_between,
+    is_int,
+    matches,
+    one_of,
+    option,
+    real_in,
+)
 from gdlab.errors import GdlabError
 from gdlab.optim.kinds import KINDS
 
@@ -26,8 +36,6 @@ DTYPES = ("auto", "float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 FAST_PATHS = ("auto", "iterate", "off")
 MODEL_FORMS = "linear | logistic | softmax | poly:K | mlp:H1,H2,..."
-
-T = TypeVar("T")
 
 MAX_DEGREE = 30  # poly:K beyond this is numerically meaningless in float64
 AUTO_EPOCHS = 10_000  # the budget of epochs='auto' where no curvature predicts one
@@ -41,54 +49,6 @@ _SCHEDULE_PATTERN = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class Constraint:
-    """What one option accepts: a checker and the words used to describe it in messages."""
-
-    describe: str
-    check: Callable[[Any], bool]
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def real_in(
-    low: float, high: float, *, low_open: bool = False, high_open: bool = True
-) -> Constraint:
-    """A finite float in an interval; `inf` as a bound means unbounded."""
-
-    def check(value: Any) -> bool:
-        if not _is_real(value):
-            return False
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        return bool(above and below)
-
-    brackets = ("(" if low_open else "[", ")" if high_open else "]")
-    return Constraint(f"a float in the range {brackets[0]}{low:g}, {high:g}{brackets[1]}", check)
-
-
-def int_at_least(low: int) -> Constraint:
-    return Constraint(f"an integer >= {low}", lambda v: _is_int(v) and v >= low)
-
-
-def int_between(low: int, high: int) -> Constraint:
-    return Constraint(f"an integer from {low} to {high}", lambda v: _is_int(v) and low <= v <= high)
-
-
-def one_of(choices: Sequence[str]) -> Constraint:
-    return Constraint("one of " + ", ".join(choices), lambda v: v in choices)
-
-
-def matches(pattern: re.Pattern[str], forms: str) -> Constraint:
-    return Constraint(forms, lambda v: isinstance(v, str) and pattern.match(v) is not None)
-
-
 BOOLEAN = Constraint("True or False", lambda v: isinstance(v, bool))
 OPTIONAL_LOSS = Constraint(
     "None (follow the model) or one of " + ", ".join(LOSSES), lambda v: v is None or v in LOSSES
@@ -98,7 +58,7 @@ LEARNING_RATE = Constraint(
     lambda v: v == "auto" or real_in(0.0, math.inf, low_open=True).check(v),
 )
 BATCH_SIZE = Constraint(
-    "'full' (or None) or an integer >= 1", lambda v: v is None or (_is_int(v) and v >= 1)
+    "'full' (or None) or an integer >= 1", lambda v: v is None or (is_int(v) and v >= 1)
 )
 
 
@@ -118,12 +78,6 @@ class Option:
         if self.name in PARSED and self.default is None:
             return "full" if self.name == "batch_size" else "auto"
         return self.default
-
-
-def option(default: T, constraint: Constraint, help: str) -> T:
-    """A FitOptions field: its default, what it accepts and its help text, declared once (the
-    CLI's flags, the estimators' checks and the messages all read them from here)."""
-    return dataclasses.field(default=default, metadata={"constraint": constraint, "help": help})
 
 
 PARSED = ("lr", "batch_size", "epochs", "memory_budget")
@@ -206,7 +160,7 @@ class FitOptions:
     )
     epochs: int | str = option(
         "auto",
-        Constraint("an integer >= 1 or 'auto'", lambda v: v == "auto" or (_is_int(v) and v >= 1)),
+        Constraint("an integer >= 1 or 'auto'", lambda v: v == "auto" or (is_int(v) and v >= 1)),
         "the budget: most passes over the data; auto: what least squares needs at this rate"
         f" (from λmin), else {AUTO_EPOCHS}",
     )
@@ -263,7 +217,7 @@ class FitOptions:
             if isinstance(value, str) and field.name in PARSED:
                 value = parse_value(field.name, value)
                 object.__setattr__(self, field.name, value)
-            if _is_int(value) and isinstance(option.default, float):
+            if is_int(value) and isinstance(option.default, float):
                 value = float(value)  # 1 is a fine learning rate: store it as 1.0
                 object.__setattr__(self, field.name, value)
             if not option.constraint.check(value):

@@ -10,23 +10,19 @@ a killed run never blocks the next one.
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import math
-import zipfile
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import filelock
 import torch
 
 from gdlab.atomic import write_bytes, write_text
+from gdlab.checkpoint import check_archive, check_structure
 from gdlab.config import PARSED, FitOptions, parse_value
 from gdlab.data.scaling import Scaler
 from gdlab.errors import GdlabError
 from gdlab.history import History
-from gdlab.memory import Estimate, check_fits
 from gdlab.models import ModelSpec, build_model
 from gdlab.optim.registry import optimizer_for
 from gdlab.result import FitResult
@@ -34,56 +30,11 @@ from gdlab.train.state import LoopState
 
 FORMAT = 2
 MODEL_FILE, HISTORY_FILE, SUMMARY_FILE = "model.pt", "history.csv", "summary.json"
-LOCK_FILE = ".gdlab.lock"
 # Options a resumed run may change; every other option is part of what was trained.
 RESUMABLE_OPTIONS = ("epochs", "gtol", "xtol", "tol", "patience", "device")
 
 
-def claim_default_out_dir(root: Path = Path("runs")) -> Path:
-    """Create and return runs/<time>[-k]; mkdir is atomic, so parallel runs get distinct folders."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    root.mkdir(parents=True, exist_ok=True)
-    for k in itertools.count(1):
-        candidate = root / (stamp if k == 1 else f"{stamp}-{k}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
-    raise AssertionError("unreachable")
-
-
 RUN_FILES = (MODEL_FILE, HISTORY_FILE, SUMMARY_FILE)
-
-
-def check_not_input(outputs: list[Path], inputs: list[Path], option: str = "--out") -> None:
-    """Refuse to write over a file this command reads, even with --overwrite: paths are
-    compared after resolving symlinks, so no spelling of the input slips through."""
-    protected = {path.resolve() for path in inputs if path.exists()}
-    for path in outputs:
-        if path.resolve() in protected:
-            raise GdlabError(
-                f"{option} would replace {path}, which this command reads; nothing was "
-                f"written. Choose another {option}."
-            )
-
-
-def check_out_file(target: Path, *, overwrite: bool, option: str = "--out") -> None:
-    """Refuse an existing file unless overwriting was asked for, and a folder always."""
-    if target.is_dir():
-        raise GdlabError(f"{option} {target} is a folder; give a file path.")
-    if target.exists() and not overwrite:
-        raise GdlabError(f"{option} {target} exists; choose another file or pass --overwrite.")
-
-
-def check_out_dir(out: Path, *, overwrite: bool) -> None:
-    """Refuse a folder that holds anything unless overwriting was asked for."""
-    if out.exists() and not out.is_dir():
-        raise GdlabError(f"--out {out} is a file; give a folder path.")
-    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and not overwrite:
-        raise GdlabError(
-            f"--out {out} exists and is not empty; choose another folder or pass --overwrite."
-        )
 
 
 def summary(result: FitResult, out: Path, *, target: str, source: str) -> dict[str, Any]:
@@ -160,38 +111,6 @@ def coefficients(result: FitResult) -> dict[str, Any]:
     }
 
 
-class RunLock:
-    """Hold `folder`/.gdlab.lock for the life of a run; a folder in use is refused at once."""
-
-    def __init__(self, folder: Path, *, created: bool = False) -> None:
-        self.folder = folder
-        self.lock: filelock.BaseFileLock | None = None
-        self.created = created  # by this process: removed again if the run fails before writing
-
-    def __enter__(self) -> RunLock:
-        self.created = self.created or not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(self.folder / LOCK_FILE, timeout=0)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise GdlabError(
-                f"{self.folder} is in use by another gdlab process (lock {LOCK_FILE}); wait for "
-                f"it to finish or choose another folder."
-            ) from None
-        self.lock = lock
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        if self.lock is None:
-            return
-        self.lock.release()
-        lock_file = self.folder / LOCK_FILE
-        if kind is not None and self.created and list(self.folder.iterdir()) == [lock_file]:
-            lock_file.unlink()  # a run that failed before writing anything leaves no trace
-            self.folder.rmdir()
-
-
 def save_run(
     result: FitResult, out: Path, *, target: str, source: str, data_path: str | None = None
 ) -> dict[str, Any]:
@@ -237,7 +156,7 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
     if not path.is_file():
         raise GdlabError(f"{run_dir} is not a gdlab run folder: {MODEL_FILE} is missing.")
     try:
-        _check_archive(path)  # sizes and CRCs: torch.load checks neither before allocating
+        check_archive(path)  # sizes and CRCs: torch.load checks neither before allocating
         # weights_only: a checkpoint holds tensors and plain values, never code to run
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -262,7 +181,7 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
         history = History.from_dict(state["history"])
         x_scaler = Scaler.from_dict(state["x_scaler"]) if state["x_scaler"] else None
         y_scaler = Scaler.from_dict(state["y_scaler"]) if state["y_scaler"] else None
-        _check_structure(state, history, x_scaler, y_scaler, spec.degree)
+        check_structure(state, history, x_scaler, y_scaler, spec.degree)
     except GdlabError:
         raise
     except Exception as error:  # any unpickling failure means the same thing to the user
@@ -289,43 +208,6 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
     return result, state
 
 
-def _check_structure(
-    state: dict[str, Any],
-    history: History,
-    x_scaler: Scaler | None,
-    y_scaler: Scaler | None,
-    degree: int,
-) -> None:
-    """What the views of a run rely on, checked once here so that a crafted or damaged
-    checkpoint is one message, never a traceback later in predict, plot or report."""
-    rows = len(history.epoch)
-    columns = [history.train_loss, history.val_loss, history.lr, history.grad_norm,
-               *history.params.values(), *history.grad_norms.values()]  # fmt: skip
-    if any(len(column) != rows for column in columns):
-        raise ValueError("history columns of unequal length")
-    if not all(isinstance(e, int) for e in history.epoch) or history.epoch != sorted(
-        set(history.epoch)
-    ):
-        raise ValueError("history epochs are not increasing integers")
-    if not all(math.isfinite(float(v)) for v in history.train_loss):
-        raise ValueError("non-finite training loss in the history")
-    features, inputs = state["features"], int(state["n_inputs"])
-    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-        raise ValueError("feature names")
-    if len(features) * degree != inputs:
-        raise ValueError("feature count")
-    if x_scaler is not None and (x_scaler.shift.shape != (inputs,) or
-                                 x_scaler.scale.shape != (inputs,)):  # fmt: skip
-        raise ValueError("feature scaler shape")
-    if y_scaler is not None and (y_scaler.shift.shape != (1,) or y_scaler.scale.shape != (1,)):
-        raise ValueError("target scaler shape")
-    classes = state["classes"]
-    if classes is not None and not all(isinstance(c, int) for c in classes):
-        raise ValueError("class labels")
-    if not isinstance(state["status"], str) or not isinstance(state["target"], str):
-        raise ValueError("status or target")
-
-
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """summary.json as a dict, or the damaged-file message."""
     path = run_dir / SUMMARY_FILE
@@ -341,31 +223,6 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
             f"`gdlab fit --resume {run_dir}` rewrites it."
         ) from None
     return summary
-
-
-def _check_archive(path: Path) -> None:
-    """The checkpoint's zip archive, before torch.load reads a byte of it.
-
-    torch.save stores every member uncompressed, so a compressed member is foreign, and is
-    refused before it is inflated: 2 MB of deflated zeros would declare 2 GB of tensor. With
-    every member stored, what torch.load allocates is bounded by the file's own size (it
-    checks each declared storage against its record's size), which the memory budget must
-    hold. Then every member against the CRC-32 torch.save stored: a flipped bit in a tensor
-    would otherwise load silently.
-    """
-    with zipfile.ZipFile(path) as archive:
-        members = archive.infolist()
-        packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
-        if packed:
-            raise ValueError(f"compressed member {packed[0]}")
-        check_fits(
-            Estimate({"checkpoint tensors": float(sum(m.file_size for m in members))}),
-            None,
-            f"loading {path}",
-        )
-        bad = archive.testzip()
-    if bad is not None:
-        raise ValueError(f"CRC mismatch in {bad}")
 
 
 def resume_options(

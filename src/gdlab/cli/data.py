@@ -33,7 +33,8 @@ def datasets() -> None:
 @click.option("--overwrite", is_flag=True, help="allow --out to replace an existing file")
 def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None:
     """Predict with the model of RUN_DIR on DATA; classifiers add class probabilities."""
-    from gdlab.runs import RUN_FILES, check_not_input, check_out_file, load_run
+    from gdlab.outputs import check_not_input, check_out_file
+    from gdlab.runs import RUN_FILES, load_run
 
     if out is not None:
         check_out_file(out, overwrite=overwrite)

@@ -51,7 +51,7 @@ def descend(
     parsed = parse(expression)
     names = parse_optimizers(optimizers)
     begin = parse_start(start, parsed, expression)
-    from gdlab.runs import check_out_dir, claim_default_out_dir
+    from gdlab.outputs import check_out_dir, claim_default_out_dir
 
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
@@ -67,9 +67,9 @@ def descend(
         click.echo("")
         _print_steps(path, variables, full=len(paths) == 1)
     out = out or claim_default_out_dir()
+    from gdlab.outputs import RunLock
     from gdlab.plot.descent import descent_figure
     from gdlab.plot.training import save
-    from gdlab.runs import RunLock
 
     written = [out / "descend.png"]
     with RunLock(out):  # another gdlab process writing there is refused, as fit refuses it

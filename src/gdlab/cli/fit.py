@@ -111,7 +111,8 @@ def fit(
     if data in DATASETS and "model" not in given:
         raw["model"] = DATASETS[data].model  # each built-in set comes with its natural model
     options = make_options(**raw)  # every option is checked before any data is read
-    from gdlab.runs import RUN_FILES, check_not_input, check_out_dir, claim_default_out_dir
+    from gdlab.outputs import check_not_input, check_out_dir, claim_default_out_dir
+    from gdlab.runs import RUN_FILES
 
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
@@ -123,7 +124,7 @@ def fit(
     from gdlab.data.columns import select
 
     X, y, names = select(frame, source, target, columns)
-    from gdlab.runs import RunLock
+    from gdlab.outputs import RunLock
 
     claimed = out is None
     out = out or claim_default_out_dir()
@@ -170,7 +171,8 @@ def _resume(
 ) -> None:
     if out is not None and out.resolve() != run_dir.resolve():
         raise GdlabError("--resume writes into the run's own folder; drop --out.")
-    from gdlab.runs import MODEL_FILE, RunLock, load_run, resume_options
+    from gdlab.outputs import RunLock
+    from gdlab.runs import MODEL_FILE, load_run, resume_options
 
     if not run_dir.is_dir():
         raise GdlabError(f"--resume {run_dir}: no such run folder.")

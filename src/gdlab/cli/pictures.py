@@ -31,8 +31,9 @@ from gdlab.errors import GdlabError, GdlabWarning
 def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> None:
     """Figures of a run: loss, parameters, weight and bias against loss, gradient norms by layer,
     and the loss surface of two parameters with the run's path."""
+    from gdlab.outputs import RunLock
     from gdlab.plot import training
-    from gdlab.runs import RunLock, load_run
+    from gdlab.runs import load_run
 
     if not run_dir.is_dir():
         raise GdlabError(f"{run_dir}: no such run folder.")
@@ -78,8 +79,9 @@ def report(
     from plotly.offline import get_plotlyjs
 
     from gdlab.atomic import write_text
+    from gdlab.outputs import RunLock, check_not_input, check_out_file
     from gdlab.report import render, report_data
-    from gdlab.runs import RunLock, check_not_input, check_out_file, load_run, read_summary
+    from gdlab.runs import load_run, read_summary
 
     if not run_dir.is_dir():
         raise GdlabError(f"{run_dir}: no such run folder.")
@@ -184,7 +186,7 @@ def compare(
     if not sizes:
         raise GdlabError("--batch-sizes: give one or more of full or N, comma-separated.")
     X, y, columns, options = data_and_options(data, target, features, raw | {"batch_size": None})
-    from gdlab.runs import check_not_input, check_out_dir, claim_default_out_dir
+    from gdlab.outputs import check_not_input, check_out_dir, claim_default_out_dir
 
     if out is not None:
         check_out_dir(out, overwrite=overwrite)

@@ -46,7 +46,7 @@ def lr_command(
 ) -> None:
     """Predict good learning rates for a model on DATA, before training it."""
     X, y, names, options = data_and_options(data, target, features, raw | {"lr": "auto"})
-    from gdlab.runs import check_not_input, check_out_dir, claim_default_out_dir
+    from gdlab.outputs import check_not_input, check_out_dir, claim_default_out_dir
 
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
@@ -58,9 +58,9 @@ def lr_command(
         advice = advise(X, y, seeds=seeds, feature_names=names, **options.to_dict())
     out = out or claim_default_out_dir()
     from gdlab.atomic import write_text
+    from gdlab.outputs import RunLock
     from gdlab.plot.rates import range_test_figure
     from gdlab.plot.training import save
-    from gdlab.runs import RunLock
 
     report = advice.to_dict() | {"figure": str(out / "lr.png")}
     with RunLock(out):  # another gdlab process writing there is refused, as fit refuses it
@@ -98,7 +98,7 @@ def sweep_command(
 
     lrs, names = parse_rates(rates), parse_optimizers(optimizers)
     X, y, columns, options = data_and_options(data, target, features, raw | {"lr": 1.0})
-    from gdlab.runs import check_not_input, check_out_dir, claim_default_out_dir
+    from gdlab.outputs import check_not_input, check_out_dir, claim_default_out_dir
 
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
