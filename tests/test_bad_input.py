@@ -312,3 +312,59 @@ def test_a_divergence_message_names_parameters_and_the_cli_shows_flags(gdlab, tm
                 "--epochs", "50", "--out", str(tmp_path / "run"))  # fmt: skip
     assert run.code == 1 and "try --lr " in run.err and "drop --no-standardize" in run.err
     assert "`" not in run.err
+
+
+# The CLI table again through `gdlab.fit`, where the input can be said in Python: the rows as
+# arrays, the flags as keyword arguments. File-level faults have no array form.
+FILE_ONLY = {"missing file", "empty file", "header only", "target not found",
+             "feature not found", "ragged row", "short row", "zero features", "not parquet",
+             "unknown flag", "1-D npy"}  # fmt: skip
+API_WORDS = {  # where the array form names the fault in other words than the file reader
+    "non-numeric feature": ["X holds non-numeric values"],
+    "nan value": ["X has a NaN", "row 2", "column x"],
+    "infinite value": ["y has a NaN or infinite value", "row 2"],
+    "complex npy": ["X is complex"],
+}
+
+
+def _as_number(text: str) -> object:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _api_call(tmp_path: Path, files: dict[str, object], argv: list[str]) -> tuple:
+    """(X, y, keyword arguments) for a CLI case: the file read as a table, the flags named."""
+    _create(tmp_path, files)
+    path = tmp_path / argv[0]
+    frame = (
+        pd.DataFrame(np.load(path)).rename(columns=lambda k: f"c{k}")
+        if path.suffix == ".npy"
+        else pd.read_csv(path)
+    )
+    flags = dict(zip(argv[1::2], argv[2::2], strict=True))
+    target = flags.pop("--target")
+    options = {flag[2:].replace("-", "_"): _as_number(value) for flag, value in flags.items()}
+    return frame.drop(columns=[target]), frame[target], options  # DataFrames: names kept
+
+
+@pytest.mark.parametrize("case", sorted(set(CASES) - FILE_ONLY))
+def test_the_bad_input_table_through_the_python_api(tmp_path: Path, case: str) -> None:
+    import re
+
+    import gdlab
+
+    files, argv, words = CASES[case]
+    X, y, options = _api_call(tmp_path, files, argv)
+    with pytest.raises(gdlab.GdlabError) as caught:
+        gdlab.fit(X, y, **options)
+    message = str(caught.value)
+    expected = API_WORDS.get(case) or [
+        f"`{word[2:].replace('-', '_')}`" if word.startswith("--") else word for word in words
+    ]
+    assert "\n" not in message and not re.search(NO_FLAG, message), message
+    for word in expected:
+        assert word in message, (word, message)

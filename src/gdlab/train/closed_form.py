@@ -194,46 +194,12 @@ def run(
     converged_at = _first_epoch_within(modes, threshold, epochs) if certify else None
     budget = epochs if converged_at is None else converged_at
     rule = Rule(tolerances.ftol, tolerances.patience)
-    stopped_at = None
-    if validation is not None:
-
-        def watched(epoch_numbers: Epochs) -> FloatArray:
-            return validation_loss(validation, modes.thetas(epoch_numbers))
-
-        for begin in range(1, min(budget, EXACT_SCAN) + 1, CHUNK):
-            numbers = np.arange(begin, min(begin + CHUNK, budget + 1, EXACT_SCAN + 1))
-            stopped_at = rule.replay(watched(numbers), begin)
-            if stopped_at is not None:
-                break
-        if stopped_at is None and budget > EXACT_SCAN:
-            stopped_at = _sampled_stop(watched, rule, budget)
-        if stopped_at is None and rule.waited >= rule.patience:
-            stopped_at = budget  # the patience ran out on the last epoch itself
+    stopped_at = None if validation is None else _early_stop(modes, validation, rule, budget)
     status = "early_stopped" if stopped_at is not None else "max_epochs"
     if converged_at is not None and (stopped_at is None or converged_at <= stopped_at):
         status, stopped_at = "converged", converged_at
     stopped_at = stopped_at or epochs
-    recorded = _recorded_epochs(stopped_at)
-    thetas = modes.thetas(recorded)
-    train_losses = modes.train_loss(stats, recorded - 1) * loss_scale
-    val_losses = (
-        np.full(len(recorded), math.nan)
-        if validation is None
-        else validation_loss(validation, thetas) * loss_scale
-    )
-    gradients = modes.gradients(recorded - 1)
-    history = History(
-        epoch=recorded.tolist(),
-        train_loss=train_losses.tolist(),
-        val_loss=val_losses.tolist(),
-        lr=[lr] * len(recorded),
-        grad_norm=np.linalg.norm(gradients, axis=1).tolist(),
-        params=record(thetas) if record is not None else {},
-        grad_norms={
-            name: np.linalg.norm(gradients[:, part], axis=1).tolist()
-            for name, part in layers.items()
-        },
-    )
+    history = _history(modes, stats, validation, stopped_at, lr, loss_scale, record, layers)
     last = modes.thetas(np.array([stopped_at]))[0]
     best = modes.thetas(np.array([rule.best_epoch]))[0] if validation is not None else last
     window = np.arange(max(1, stopped_at - RISE_WINDOW + 1), stopped_at + 1)
@@ -246,6 +212,59 @@ def run(
     test = {"converged": "distance", "early_stopped": "plateau"}.get(status, "")
     verdict = Verdict(status, test, "validation" if status == "early_stopped" else "", measures)
     return ClosedFormRun(verdict, stopped_at, best, last, history, rule, recent)
+
+
+def _early_stop(
+    modes: Modes, validation: LeastSquaresStatistics, rule: Rule, budget: int
+) -> int | None:
+    """The epoch the loop's early stopping would stop at within `budget`, or None: replayed
+    on every epoch's validation loss up to EXACT_SCAN, on log-spaced samples past it."""
+
+    def watched(epoch_numbers: Epochs) -> FloatArray:
+        return validation_loss(validation, modes.thetas(epoch_numbers))
+
+    for begin in range(1, min(budget, EXACT_SCAN) + 1, CHUNK):
+        numbers = np.arange(begin, min(begin + CHUNK, budget + 1, EXACT_SCAN + 1))
+        stopped_at = rule.replay(watched(numbers), begin)
+        if stopped_at is not None:
+            return stopped_at
+    stopped_at = _sampled_stop(watched, rule, budget) if budget > EXACT_SCAN else None
+    if stopped_at is None and rule.waited >= rule.patience:
+        return budget  # the patience ran out on the last epoch itself
+    return stopped_at
+
+
+def _history(
+    modes: Modes,
+    stats: LeastSquaresStatistics,
+    validation: LeastSquaresStatistics | None,
+    last: int,
+    lr: float,
+    loss_scale: float,
+    record: Callable[[FloatArray], dict[str, list[float]]] | None,
+    layers: dict[str, slice],
+) -> History:
+    """The rows the loop would have recorded up to epoch `last` (sampled past EVERY_EPOCH)."""
+    recorded = _recorded_epochs(last)
+    thetas = modes.thetas(recorded)
+    val_losses = (
+        np.full(len(recorded), math.nan)
+        if validation is None
+        else validation_loss(validation, thetas) * loss_scale
+    )
+    gradients = modes.gradients(recorded - 1)
+    return History(
+        epoch=recorded.tolist(),
+        train_loss=(modes.train_loss(stats, recorded - 1) * loss_scale).tolist(),
+        val_loss=val_losses.tolist(),
+        lr=[lr] * len(recorded),
+        grad_norm=np.linalg.norm(gradients, axis=1).tolist(),
+        params=record(thetas) if record is not None else {},
+        grad_norms={
+            name: np.linalg.norm(gradients[:, part], axis=1).tolist()
+            for name, part in layers.items()
+        },
+    )
 
 
 def _first_epoch_within(modes: Modes, threshold: float, epochs: int) -> int | None:
