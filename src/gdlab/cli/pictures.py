@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,11 @@ from gdlab.cli.app import (
     training_options_without,
 )
 from gdlab.errors import GdlabError, GdlabWarning
+
+if TYPE_CHECKING:  # imported by the command that needs them: --help skips torch
+    from gdlab.problem import Problem
+    from gdlab.result import FitResult
+    from gdlab.tools.surface import Surface
 
 
 @cli.command()
@@ -210,13 +215,20 @@ def compare(
         problem = Problem(first.options, matrix, as_vector(y, len(matrix)), columns, None)
     if not first.history.params:
         raise GdlabError("the model has over 20 parameters, so no paths were recorded to compare.")
-    from gdlab.plot.training import compare_figure, save
     from gdlab.tools.surface import check_pair, default_pair, loss_surface
 
     pair = default_pair(first) if params is None else parse_pair(params)
     check_pair(first, pair)
     surface = loss_surface(problem, first, pair)
-    out = out or claim_default_out_dir()
+    _write_comparison(out or claim_default_out_dir(), results, surface, problem, animate)
+
+
+def _write_comparison(
+    out: Path, results: dict[str, FitResult], surface: Surface, problem: Problem, animate: bool
+) -> None:
+    """compare.png (and .gif), compare.csv, and a line per run on the terminal."""
+    from gdlab.plot.training import compare_figure, save
+
     histories = {label: r.history for label, r in results.items()}
     save(compare_figure(surface, histories, problem.initial_parameters()), out / "compare.png")
     rows = ["run,epochs,final_loss,status"] + [

@@ -138,6 +138,7 @@ def advise_problem(
     (what `gdlab lr` compares; a second Lanczos run that choosing a rate does not need)."""
     opts = problem.opts
     least_squares = problem.curvature is not None
+    raw: Curvature | None
     if problem.curvature is not None:
         raw_features, _ = problem.source.take(problem.train_rows)
         curvature = _with_decay(problem.curvature, opts.weight_decay)
@@ -146,32 +147,7 @@ def advise_problem(
         )
         method, n_parameters = "exact: eigenvalues of 2AᵀA/n", problem.source.width + opts.intercept
     else:
-        net, loss_fn, data = problem.initial_problem()
-        began = time.perf_counter()
-        X, y, sampled = _estimate_rows(data.X, data.y)
-        spectrum = hessian_spectrum(net, loss_fn, X, y, weight_decay=opts.weight_decay)
-        curvature, n_parameters = spectrum.curvature, spectrum.n_parameters
-        method = (
-            "exact Hessian (torch.func.hessian)"
-            if spectrum.method == "exact"
-            else "Lanczos on Hessian-vector products"
-        ) + f"{sampled}, {time.perf_counter() - began:.2g} s"
-        if spectrum.quality:
-            method += f"; {spectrum.quality}"
-        raw = None
-        if opts.standardize and unscaled:
-            without = Problem(
-                dataclasses.replace(opts, standardize=False),
-                problem.X,
-                problem.y,
-                problem.names,
-                custom_model=None,
-            )
-            net, loss_fn, data = without.initial_problem()
-            X, y, _ = _estimate_rows(data.X, data.y)
-            raw = hessian_spectrum(net, loss_fn, X, y, weight_decay=opts.weight_decay).curvature
-        elif not opts.standardize:
-            raw = curvature
+        curvature, raw, method, n_parameters = _network_curvature(problem, unscaled)
     beta = opts.momentum if kind_of(opts.optimizer).momentum else 0.0
     limit = quadratic_limit(opts.optimizer, beta, curvature.lambda_max) or 1.0
     end = max(10.0, 10 * limit)  # the sweep must reach past the predicted limit
@@ -196,6 +172,41 @@ def advise_problem(
             curvature, advice.recommended_lr, opts.optimizer, opts.momentum, opts.tol
         )
     return advice
+
+
+def _network_curvature(
+    problem: Problem, unscaled: bool
+) -> tuple[Curvature, Curvature | None, str, int]:
+    """Any other model: the Hessian's extreme eigenvalues at the initial point on a sample
+    of rows (and, with `unscaled`, without standardization), the method and parameter count."""
+    opts = problem.opts
+    net, loss_fn, data = problem.initial_problem()
+    began = time.perf_counter()
+    X, y, sampled = _estimate_rows(data.X, data.y)
+    spectrum = hessian_spectrum(net, loss_fn, X, y, weight_decay=opts.weight_decay)
+    curvature, n_parameters = spectrum.curvature, spectrum.n_parameters
+    method = (
+        "exact Hessian (torch.func.hessian)"
+        if spectrum.method == "exact"
+        else "Lanczos on Hessian-vector products"
+    ) + f"{sampled}, {time.perf_counter() - began:.2g} s"
+    if spectrum.quality:
+        method += f"; {spectrum.quality}"
+    raw = None
+    if opts.standardize and unscaled:
+        without = Problem(
+            dataclasses.replace(opts, standardize=False),
+            problem.X,
+            problem.y,
+            problem.names,
+            custom_model=None,
+        )
+        net, loss_fn, data = without.initial_problem()
+        X, y, _ = _estimate_rows(data.X, data.y)
+        raw = hessian_spectrum(net, loss_fn, X, y, weight_decay=opts.weight_decay).curvature
+    elif not opts.standardize:
+        raw = curvature
+    return curvature, raw, method, n_parameters
 
 
 def _range_test(problem: Problem, seed: int, steps: int, end: float) -> RangeTest:
