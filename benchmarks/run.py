@@ -26,6 +26,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -325,6 +326,24 @@ def startup(table: Table) -> None:
               higher_is_better=False)  # fmt: skip
 
 
+def tiny_fit(table: Table) -> None:
+    """A 4-point fit from the shell against importing torch alone, turn about."""
+    gdlab = str(Path(sys.executable).with_name("gdlab"))
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "four.csv"
+        data.write_text("x,y\n1,2\n2,4\n3,6\n4,8\n")
+        fit = [gdlab, "fit", str(data), "--target", "y", "--lr", "0.1", "--overwrite",
+               "--out", str(Path(folder) / "run")]  # fmt: skip
+        torch_only = [sys.executable, "-c", "import torch"]
+        baseline, ours = interleaved_medians(
+            lambda: subprocess.run(torch_only, check=True, capture_output=True),
+            lambda: subprocess.run(fit, check=True, capture_output=True),
+            repeats=7,
+        )
+    table.add("7b. gdlab fit, 4 points (shell)", "python -c 'import torch'", baseline, ours, 1.3,
+              higher_is_better=False)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n = 100,000 instead of 1,000,000")
@@ -339,6 +358,7 @@ def main() -> None:
     logistic(table, n)
     mlp_overhead(table, 20_000 if args.quick else 100_000)
     startup(table)
+    tiny_fit(table)
     print("\n" + table.markdown())
 
 

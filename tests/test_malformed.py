@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gdlab.data.columns import select
-from gdlab.data.files import read_table
+from gdlab.data.files import NumericTable, read_table
 from gdlab.errors import GdlabError
 from tests.conftest import CliRun
 
@@ -102,7 +102,10 @@ def loads_as_pandas_reads(reader: Callable[[Path], pd.DataFrame]) -> Callable[[P
             return
         frame, X, y = loaded
         reference = reader(path)  # what a user would get from pandas directly
-        pd.testing.assert_frame_equal(frame, reference)
+        if isinstance(frame, NumericTable):  # a small all-numeric file, read without pandas
+            assert frame.columns == [str(name) for name in reference.columns]
+        else:
+            pd.testing.assert_frame_equal(frame, reference)
         numeric = reference.apply(pd.to_numeric).to_numpy(float)
         np.testing.assert_array_equal(np.column_stack([X, y]), numeric)
         assert np.isfinite(X).all() and np.isfinite(y).all()

@@ -16,6 +16,7 @@ import torch
 
 import gdlab
 from gdlab.data.builtin import DATASETS
+from gdlab.data.columns import select
 from gdlab.data.files import read_table
 from gdlab.runs import load_run, save_run
 from tests.conftest import CliRun
@@ -24,9 +25,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning")
 
 
 def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-    frame = read_table(DATASETS[name].path)
-    target = DATASETS[name].target
-    return frame.drop(columns=target).to_numpy(float), frame[target].to_numpy(float)
+    X, y, _ = select(read_table(DATASETS[name].path), name, DATASETS[name].target, None)
+    return X, y
 
 
 def after_steps(k: int) -> Callable[[], bool]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gdlab.data.files import NumericTable
 from gdlab.errors import GdlabError, listed
 
 if TYPE_CHECKING:
@@ -16,11 +17,12 @@ if TYPE_CHECKING:
 
 
 def select(
-    frame: pd.DataFrame, source: str, target: str, features: Sequence[str] | None
+    frame: pd.DataFrame | NumericTable, source: str, target: str, features: Sequence[str] | None
 ) -> tuple[FloatArray, FloatArray, list[str]]:
     """Return X (n, d), y (n,) as float64 and the feature names, or raise naming the problem."""
     names = [str(column) for column in frame.columns]
-    frame = frame.set_axis(names, axis=1)
+    if not isinstance(frame, NumericTable):
+        frame = frame.set_axis(names, axis=1)
     if target not in names:
         raise GdlabError(
             f"{source}: target column {target!r} not found; the columns are: {listed(names)}. "
@@ -39,12 +41,14 @@ def select(
 
 
 def feature_matrix(
-    frame: pd.DataFrame, source: str, features: Sequence[str], *, hint: str
+    frame: pd.DataFrame | NumericTable, source: str, features: Sequence[str], *, hint: str
 ) -> FloatArray:
     """The named columns as an (n, d) float64 matrix; a missing column is named with `hint`."""
     missing = [name for name in features if name not in frame.columns]
     if missing:
         raise GdlabError(f"{source}: feature column {missing[0]!r} not found; {hint}.")
+    if isinstance(frame, NumericTable):  # every cell is a finite number already
+        return frame.matrix(list(features))
     import pandas as pd
 
     if frame.columns.is_unique:  # every feature is there (checked above): one position each
@@ -58,8 +62,10 @@ def feature_matrix(
     return np.column_stack([numeric_column(frame, name, source) for name in features])
 
 
-def numeric_column(frame: pd.DataFrame, name: str, source: str) -> FloatArray:
+def numeric_column(frame: pd.DataFrame | NumericTable, name: str, source: str) -> FloatArray:
     """One column as finite float64 values; the first bad cell is quoted with its row."""
+    if isinstance(frame, NumericTable):
+        return frame.column(name)
     import pandas as pd
 
     column = frame[name]

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from gdlab import compile_guards
 from gdlab.config import FitOptions
 from gdlab.optim.gd import GradientDescent
 
@@ -30,6 +31,7 @@ OPTIMIZERS: dict[str, Factory] = {
 def make_optimizer(
     name: str, params: Iterable[torch.Tensor], *, lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
+    compile_guards.apply()  # the command line: no torch._dynamo import (see compile_guards)
     return OPTIMIZERS[name](params, lr, momentum, weight_decay)
 
 
