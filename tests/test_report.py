@@ -164,3 +164,25 @@ def test_a_million_row_report_is_small_and_draws_in_chromium(
     assert errors == []
     title = page.evaluate("document.getElementById('line').layout.title.text")
     assert "5000 of 1000000 rows drawn" in str(title)
+
+
+def test_every_chart_has_a_title_and_labelled_axes_and_the_summary_reads_plainly(
+    run_with_report: Path, browser: Any
+) -> None:
+    page = browser.new_page()
+    page.goto((run_with_report / "report.html").as_uri())
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 5")
+    for name in ("loss", "gradients", "params", "surface", "line"):
+        layout = page.evaluate(f"document.getElementById('{name}').layout")
+        texts = [layout["title"]["text"], layout["xaxis"]["title"]["text"],
+                 layout["yaxis"]["title"]["text"]]  # fmt: skip
+        assert all(text and text.strip() for text in texts), (name, texts)
+        assert layout["legend"]["orientation"] == "h"  # below the plot, never on a colorbar
+    assert "squared error" in page.evaluate(
+        "document.getElementById('loss').layout.yaxis.title.text"
+    )
+    summary = page.text_content("table")
+    assert summary is not None and "coef[x]" not in summary
+    for python in ("{'", "True", "False", "None"):
+        assert python not in page.text_content("body"), python
+    assert "x = " in summary  # the coefficients as name = value

@@ -22,33 +22,40 @@ SCRIPT = """
 const D = JSON.parse(document.getElementById('gdlab-data').textContent);
 const n = D.epoch.length;
 const config = {responsive: true, displaylogo: false};
+// plotly.js reads titles as {text: ...}; a bare string is ignored by the embedded version.
+const T = (text) => ({text: text});
+const axis = (text, more) => Object.assign({title: T(text), automargin: true}, more || {});
+const below = {orientation: 'h', x: 0, y: -0.25, yanchor: 'top'};  // never over a colorbar
 const vline = (x) => ({type: 'line', x0: x, x1: x, yref: 'paper', y0: 0, y1: 1,
                         line: {color: '#888', dash: 'dot'}});
-const loss = [{x: D.epoch, y: D.train_loss, name: 'train', mode: 'lines'}];
+const loss = [{x: D.epoch, y: D.train_loss, name: 'training', mode: 'lines'}];
 if (D.val_loss.some((v) => v !== null)) {
   loss.push({x: D.epoch, y: D.val_loss, name: 'validation', mode: 'lines'});
 }
-Plotly.newPlot('loss', loss, {title: 'Loss', xaxis: {title: 'epoch'},
-  yaxis: {title: 'loss', type: 'log'}, shapes: [vline(D.epoch[n - 1])]}, config);
+Plotly.newPlot('loss', loss, {title: T('Loss by epoch'), xaxis: axis('epoch'),
+  yaxis: axis(D.units.loss, {type: 'log'}), legend: below, shapes: [vline(D.epoch[n - 1])]},
+  config);
 Plotly.newPlot('gradients', Object.entries(D.grad_norms).map(([name, values]) =>
-  ({x: D.epoch, y: values, name: name, mode: 'lines'})), {title: 'Gradient norm by layer',
-  xaxis: {title: 'epoch'}, yaxis: {title: 'norm', type: 'log'}}, config);
+  ({x: D.epoch, y: values, name: name, mode: 'lines'})),
+  {title: T('Gradient norm by layer'), xaxis: axis('epoch'),
+   yaxis: axis(D.units.gradient, {type: 'log'}), legend: below}, config);
 if (Object.keys(D.params).length) {
   Plotly.newPlot('params', Object.entries(D.params).map(([name, values]) =>
-    ({x: D.epoch, y: values, name: name, mode: 'lines'})), {title: 'Parameters',
-    xaxis: {title: 'epoch'}}, config);
+    ({x: D.epoch, y: values, name: name, mode: 'lines'})), {title: T('Parameters by epoch'),
+    xaxis: axis('epoch'), yaxis: axis(D.units.params), legend: below}, config);
 }
 if (D.surface) {
   const s = D.surface;
   Plotly.newPlot('surface', [
     {type: 'contour', x: s.a, y: s.b, z: s.loss, colorscale: 'Viridis', name: 'loss',
-     contours: {coloring: 'lines'}, line: {width: 1}},
+     contours: {coloring: 'lines'}, line: {width: 1},
+     colorbar: {title: T(D.units.loss), tickformat: '.3g'}},
     {x: s.path_a, y: s.path_b, mode: 'lines+markers', name: 'path',
      marker: {size: 3, color: 'red'}, line: {color: 'red'}},
     {x: [s.path_a[n - 1]], y: [s.path_b[n - 1]], mode: 'markers', name: 'epoch',
      marker: {size: 12, color: 'black'}}],
-    {title: 'Loss surface and path', xaxis: {title: s.names[0]}, yaxis: {title: s.names[1]}},
-    config);
+    {title: T('Loss surface and the path of descent'), xaxis: axis(s.names[0]),
+     yaxis: axis(s.names[1]), legend: below}, config);
 }
 if (D.line) {
   const l = D.line;
@@ -58,8 +65,8 @@ if (D.line) {
     {x: l.x, y: l.y, mode: 'markers', name: 'data', marker: {color: '#555'}},
     {x: ends, y: ends.map((v) => l.w[n - 1] * v + l.b[n - 1]), mode: 'lines', name: 'fit',
      line: {color: 'red'}}],
-    {title: {text: 'Fitted line' + drawn}, xaxis: {title: {text: l.feature}},
-     yaxis: {title: {text: l.target}}}, config);
+    {title: T('Fitted line' + drawn), xaxis: axis(l.feature), yaxis: axis(l.target),
+     legend: below}, config);
 }
 function show(i) {
   document.getElementById('epoch-label').textContent = 'epoch ' + D.epoch[i] +
@@ -82,7 +89,7 @@ show(n - 1);
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1100px; }
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 0.5rem; }
-.plot { height: 380px; }
+.plot { height: 420px; }
 table { border-collapse: collapse; font-size: 0.9rem; }
 td, th { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: left; }
 .warning { color: #a15c00; }
@@ -119,6 +126,7 @@ def report_data(
         "params": history.params,
         "surface": None,
         "line": line,
+        "units": units(result),
     }
     if surface is not None:
         data["surface"] = {
@@ -131,6 +139,42 @@ def report_data(
         }
     cleaned: dict[str, Any] = _clean(data)
     return cleaned
+
+
+LOSS_NAMES = {
+    "mse": "mean squared error (target units²)",
+    "mae": "mean absolute error (target units)",
+    "huber": "Huber loss (target units)",
+    "bce": "log loss (nats per row)",
+    "cross-entropy": "cross-entropy (nats per row)",
+}
+
+
+def units(result: FitResult) -> dict[str, str]:
+    """The axis titles: what the loss measures, in what units; gradients and parameters."""
+    name = LOSS_NAMES.get(result.options.resolved_loss, "loss")
+    scaled = result.options.standardize and not result.options.is_classifier
+    return {
+        "loss": name,
+        "gradient": "‖∂L/∂θ‖" + (" (standardized units)" if scaled else ""),
+        "params": "value" + (" (original units)" if result.coef_ is not None else ""),
+    }
+
+
+def readable(value: Any) -> str:
+    """A summary value as a person reads it: numbers to 6 digits, mappings as name = value,
+    yes/no for flags, a dash for nothing (never a Python repr)."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} = {readable(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(readable(v) for v in value)
+    return str(value)
 
 
 def embedded_json(data: Any) -> str:
@@ -154,14 +198,14 @@ def render(
     payload = embedded_json(data)
     options = summary.get("options", {})
     rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(readable(v))}</td></tr>"
         for k, v in options.items()
     )
     facts = {key: summary.get(key) for key in ("status", "epochs", "loss", "val_loss", "data",
                                                "target", "features", "message")}  # fmt: skip
     facts |= {key: summary[key] for key in ("coef", "intercept") if key in summary}
     fact_rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(readable(v))}</td></tr>"
         for k, v in facts.items()
         if v not in (None, "", [])
     )
