@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,14 @@ import pytest
 from sklearn.linear_model import LinearRegression
 
 from gdlab.history import History
-from gdlab.plot.training import VANISHING, gradient_norms, loss_curve, surface_figure
+from gdlab.plot.training import (
+    VANISHING,
+    colorbar_ticks,
+    contour_levels,
+    gradient_norms,
+    loss_curve,
+    surface_figure,
+)
 from gdlab.runs import load_run
 from gdlab.tools.surface import default_pair, loss_surface
 from tests.conftest import CliRun
@@ -55,6 +63,35 @@ def test_the_surface_is_the_loss_and_its_minimum_is_the_closed_form(linear_run: 
     coef = [surface.a[3], result.history.params["coef[x2]"][-1]]
     by_hand = np.mean((X @ coef + surface.b[7] - y) ** 2)
     assert surface.loss[7, 3] == pytest.approx(by_hand, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("noisy-plane", ["--batch-size", "20", "--epochs", "15"]),  # mini-batch: a short path
+     ("binary-blobs", ["--epochs", "40"])],  # logistic: the loss row by row
+)  # fmt: skip
+def test_the_grid_covers_the_whole_path_and_its_final_point_is_the_reported_loss(
+    gdlab: Callable[..., CliRun], tmp_path: Path, name: str, options: list[str]
+) -> None:
+    out = tmp_path / "run"
+    assert gdlab("fit", name, "--lr", "0.05", "--dtype", "float64", *options,
+                 "--out", str(out)).code == 0  # fmt: skip
+    result, problem = problem_for(out)
+    pair = default_pair(result)
+    surface = loss_surface(problem, result, pair)
+    start = problem.initial_parameters()
+    for axis, key in ((surface.a, pair[0]), (surface.b, pair[1])):
+        path = [start[key], *result.history.params[key]]
+        assert axis[0] < min(path) and max(path) < axis[-1]  # with a margin on both sides
+    assert surface.rows == surface.of_rows == len(problem.train_rows)  # every training row
+    reported = json.loads((out / "summary.json").read_text())["loss"]  # what fit printed
+    assert surface.final_loss == pytest.approx(reported, rel=1e-9)
+
+
+def test_colorbar_ticks_never_read_alike() -> None:
+    levels = contour_levels(np.array([[1.0, 1.0 + 1e-5], [1.5, 130.0]]))
+    _, labels = colorbar_ticks(levels)
+    assert len(set(labels)) == len(labels) >= 5
 
 
 def test_the_path_drawn_is_the_history(linear_run: Path) -> None:

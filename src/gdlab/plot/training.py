@@ -103,6 +103,38 @@ def contour_levels(loss: Any) -> Any:
     return np.geomspace(max(top * 1e-6, 1e-300), top, 25) + loss.min()
 
 
+def colorbar_ticks(levels: Any, count: int = 7) -> tuple[list[float], list[str]]:
+    """About `count` of the levels as colorbar ticks, each written with as many significant
+    digits as it takes for no two to read alike (geometric levels crowd near the minimum,
+    where 3 digits print 1.00 four times)."""
+    chosen = [float(v) for v in levels[:: max(1, len(levels) // count)]]
+    for digits in range(3, 17):
+        labels = [f"{v:.{digits}g}" for v in chosen]
+        if len(set(labels)) == len(labels):
+            break
+    return chosen, labels
+
+
+def _contours(figure: Figure, axes: Any, surface: Surface, cmap: str, bar: bool) -> None:
+    """The surface's contours (geometric levels: the valley stays visible), its lowest grid
+    point, and what rows it was evaluated on."""
+    levels = contour_levels(surface.loss)
+    if levels is None:  # a flat surface (e.g. dead ReLU units): nothing to draw but the path
+        axes.text(0.5, 0.5, "the loss is flat over this grid", transform=axes.transAxes,
+                  ha="center", color="grey")  # fmt: skip
+        return
+    contours = axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap=cmap)
+    if bar:
+        ticks, labels = colorbar_ticks(levels)
+        colorbar = figure.colorbar(contours, ax=axes, label="training loss", ticks=ticks)
+        colorbar.ax.set_yticklabels(labels)
+    axes.plot(*surface.lowest, "x", color="tab:blue", markersize=9, mew=2,
+              label="lowest on this plane")  # fmt: skip
+    if surface.sampled:
+        axes.annotate(f"loss on {surface.sampled}", (0.01, 0.01), xycoords="axes fraction",
+                      fontsize=7, color="grey")  # fmt: skip
+
+
 def surface_figure(
     surface: Surface, history: History, start: dict[str, float] | None = None
 ) -> Figure:
@@ -110,15 +142,11 @@ def surface_figure(
 
     figure = _figure(7.0, 5.0)
     axes = figure.axes[0]
-    levels = contour_levels(surface.loss)
-    if levels is None:  # a flat surface (e.g. dead ReLU units): nothing to draw but the path
-        axes.text(0.5, 0.5, "the loss is flat over this grid", transform=axes.transAxes,
-                  ha="center", color="grey")  # fmt: skip
-    else:
-        contours = axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap="viridis")
-        figure.colorbar(contours, ax=axes, label="loss")
+    _contours(figure, axes, surface, "viridis", bar=True)
     a, b = (([start[name]] if start else []) + history.params[name] for name in surface.names)
     axes.plot(a, b, "r.-", markersize=3, linewidth=1, label="path")
+    if start:
+        axes.plot(a[:1], b[:1], "ko", markersize=6, label="start")
     axes.plot(a[-1:], b[-1:], "k*", markersize=12, label="final")
     axes.set(xlabel=surface.names[0], ylabel=surface.names[1],
              title="Loss on the run's data, other parameters at their final values")  # fmt: skip
@@ -134,9 +162,7 @@ def compare_figure(
 
     figure = _figure(12.0, 5.0, columns=2, sharey=False)
     contour_axes, loss_axes = figure.axes
-    levels = contour_levels(surface.loss)
-    if levels is not None:  # a flat surface has no contours, only the paths
-        contour_axes.contour(surface.a, surface.b, surface.loss, levels=levels, cmap="Greys")
+    _contours(figure, contour_axes, surface, "Greys", bar=False)
     first = [[start[name]] if start else [] for name in surface.names]
     for label, history in runs.items():
         a, b = (first[k] + history.params[name] for k, name in enumerate(surface.names))

@@ -1,10 +1,12 @@
 """The loss over a plane of two parameters, on a run's own data, the others held at their final
 values: the surface the run's path crossed.
 
+The grid covers the whole path, from the initial point to the last epoch, with a margin.
 Linear models (linear, poly, logistic, softmax) are evaluated in the data's units with the
-coefficients the history records, so the surface and the path share coordinates and the
-surface's values are the history's losses. Models recorded by raw parameters (small MLPs) are
-evaluated through the model itself on the training rows.
+coefficients the history records, on every training row (in blocks; an evenly spaced sample of
+LINEAR_ROWS above that, stated), so the surface and the path share coordinates and the value
+at the final point is the run's reported training loss. Models recorded by raw parameters
+(small MLPs) are evaluated through the model itself on up to MODULE_ROWS rows.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from gdlab.errors import GdlabError
 from gdlab.problem import Problem
 from gdlab.result import FitResult
 
-MAX_ROWS = 20_000  # rows used for the surface; more only sharpen a picture
+LINEAR_ROWS = 200_000  # rows a linear model's surface is evaluated on (all, up to this)
+MODULE_ROWS = 20_000  # rows a network's surface is evaluated on: 3,600 forward passes
+BLOCK_CELLS = 1 << 22  # grid points x rows evaluated at once (bounded memory)
+MARGIN = 0.15  # of the path's extent, on each side
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,22 @@ class Surface:
     a: FloatArray  # grid values of the first parameter (columns)
     b: FloatArray  # grid values of the second (rows)
     loss: FloatArray  # (len(b), len(a))
+    rows: int = 0  # training rows the loss was evaluated on ...
+    of_rows: int = 0  # ... of this many
+    final_loss: float = float("nan")  # the loss at the final point, by the same evaluation
+
+    @property
+    def lowest(self) -> tuple[float, float]:
+        """The grid point of least loss."""
+        j, i = np.unravel_index(int(np.nanargmin(self.loss)), self.loss.shape)
+        return float(self.a[i]), float(self.b[j])
+
+    @property
+    def sampled(self) -> str:
+        """'' on every training row, else how many were used."""
+        if self.rows >= self.of_rows:
+            return ""
+        return f"{self.rows:,} of {self.of_rows:,} training rows (evenly spaced)"
 
 
 def default_pair(result: FitResult) -> tuple[str, str]:
@@ -61,19 +82,24 @@ def loss_surface(
 ) -> Surface:
     history = result.history
     check_pair(result, pair)
-    axes = [_axis(history.params[name], points) for name in pair]
+    start = problem.initial_parameters()
+    axes = [_axis([start.get(name, values[0]), *values], points)
+            for name, values in ((name, history.params[name]) for name in pair)]  # fmt: skip
     final = {name: values[-1] for name, values in history.params.items()}
-    rows = problem.train_rows[:MAX_ROWS]
-    if any(name.startswith(("coef[", "intercept")) for name in final):
-        loss = _linear_surface(problem, result, final, pair, axes, rows)
-    else:
-        loss = _module_surface(problem, result, final, pair, axes, rows)
-    return Surface(pair, axes[0], axes[1], loss)
+    linear = any(name.startswith(("coef[", "intercept")) for name in final)
+    everyone = problem.train_rows
+    limit = LINEAR_ROWS if linear else MODULE_ROWS
+    rows = everyone if len(everyone) <= limit else everyone[:: -(-len(everyone) // limit)]
+    evaluate = _linear_surface if linear else _module_surface
+    loss = evaluate(problem, result, final, pair, axes, rows)
+    at_final = [np.array([final[name]]) for name in pair]
+    final_loss = float(evaluate(problem, result, final, pair, at_final, rows)[0, 0])
+    return Surface(pair, axes[0], axes[1], loss, len(rows), len(everyone), final_loss)
 
 
 def _axis(values: list[float], points: int) -> FloatArray:
     low, high = min(values), max(values)
-    pad = max(high - low, 1e-3 * max(1.0, abs(high))) * 0.5
+    pad = max((high - low) * MARGIN, 1e-3 * max(1.0, abs(high)))
     return np.linspace(low - pad, high + pad, points)
 
 
@@ -86,7 +112,6 @@ def _linear_surface(
     rows: np.ndarray,
 ) -> FloatArray:
     """Loss of logits Z coef + intercept in original units; two entries vary on the grid."""
-    Z, _ = problem.source.take(rows)
     names = result.expanded_names
     outputs = int(next(iter(result.model.parameters())).shape[0])
     labels = [str(c) for c in result.classes_ or []] if outputs > 1 else []
@@ -110,27 +135,61 @@ def _linear_surface(
             intercept[output] = value
         else:
             coef[output, column] = value
-    base = Z @ coef.T + intercept  # (n, outputs)
     (oa, ca), (ob, cb) = locate(pair[0]), locate(pair[1])
     da = axes[0] - final[pair[0]]
     db = axes[1] - final[pair[1]]
-    col_a = np.ones(len(Z)) if ca is None else Z[:, ca]
-    col_b = np.ones(len(Z)) if cb is None else Z[:, cb]
-    logits = np.repeat(base[None, None], len(db), 0).repeat(len(da), 1)  # (b, a, n, outputs)
-    logits[..., oa] += da[None, :, None] * col_a[None, None, :]
-    logits[..., ob] += db[:, None, None] * col_b[None, None, :]
-    target = problem.y[rows]
-    loss = result.options.resolved_loss
+    if result.options.resolved_loss == "mse":
+        return _quadratic_surface(problem, rows, coef[0], intercept[0], (ca, cb), (da, db))
+    total = np.zeros((len(db), len(da)))
+    block = max(1, BLOCK_CELLS // (len(da) * len(db) * outputs))
+    for begin in range(0, len(rows), block):  # in blocks of rows: bounded memory on any data
+        part = rows[begin : begin + block]
+        Z, target = problem.source.take(part)
+        base = Z @ coef.T + intercept  # (n, outputs)
+        col_a = np.ones(len(Z)) if ca is None else Z[:, ca]
+        col_b = np.ones(len(Z)) if cb is None else Z[:, cb]
+        logits = np.repeat(base[None, None], len(db), 0).repeat(len(da), 1)  # (b, a, n, out)
+        logits[..., oa] += da[None, :, None] * col_a[None, None, :]
+        logits[..., ob] += db[:, None, None] * col_b[None, None, :]
+        total += _row_losses(logits, target, result.options.resolved_loss).sum(-1)
+    return total / len(rows)
+
+
+def _quadratic_surface(
+    problem: Problem,
+    rows: np.ndarray,
+    coef: FloatArray,
+    intercept: float,
+    columns: tuple[int | None, int | None],
+    steps: tuple[FloatArray, FloatArray],
+) -> FloatArray:
+    """The mean squared error over the plane from six sums over the rows (it is quadratic in
+    the two entries): mean((r + a·u + b·v)²) with r the residual at the final point and u, v
+    the two entries' columns (ones for an intercept). One pass in blocks, O(n), any grid."""
+    sums = np.zeros(6)  # r², r·u, r·v, u², v², u·v
+    for begin in range(0, len(rows), 1 << 16):
+        Z, target = problem.source.take(rows[begin : begin + (1 << 16)])
+        r = Z @ coef + intercept - target
+        u, v = (np.ones(len(Z)) if c is None else Z[:, c] for c in columns)
+        sums += [r @ r, r @ u, r @ v, u @ u, v @ v, u @ v]
+    m = sums / len(rows)
+    a, b = steps[0][None, :], steps[1][:, None]
+    return np.asarray(m[0] + 2 * a * m[1] + 2 * b * m[2] + a * a * m[3] + b * b * m[4]
+                      + 2 * a * b * m[5])  # fmt: skip
+
+
+def _row_losses(logits: FloatArray, target: FloatArray, loss: str) -> FloatArray:
+    """Each row's loss at each grid point: (b, a, n)."""
     if loss == "mse":
-        return np.asarray(((logits[..., 0] - target) ** 2).mean(-1))
+        return np.asarray((logits[..., 0] - target) ** 2)
     if loss == "mae":
-        return np.asarray(np.abs(logits[..., 0] - target).mean(-1))
+        return np.asarray(np.abs(logits[..., 0] - target))
     if loss == "bce":
         z = logits[..., 0]
-        return np.asarray((np.logaddexp(0, z) - target * z).mean(-1))
+        return np.asarray(np.logaddexp(0, z) - target * z)
     if loss == "cross-entropy":
         picked = np.take_along_axis(logits, target.astype(int)[None, None, :, None], -1)[..., 0]
-        return np.asarray((np.logaddexp.reduce(logits, axis=-1) - picked).mean(-1))
+        return np.asarray(np.logaddexp.reduce(logits, axis=-1) - picked)
     raise GdlabError(
         f"a loss surface for loss {loss} is not drawn; use mse, mae, bce or cross-entropy."
     )
