@@ -172,6 +172,30 @@ def test_compare_figure_paths_are_the_histories_after_the_start() -> None:
     np.testing.assert_array_equal(losses["batch 8"].get_ydata(), runs["batch 8"].history.train_loss)
 
 
+@pytest.mark.parametrize("batch", [None, 1, 8])
+def test_every_update_is_handed_to_on_step_and_drawn_by_compare(batch: int | None) -> None:
+    """A mini-batch run's path is its updates, not its epochs: 200 rows in batches of 8 make
+    25 updates an epoch; each epoch's last update is the point its history records."""
+    import gdlab
+    from gdlab.config import make_options
+    from gdlab.plot.training import compare_figure
+    from gdlab.problem import Problem
+
+    X, y = load("noisy-plane")
+    taken: list[dict[str, float]] = []
+    result = gdlab.fit(X, y, lr=0.02, epochs=6, batch_size=batch, stop=lambda: False,
+                       on_step=taken.append)  # fmt: skip
+    per_epoch = 1 if batch is None else -(-len(X) // batch)
+    assert len(taken) == 6 * per_epoch
+    for name, values in result.history.params.items():
+        assert [step[name] for step in taken[per_epoch - 1 :: per_epoch]] == values
+    problem = Problem(make_options(lr=0.02), X, y, ["x1", "x2"], None)
+    surface = loss_surface(problem, result, ("coef[x1]", "intercept"))
+    figure = compare_figure(surface, {"run": result.history}, None, {"run": taken})
+    line = next(line for line in figure.axes[0].lines if line.get_label() == "run")
+    assert list(line.get_xdata()) == [step["coef[x1]"] for step in taken]
+
+
 def test_parameter_and_weight_bias_figures_draw_the_history(linear_run: Path) -> None:
     from gdlab.plot.training import parameter_curves, weight_bias_vs_loss
 

@@ -57,6 +57,7 @@ def fit(
     loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     feature_names: list[str] | None = None,
     on_epoch: Callable[[History], None] | None = None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
     resume: FitResult | None = None,
     classes: list[int] | None = None,
     stop: Callable[[], bool] | None = None,
@@ -74,7 +75,8 @@ def fit(
     `classes` lists every class label when y may lack some (training on batches of rows).
     `stop` is polled after every step; by default Ctrl-C and SIGTERM stop the run cleanly with
     status "interrupted". `checkpoint` receives a resumable result every `checkpoint_every`
-    epochs.
+    epochs. `on_step` receives the recorded parameters (as in `history.params`: models of at
+    most 20 parameters) after every update: a mini-batch run's path, step by step.
 
     Example:
         >>> result = fit([[1.0], [2.0], [3.0], [4.0]], [2.0, 4.0, 6.0, 8.0], lr=0.1, epochs=500)
@@ -101,10 +103,17 @@ def fit(
         classes=classes,
     )
     if stop is not None:
-        return training.run(custom_loss, on_epoch, stop, checkpoint, checkpoint_every)
+        return training.run(
+            custom_loss, on_epoch, stop, checkpoint, checkpoint_every, on_step=on_step
+        )
     with Interrupts() as interrupts:
         return training.run(
-            custom_loss, on_epoch, interrupts.requested, checkpoint, checkpoint_every
+            custom_loss,
+            on_epoch,
+            interrupts.requested,
+            checkpoint,
+            checkpoint_every,
+            on_step=on_step,
         )
 
 
@@ -126,6 +135,16 @@ def _separates(net: nn.Module, split: Split) -> bool:
     return True
 
 
+def _each_step(
+    on_step: Callable[[dict[str, float]], None] | None,
+    record: Callable[[], dict[str, float]] | None,
+) -> Callable[[], None] | None:
+    """The loop's per-step hook: the recorded parameters handed to `on_step`."""
+    if on_step is None or record is None:
+        return None
+    return lambda: on_step(record())
+
+
 class Training(Problem):
     """A prepared problem and the run that trains on it."""
 
@@ -136,6 +155,8 @@ class Training(Problem):
         stop: Callable[[], bool],
         checkpoint: Callable[[FitResult], object] | None = None,
         checkpoint_every: int = 0,
+        *,
+        on_step: Callable[[dict[str, float]], None] | None = None,
     ) -> FitResult:
         if isinstance(self.opts.lr, str):
             self._choose_rate()
@@ -154,13 +175,17 @@ class Training(Problem):
             if checkpoint is not None:
                 checkpoint(result(path, Verdict("running"), state, history, ""))
 
-        outcome = None
+        record, outcome = recorder(self, net), None
         if exact is not None and shortcut.applies(self, state, history):
             outcome = shortcut.closed_form_outcome(self, exact, scale, net)
         if outcome is not None:
             path = CLOSED_FORM
             if on_epoch is not None:  # the progress bar and log lines see every recorded row
                 outcome.history = outcome.history.replay(on_epoch)
+            if on_step is not None:  # full batch: one update per recorded epoch
+                params = outcome.history.params
+                for k in range(len(outcome.history) if params else 0):
+                    on_step({name: values[k] for name, values in params.items()})
         else:
             outcome = Loop(
                 net,
@@ -173,8 +198,9 @@ class Training(Problem):
                 generator=generator,
                 l1=opts.l1,
                 loss_scale=scale,
-                record=recorder(self, net),
+                record=record,
                 on_epoch=on_epoch,
+                on_step=_each_step(on_step, record),
                 state=state,
                 history=history,
                 stop=stop,

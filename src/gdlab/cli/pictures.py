@@ -202,14 +202,18 @@ def compare(
     from gdlab.problem import Problem
     from gdlab.training import fit
 
-    results = {}
+    results: dict[str, FitResult] = {}
+    steps: dict[str, list[dict[str, float]]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GdlabWarning)
         for name in names:
             for size in sizes:
                 label = f"{name}, {'batch' if size is None else f'batch size {size}'}"
                 chosen = options.to_dict() | {"optimizer": name, "batch_size": size}
-                results[label] = fit(X, y, feature_names=columns, stop=lambda: False, **chosen)
+                taken: list[dict[str, float]] = []  # every update: the zigzag of small batches
+                steps[label] = taken
+                results[label] = fit(X, y, feature_names=columns, stop=lambda: False,
+                                     on_step=taken.append, **chosen)  # fmt: skip
         first = next(iter(results.values()))
         matrix = as_matrix(X)[0]
         problem = Problem(first.options, matrix, as_vector(y, len(matrix)), columns, None)
@@ -219,18 +223,25 @@ def compare(
 
     pair = default_pair(first) if params is None else parse_pair(params)
     check_pair(first, pair)
-    surface = loss_surface(problem, first, pair)
-    _write_comparison(out or claim_default_out_dir(), results, surface, problem, animate)
+    covered = {name: [p[name] for taken in steps.values() for p in taken] for name in pair}
+    surface = loss_surface(problem, first, pair, covering=covered)
+    _write_comparison(out or claim_default_out_dir(), results, steps, surface, problem, animate)
 
 
 def _write_comparison(
-    out: Path, results: dict[str, FitResult], surface: Surface, problem: Problem, animate: bool
+    out: Path,
+    results: dict[str, FitResult],
+    steps: dict[str, list[dict[str, float]]],
+    surface: Surface,
+    problem: Problem,
+    animate: bool,
 ) -> None:
     """compare.png (and .gif), compare.csv, and a line per run on the terminal."""
     from gdlab.plot.training import compare_figure, save
 
     histories = {label: r.history for label, r in results.items()}
-    save(compare_figure(surface, histories, problem.initial_parameters()), out / "compare.png")
+    start = problem.initial_parameters()
+    save(compare_figure(surface, histories, start, steps), out / "compare.png")
     rows = ["run,epochs,final_loss,status"] + [
         f'"{label}",{len(r.history)},{r.history.train_loss[-1]!r},{r.status}'
         for label, r in results.items()
@@ -244,6 +255,6 @@ def _write_comparison(
     if animate:
         from gdlab.plot.animate import save_gif, surface_animation
 
-        save_gif(surface_animation(surface, histories)[0], out / "compare.gif")
+        save_gif(surface_animation(surface, histories, start, steps)[0], out / "compare.gif")
     gif = f", {out / 'compare.gif'}" if animate else ""
     click.echo(f"wrote {out / 'compare.png'}, {out / 'compare.csv'}{gif}")

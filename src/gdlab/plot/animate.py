@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 FRAMES = 40
 FPS = 10
-DPI = 60
+DPI = 100  # 1200 x 500 pixels for compare: the legend and ticks stay readable
 
 
 def frame_indices(length: int, frames: int = FRAMES) -> list[int]:
@@ -75,16 +75,21 @@ def descent_animation(
 
 
 def surface_animation(
-    surface: Surface, histories: dict[str, History]
+    surface: Surface,
+    histories: dict[str, History],
+    start: dict[str, float] | None = None,
+    steps: dict[str, list[dict[str, float]]] | None = None,
 ) -> tuple[FuncAnimation, list[int]]:
     """Each run's current point moving along its path on the loss contours."""
     from gdlab.plot.training import compare_figure
 
-    figure = compare_figure(surface, histories)
+    figure = compare_figure(surface, histories, start, steps)
     axes = figure.axes[0]
     length = max(len(h) for h in histories.values())
     indices = frame_indices(length)
-    markers = [axes.plot([], [], "o", markersize=9, markeredgecolor="k")[0] for _ in histories]
+    colours = {line.get_label(): line.get_color() for line in axes.lines}
+    markers = [axes.plot([], [], "o", markersize=9, markeredgecolor="k",
+                         color=colours.get(label))[0] for label in histories]  # fmt: skip
 
     def update(frame: int) -> list[Any]:
         epoch = indices[frame]

@@ -156,21 +156,30 @@ def surface_figure(
 
 
 def compare_figure(
-    surface: Surface, runs: dict[str, History], start: dict[str, float] | None = None
+    surface: Surface,
+    runs: dict[str, History],
+    start: dict[str, float] | None = None,
+    steps: dict[str, list[dict[str, float]]] | None = None,
 ) -> Figure:
-    """Several runs from the same start: paths on one contour, loss curves on one axis."""
+    """Several runs from the same start: paths on one contour (every update when `steps` has
+    them, so a mini-batch run's zigzag shows; else every epoch), loss curves on one axis."""
 
     figure = _figure(12.0, 5.0, columns=2, sharey=False)
     contour_axes, loss_axes = figure.axes
-    _contours(figure, contour_axes, surface, "Greys", bar=False)
+    _contours(figure, contour_axes, surface, "viridis", bar=False)
     first = [[start[name]] if start else [] for name in surface.names]
     for label, history in runs.items():
-        a, b = (first[k] + history.params[name] for k, name in enumerate(surface.names))
-        line = contour_axes.plot(a, b, ".-", markersize=2, linewidth=1, label=label)[0]
+        taken = (steps or {}).get(label)
+        a, b = (
+            first[k] + ([p[name] for p in taken] if taken else history.params[name])
+            for k, name in enumerate(surface.names)
+        )
+        line = contour_axes.plot(a, b, "-", linewidth=1, alpha=0.9, label=label)[0]
         loss_axes.plot(history.epoch, history.train_loss, color=line.get_color(), label=label)
     if start:
         contour_axes.plot(*(start[name] for name in surface.names), "ko", label="start")
-    contour_axes.set(xlabel=surface.names[0], ylabel=surface.names[1], title="Paths")
-    loss_axes.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Loss")
+    contour_axes.set(xlabel=surface.names[0], ylabel=surface.names[1],
+                     title="Paths, every update")  # fmt: skip
+    loss_axes.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Loss by epoch")
     contour_axes.legend(fontsize=8)
     return figure

@@ -78,13 +78,22 @@ def check_pair(result: FitResult, pair: tuple[str, str]) -> None:
 
 
 def loss_surface(
-    problem: Problem, result: FitResult, pair: tuple[str, str], *, points: int = 60
+    problem: Problem,
+    result: FitResult,
+    pair: tuple[str, str],
+    *,
+    points: int = 60,
+    covering: dict[str, list[float]] | None = None,
 ) -> Surface:
+    """The loss over a grid spanning the start, the run's path and any `covering` values (the
+    updates of several runs that `gdlab compare` draws)."""
     history = result.history
     check_pair(result, pair)
     start = problem.initial_parameters()
-    axes = [_axis([start.get(name, values[0]), *values], points)
-            for name, values in ((name, history.params[name]) for name in pair)]  # fmt: skip
+    extra = covering or {}
+    spans = {name: [start.get(name, history.params[name][0]), *history.params[name],
+                    *extra.get(name, [])] for name in pair}  # fmt: skip
+    axes = [_axis(spans[name], points) for name in pair]
     final = {name: values[-1] for name, values in history.params.items()}
     linear = any(name.startswith(("coef[", "intercept")) for name in final)
     everyone = problem.train_rows

@@ -43,17 +43,17 @@ SEPARATION_EVERY = 100  # epochs between checks that a classifier separates its 
 
 
 class Loop:
-    """One run: `run()` trains the model in place from `state` (a fresh start by default)
-    until a stop test or `stop()`.
+    """One run: `run()` trains the model in place from `state` (a fresh start by default) until
+    a stop test or `stop()`.
 
     `stop` is polled after every optimisation step; `checkpoint` is called every
-    `checkpoint_every` epochs. On divergence the parameters are rolled back to the last finite
-    ones. `loss_scale` converts recorded losses to the target's units (training may run
-    standardized). With `exact` (full-batch least squares) the gradients come from sufficient
-    statistics instead of a pass over the rows; with `analytic` (linear and logistic models)
-    mini-batch gradients come from closed formulas instead of autograd (`train/sources.py`);
-    `reduction` is applied to the parameters' gradients before every step (identity in one
-    process).
+    `checkpoint_every` epochs, and `on_step` after every step. On divergence the parameters
+    are rolled back to the last finite ones. `loss_scale` converts recorded losses to the
+    target's units (training may run standardized). With `exact` (full-batch least squares)
+    the gradients come from sufficient statistics instead of a pass over the rows; with
+    `analytic` (linear and logistic models) mini-batch gradients come from closed formulas
+    instead of autograd (`train/sources.py`); `reduction` is applied to the parameters'
+    gradients before every step (identity in one process).
     """
 
     def __init__(
@@ -71,6 +71,7 @@ class Loop:
         loss_scale: float = 1.0,
         record: Callable[[], dict[str, float]] | None = None,
         on_epoch: Callable[[History], None] | None = None,
+        on_step: Callable[[], None] | None = None,
         state: LoopState | None = None,
         history: History | None = None,
         stop: Callable[[], bool] | None = None,
@@ -83,7 +84,8 @@ class Loop:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.schedule, self.data, self.stopping = schedule, data, stopping
         self.generator, self.l1, self.loss_scale, self.record = generator, l1, loss_scale, record
-        self.on_epoch, self.stop, self.checkpoint = on_epoch, stop, checkpoint
+        self.on_epoch, self.on_step = on_epoch, on_step
+        self.stop, self.checkpoint = stop, checkpoint
         self.exact, self.reduction = exact, reduction
         self.state = state = state or LoopState()
         self.history = history or History()
@@ -175,6 +177,8 @@ class Loop:
                 add_l1_gradient(self.model, self.l1)
             self.reduction(self.params)
             self.step()
+            if self.on_step is not None:
+                self.on_step()
             if not math.isfinite(value):
                 return self._diverged(epoch + 1, value, "not_finite")
             seen = n if rows is None else len(rows)
