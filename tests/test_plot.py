@@ -220,6 +220,15 @@ def test_rate_figures_draw_the_range_tests_sweeps_and_limits() -> None:
         np.testing.assert_array_equal(line.get_ydata(), test.smoothed)
     limits = [line.get_xdata()[0] for line in axes.lines if line.get_linestyle() == "--"]
     assert limits == [advice.max_stable_lr]
+    marks = {line.get_label(): line for line in axes.lines}
+    own = next(line for label, line in marks.items() if label.startswith("range test's"))
+    assert own.get_xdata()[0] == advice.range_suggestion  # the test's own rule, drawn
+    colours = [str(line.get_color()) for line in axes.lines]
+    assert len(set(colours)) == len(colours)  # no seed shares a colour with a mark
+    lowest = sorted(t.lrs[int(np.argmin(t.smoothed))] for t in advice.range_tests)[1]  # of 2
+    ratio = lowest / advice.max_stable_lr
+    note = " ".join(text.get_text() for text in axes.texts)
+    assert f"{ratio:.2g}x 2/λmax" in note and ("past the limit" in note) == (ratio > 1)
     runs, _ = sweep(X, y, lrs=[1e-3, 0.1, 2.0], optimizers=["gd"], epochs=30)
     titles = [a.get_title() for a in sweep_curves(runs).axes]
     assert titles == ["too small: gd lr=0.001", "just right: gd lr=0.1", "too large: gd lr=2"]

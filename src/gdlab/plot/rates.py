@@ -25,20 +25,58 @@ def mark_limits(axes: Axes, limits: dict[str, float], recommended: float | None)
         axes.axvline(recommended, color="tab:green", label=f"recommended {recommended:.3g}")
 
 
+SEED_COLOURS = ("#1f3b73", "#3f6fb5", "#86a9dc", "#b8cbe8")  # blues: apart from the marks
+
+
 def range_test_figure(advice: RateAdvice) -> Figure:
-    """Smoothed loss against the learning rate for each seed, with the predicted limits."""
-    figure = _figure(7.0, 4.5)
+    """Smoothed loss against the learning rate for each seed, with the predicted limits, the
+    range test's own suggestion and the recommendation, and a note on where the curves'
+    minimum lies against the stability limit."""
+    import numpy as np
+
+    figure = _figure(7.5, 5.0)
     axes = figure.axes[0]
+    lowest = []
     for k, test in enumerate(advice.range_tests):
-        axes.plot(test.lrs, test.smoothed, alpha=0.8, label=f"range test, seed {k + 1}")
+        colour = SEED_COLOURS[k % len(SEED_COLOURS)]
+        axes.plot(test.lrs, test.smoothed, color=colour, label=f"range test, seed {k + 1}")
+        smoothed = np.asarray(test.smoothed, dtype=float)
+        if np.isfinite(smoothed).any():
+            lowest.append(float(np.asarray(test.lrs)[int(np.nanargmin(smoothed))]))
     limits = {"2/λmax": advice.max_stable_lr}
     if kind_of(advice.optimizer).momentum:
         limits[f"2(1+{advice.momentum:g})/λmax"] = advice.max_stable_lr_momentum
     mark_limits(axes, limits, advice.recommended_lr)
+    suggestion = advice.range_suggestion
+    if suggestion is not None and math.isfinite(suggestion):
+        axes.axvline(suggestion, color="tab:orange", linestyle=":", linewidth=2,
+                     label=f"range test's suggestion {suggestion:.3g}")  # fmt: skip
     axes.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="smoothed loss",
              title=f"Learning-rate range test ({advice.optimizer})")  # fmt: skip
-    axes.legend(fontsize=8)
+    note = _where_the_minimum_lies(lowest, advice.max_stable_lr, advice.optimizer)
+    if note:
+        box = {"facecolor": "white", "alpha": 0.85, "edgecolor": "0.8"}
+        axes.text(0.02, 0.02, note, transform=axes.transAxes, fontsize=7.5, va="bottom", bbox=box)
+    axes.legend(fontsize=7.5, loc="upper left")
     return figure
+
+
+def _where_the_minimum_lies(lowest: list[float], limit: float, optimizer: str) -> str:
+    """Why the curves' lowest point is where it is, relative to the stability limit."""
+    if not lowest or not (math.isfinite(limit) and limit > 0) or not kind_of(optimizer).has_limit:
+        return ""
+    median = sorted(lowest)[len(lowest) // 2]
+    ratio = median / limit
+    if ratio > 1:
+        return (
+            f"The curves are lowest at about {median:.3g}, {ratio:.2g}x 2/λmax: the test raises\n"
+            f"the rate every step, and a rate above the limit takes a few steps to blow up,\n"
+            f"so the minimum lies past the limit. Train below it; the suggestion is a tenth."
+        )
+    return (
+        f"The curves are lowest at about {median:.3g}, {ratio:.2g}x 2/λmax: the loss stops\n"
+        f"falling before the stability limit (the curvature is not the only bound here)."
+    )
 
 
 def sweep_curves(runs: list[SweepRun]) -> Figure:
