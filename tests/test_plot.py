@@ -137,6 +137,14 @@ def test_gdlab_plot_writes_every_figure_for_linear_and_mlp_runs(
     assert (mlp / "surface.png").is_file()
     bad = gdlab("plot", str(mlp), "--params", "0.weight[0]")
     assert bad.code == 2 and "exactly two" in bad.err
+    wide = tmp_path / "wide"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert gdlab("fit", "noisy-plane", "--model", "mlp:8", "--epochs", "5", "--lr", "0.05",
+                     "--out", str(wide)).code == 0  # fmt: skip
+    told = gdlab("plot", str(wide))  # 33 parameters: no per-epoch values were recorded
+    assert told.code == 0 and "skipped params.png, weight_bias.png and surface.png" in told.out
+    assert "33 parameters" in told.out and not (wide / "surface.png").exists()
 
 
 def test_compare_draws_every_run_from_one_start(

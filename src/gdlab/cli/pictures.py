@@ -65,6 +65,15 @@ def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> 
         for name, figure in figures.items():
             training.save(figure, run_dir / name)
         written = [run_dir / name for name in figures]
+        if not history.params:
+            from gdlab.recording import MAX_RECORDED_PARAMETERS
+
+            count = sum(p.numel() for p in result.model.parameters())
+            click.echo(
+                f"skipped params.png, weight_bias.png and surface.png: the model has {count} "
+                f"parameters, and runs record each epoch's parameters only up to "
+                f"{MAX_RECORDED_PARAMETERS}, so there is no path to draw"
+            )
         if animate and history.params:
             written += _animate_run(run_dir, result, problem, surface, pair)
     click.echo(f"wrote {', '.join(map(str, written))}")
