@@ -49,7 +49,8 @@ def check_structure(
     checkpoint is one message, never a traceback later in predict, plot or report."""
     rows = len(history.epoch)
     columns = [history.train_loss, history.val_loss, history.lr, history.grad_norm,
-               *history.params.values(), *history.grad_norms.values()]  # fmt: skip
+               *history.params.values(), *history.grad_norms.values(),
+               *history.update_ratios.values()]  # fmt: skip
     if any(len(column) != rows for column in columns):
         raise ValueError("history columns of unequal length")
     if not all(isinstance(e, int) for e in history.epoch) or history.epoch != sorted(

@@ -40,6 +40,8 @@ MODEL_FORMS = "linear | logistic | softmax | poly:K | mlp:H1,H2,..."
 MAX_DEGREE = 30  # poly:K beyond this is numerically meaningless in float64
 AUTO_EPOCHS = 10_000  # the budget of epochs='auto' where no curvature predicts one
 
+INIT_FORMS = "default | xavier | he | normal:STD"
+_INIT_PATTERN = re.compile(r"^(default|xavier|he|normal:([0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?))$")
 _MODEL_PATTERN = re.compile(
     r"^(linear|logistic|softmax|poly:[1-9][0-9]*|mlp:[1-9][0-9]*(,[1-9][0-9]*)*)$"
 )
@@ -130,6 +132,12 @@ class FitOptions:
 
     model: str = option("linear", matches(_MODEL_PATTERN, MODEL_FORMS), "model to fit")
     activation: str = option("relu", one_of(ACTIVATIONS), "hidden-layer activation of mlp models")
+    init: str = option(
+        "default",
+        matches(_INIT_PATTERN, INIT_FORMS),
+        "initial weights of mlp layers: default (torch's), xavier (Glorot, for tanh/sigmoid), "
+        "he (Kaiming, for relu) or normal:STD; biases start at 0 except with default",
+    )
     intercept: bool = option(True, BOOLEAN, "fit an intercept (bias) term")
     loss: str | None = option(
         None,

@@ -44,6 +44,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         *,
         model: str = "linear",
         activation: str = "relu",
+        init: str = "default",
         intercept: bool = True,
         loss: str | None = None,
         optimizer: str = "gd",
@@ -68,6 +69,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
     ) -> None:
         self.model = model
         self.activation = activation
+        self.init = init
         self.intercept = intercept
         self.loss = loss
         self.optimizer = optimizer

@@ -14,6 +14,7 @@ from gdlab.atomic import write_text
 
 FIXED_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "grad_norm")
 GRAD_PREFIX = "grad_norm["  # per-layer columns: grad_norm[0.weight], ...
+UPDATE_PREFIX = "update_ratio["  # per-layer ‖Δθ‖/‖θ‖ over the epoch: update_ratio[0.weight]
 
 
 @dataclass
@@ -28,6 +29,7 @@ class History:
     grad_norm: list[float] = field(default_factory=list)
     params: dict[str, list[float]] = field(default_factory=dict)
     grad_norms: dict[str, list[float]] = field(default_factory=dict)  # per parameter tensor
+    update_ratios: dict[str, list[float]] = field(default_factory=dict)  # ‖Δθ‖/‖θ‖ per tensor
 
     def append(
         self,
@@ -38,6 +40,7 @@ class History:
         grad_norm: float,
         params: dict[str, float] | None = None,
         grad_norms: dict[str, float] | None = None,
+        update_ratios: dict[str, float] | None = None,
     ) -> None:
         self.epoch.append(epoch)
         self.train_loss.append(train_loss)
@@ -48,6 +51,7 @@ class History:
             self.params.setdefault(name, []).append(value)
         for name, value in (grad_norms or {}).items():
             self.grad_norms.setdefault(name, []).append(value)
+        _extend(self.update_ratios, update_ratios or {}, len(self.epoch))
 
     def replay(self, on_epoch: Callable[[History], None]) -> History:
         """Rebuild this history row by row, calling `on_epoch` after each (as training would)."""
@@ -61,6 +65,7 @@ class History:
                 self.grad_norm[k],
                 {name: values[k] for name, values in self.params.items()},
                 {name: values[k] for name, values in self.grad_norms.items()},
+                {name: values[k] for name, values in self.update_ratios.items()},
             )
             on_epoch(growing)
         return growing
@@ -78,6 +83,7 @@ class History:
             "grad_norm": list(self.grad_norm),
             "params": {name: list(values) for name, values in self.params.items()},
             "grad_norms": {name: list(values) for name, values in self.grad_norms.items()},
+            "update_ratios": {name: list(v) for name, v in self.update_ratios.items()},
         }
 
     @classmethod
@@ -85,7 +91,8 @@ class History:
         fields = {name: list(data[name]) for name in ("epoch", *FIXED_COLUMNS[1:])}
         params = {name: list(values) for name, values in data["params"].items()}
         norms = {name: list(values) for name, values in data.get("grad_norms", {}).items()}
-        return cls(**fields, params=params, grad_norms=norms)
+        ratios = {name: list(v) for name, v in data.get("update_ratios", {}).items()}
+        return cls(**fields, params=params, grad_norms=norms, update_ratios=ratios)
 
     @property
     def last_epoch(self) -> int:
@@ -99,7 +106,8 @@ class History:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         layers = [f"{GRAD_PREFIX}{name}]" for name in self.grad_norms]
-        writer.writerow([*FIXED_COLUMNS, *layers, *self.params])
+        updates = [f"{UPDATE_PREFIX}{name}]" for name in self.update_ratios]
+        writer.writerow([*FIXED_COLUMNS, *layers, *updates, *self.params])
         for i in range(len(self)):
             row = [
                 self.epoch[i],
@@ -108,7 +116,8 @@ class History:
                 self.lr[i],
                 self.grad_norm[i],
             ]
-            columns = [*self.grad_norms.values(), *self.params.values()]
+            columns = [*self.grad_norms.values(), *self.update_ratios.values(),
+                       *self.params.values()]  # fmt: skip
             writer.writerow([_format(v) for v in row] + [_format(v[i]) for v in columns])
         return buffer.getvalue()
 
@@ -130,15 +139,28 @@ class History:
                 {
                     name: _parse(v)
                     for name, v in row.items()
-                    if name not in FIXED_COLUMNS and not name.startswith(GRAD_PREFIX)
+                    if name not in FIXED_COLUMNS
+                    and not name.startswith((GRAD_PREFIX, UPDATE_PREFIX))
                 },
-                {
-                    name[len(GRAD_PREFIX) : -1]: _parse(v)
-                    for name, v in row.items()
-                    if name.startswith(GRAD_PREFIX)
-                },
+                _columns(row, GRAD_PREFIX),
+                _columns(row, UPDATE_PREFIX),
             )
         return history
+
+
+def _extend(columns: dict[str, list[float]], values: dict[str, float], rows: int) -> None:
+    """Append a row to optional columns: NaN where a column has no value (a closed-form
+    stretch records no update ratios; a run resumed from it does), so none is ragged."""
+    for name, value in values.items():
+        columns.setdefault(name, [math.nan] * (rows - 1)).append(value)
+    for column in columns.values():
+        if len(column) < rows:
+            column.append(math.nan)
+
+
+def _columns(row: dict[str, str], prefix: str) -> dict[str, float]:
+    """The row's `prefix[name]` columns, by name."""
+    return {name[len(prefix) : -1]: _parse(v) for name, v in row.items() if name.startswith(prefix)}
 
 
 def _format(value: float) -> str:

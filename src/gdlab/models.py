@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -38,9 +39,16 @@ class ModelSpec:
 
 
 def build_model(
-    spec: ModelSpec, n_inputs: int, n_outputs: int, *, intercept: bool, activation: str
+    spec: ModelSpec,
+    n_inputs: int,
+    n_outputs: int,
+    *,
+    intercept: bool,
+    activation: str,
+    init: str = "default",
 ) -> nn.Module:
-    """A fresh module with torch's default initialisation (call after seeding)."""
+    """A fresh module (call after seeding): torch's default initialisation, or for an mlp's
+    layers `init` (see `initialize`)."""
     if spec.kind != "mlp":
         return nn.Linear(n_inputs, n_outputs, bias=intercept)
     layers: list[nn.Module] = []
@@ -49,4 +57,33 @@ def build_model(
         layers += [nn.Linear(width, hidden, bias=intercept), ACTIVATIONS[activation]()]
         width = hidden
     layers.append(nn.Linear(width, n_outputs, bias=intercept))
-    return nn.Sequential(*layers)
+    net = nn.Sequential(*layers)
+    initialize(net, init, activation)
+    return net
+
+
+GAINS = {"relu": 2.0**0.5, "tanh": 5.0 / 3.0, "sigmoid": 1.0}  # torch's calculate_gain
+
+
+@torch.no_grad()
+def initialize(net: nn.Module, init: str, activation: str) -> None:
+    """Set every linear layer's weights by `init`, biases to 0 (except 'default', torch's own):
+
+    - xavier: normal with variance 2/(fan_in + fan_out) x gain² (Glorot; keeps the signal's
+      scale through tanh and sigmoid layers),
+    - he: normal with variance 2/fan_in (Kaiming; keeps it through relu layers),
+    - normal:STD: normal with standard deviation STD (a large STD makes gradients explode).
+    """
+    if init == "default":
+        return
+    for layer in net.modules():
+        if not isinstance(layer, nn.Linear):
+            continue
+        if init == "xavier":
+            nn.init.xavier_normal_(layer.weight, gain=GAINS[activation])
+        elif init == "he":
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        else:
+            nn.init.normal_(layer.weight, 0.0, float(init.split(":", 1)[1]))
+        if layer.bias is not None:
+            layer.bias.zero_()

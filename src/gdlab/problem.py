@@ -294,6 +294,7 @@ class Problem:
             outputs,
             intercept=opts.intercept,
             activation=opts.activation,
+            init=opts.init,
         )
         return net.to(device=device, dtype=getattr(torch, opts.dtype))
 

@@ -169,6 +169,7 @@ def load_run(run_dir: Path) -> tuple[FitResult, dict[str, Any]]:
             state["n_outputs"],
             intercept=options.intercept,
             activation=options.activation,
+            init=options.init,
         ).to(getattr(torch, options.dtype))
         model.load_state_dict(state["model_state"])
         optimizer = optimizer_for(options, model.parameters())

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gdlab import shortcut
+from gdlab.analysis.gradients import diagnose, initial_layer_gradients
 from gdlab.analysis.outcome import explain_outcome
 from gdlab.config import make_options
 from gdlab.data.arrays import (
@@ -176,6 +177,8 @@ class Training(Problem):
                 checkpoint(result(path, Verdict("running"), state, history, ""))
 
         record, outcome = recorder(self, net), None
+        deep = self.spec.kind == "mlp" and len(self.spec.hidden) >= 2 and not len(history)
+        initial = initial_layer_gradients(net, loss_fn, split.X, split.y) if deep else {}
         if exact is not None and shortcut.applies(self, state, history):
             outcome = shortcut.closed_form_outcome(self, exact, scale, net)
         if outcome is not None:
@@ -213,6 +216,10 @@ class Training(Problem):
         final_loss = self._final_loss(net, loss_fn, split, exact) * scale
         if outcome.status in ("max_epochs", "stalled", "separable"):
             self._warn(f"{outcome.status}: {message}")
+        depth = diagnose(initial, lr=opts.rate, activation=opts.activation, init=opts.init,
+                         update_ratios=outcome.history.update_ratios)  # fmt: skip
+        if depth:
+            self._warn(depth)
         return dataclasses.replace(
             result(path, outcome.verdict, outcome.state, outcome.history, message), loss=final_loss
         )

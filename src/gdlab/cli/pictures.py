@@ -51,6 +51,8 @@ def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> 
             "loss.png": training.loss_curve(history),
             "gradients.png": training.gradient_norms(history),
         }
+        if len(training.weight_layers(history)) >= 3:  # depth: vanishing, exploding
+            figures["layers.png"] = training.depth_figure(history)
         if history.params:
             figures["params.png"] = training.parameter_curves(history)
             from gdlab.tools.surface import check_pair, default_pair, loss_surface

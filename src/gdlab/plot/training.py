@@ -57,9 +57,6 @@ def weight_bias_vs_loss(history: History, weight: str, bias: str) -> Figure:
     return figure
 
 
-VANISHING, EXPLODING = 1e-7, 1e3
-
-
 def parameter_curves(history: History) -> Figure:
     """Every recorded parameter against epochs."""
     figure = _figure(7.0, 4.5)
@@ -73,21 +70,46 @@ def parameter_curves(history: History) -> Figure:
 
 
 def gradient_norms(history: History) -> Figure:
-    """Each layer's gradient norm against epochs, log scale, with vanishing (< 1e-7) and
-    exploding (> 1e3) gradients marked."""
+    """Each layer's gradient norm against epochs, log scale (what counts as vanishing or
+    exploding is relative, across depth: see `depth_figure` and `analysis.gradients`)."""
     figure = _figure(7.0, 4.5)
     axes = figure.axes[0]
     layers = history.grad_norms or {"all parameters": history.grad_norm}
     for name, values in layers.items():
         axes.plot(history.epoch, values, label=name)
-        flagged = [(e, v) for e, v in zip(history.epoch, values, strict=True)
-                   if v < VANISHING or v > EXPLODING]  # fmt: skip
-        if flagged:
-            axes.plot(*zip(*flagged, strict=True), "x", color="tab:red", markersize=5)
-    axes.axhline(VANISHING, color="0.5", linestyle=":", label=f"vanishing < {VANISHING:g}")
-    axes.axhline(EXPLODING, color="0.5", linestyle="--", label=f"exploding > {EXPLODING:g}")
-    axes.set(xlabel="epoch", ylabel="gradient norm", yscale="log", title="Gradient norm by layer")
+    axes.set(xlabel="epoch", ylabel="gradient norm ‖∂L/∂θ‖", yscale="log",
+             title="Gradient norm by layer")  # fmt: skip
     axes.legend(fontsize=7)
+    return figure
+
+
+def weight_layers(history: History) -> list[str]:
+    """The recorded weight tensors in depth order (input to output)."""
+    return [name for name in history.grad_norms if name.endswith("weight")]
+
+
+def depth_figure(history: History) -> Figure:
+    """The tutorials' vanishing and exploding gradients: each weight layer's gradient norm
+    against its depth, at the first epoch and as training goes (left), and how far each layer
+    moves in an epoch relative to its size, ‖ΔW‖/‖W‖ (right)."""
+    weights = weight_layers(history)
+    figure = _figure(12.0, 4.5, columns=2, sharey=False)
+    left, right = figure.axes
+    depth = list(range(1, len(weights) + 1))
+    n = len(history)
+    for k in sorted({0, n // 10, n // 2, n - 1}):
+        left.plot(depth, [history.grad_norms[name][k] for name in weights], "o-",
+                  label=f"epoch {history.epoch[k]}")  # fmt: skip
+    left.set(xlabel="weight layer (1 = input side)", ylabel="gradient norm ‖∂L/∂W‖",
+             yscale="log", xticks=depth, title="Gradient norm by depth")  # fmt: skip
+    left.legend(fontsize=8)
+    for name in weights:
+        ratios = history.update_ratios.get(name)
+        if ratios:
+            right.plot(history.epoch, ratios, label=name)
+    right.set(xlabel="epoch", ylabel="‖ΔW‖ / ‖W‖ in the epoch", yscale="log",
+              title="How far each layer moves")  # fmt: skip
+    right.legend(fontsize=7, ncol=2)
     return figure
 
 

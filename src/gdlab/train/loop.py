@@ -196,7 +196,7 @@ class Loop:
         """Record the epoch in the history; its validation loss and gradient norm."""
         state, stopping = self.state, self.stopping
         val_loss = self.exact.validation_loss() if self.exact else self._evaluate()
-        total_norm, layer_norms = grad_norms(self.params)
+        total_norm, layer_norms, ratios = grad_norms(self.params, self.last_good)
         gradient = (
             penalized_norm(self.params, stopping.weight_decay)
             if stopping.weight_decay and not self.mini_batch
@@ -212,6 +212,7 @@ class Loop:
             gradient,
             row,
             dict(zip(self.names, layer_norms, strict=True)) if layer_norms else None,
+            dict(zip(self.names, ratios, strict=True)) if ratios else None,
         )
         state.epoch = epoch + 1
         if self.on_epoch is not None:

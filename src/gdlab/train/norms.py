@@ -20,15 +20,29 @@ def all_finite(params: list[torch.Tensor]) -> bool:
         return bool(torch.cat([p.reshape(-1) for p in params]).isfinite().all())
 
 
-def grad_norms(params: list[torch.Tensor]) -> tuple[float, list[float]]:
-    """The gradient's norm over all parameters, and per parameter tensor (layer): one fused
-    call (the one torch.nn.utils.clip_grad_norm_ uses), whatever the number of layers."""
+def grad_norms(
+    params: list[torch.Tensor], start: list[torch.Tensor] | None = None
+) -> tuple[float, list[float], list[float]]:
+    """The gradient's norm over all parameters and per parameter tensor (layer), and with
+    `start` (the parameters when the epoch began) each tensor's update ratio ‖Δθ‖/‖θ‖ over the
+    epoch: fused calls (the ones torch.nn.utils.clip_grad_norm_ uses) and one copy to the
+    host, whatever the number of layers."""
     grads = [p.grad for p in params]
     if not grads or any(g is None for g in grads):
-        return math.nan, []
+        return math.nan, [], []
     with torch.no_grad():
-        norms = torch.stack(torch._foreach_norm(grads)).tolist()  # type: ignore[arg-type]
-    return math.sqrt(sum(v * v for v in norms)), norms
+        parts = list(torch._foreach_norm(grads))  # type: ignore[arg-type]
+        if start is not None:
+            parts += torch._foreach_norm(torch._foreach_sub(params, start))
+            parts += torch._foreach_norm(start)
+        values = torch.stack(parts).tolist()
+    k = len(params)
+    norms = values[:k]
+    ratios = [] if start is None else [
+        step / size if size > 0 else math.inf if step > 0 else 0.0
+        for step, size in zip(values[k : 2 * k], values[2 * k :], strict=True)
+    ]  # fmt: skip
+    return math.sqrt(sum(v * v for v in norms)), norms, ratios
 
 
 def penalized_norm(params: list[torch.Tensor], weight_decay: float) -> float:
