@@ -31,11 +31,8 @@ def grad_norms(
     if not grads or any(g is None for g in grads):
         return math.nan, [], []
     with torch.no_grad():
-        parts = list(torch._foreach_norm(grads))  # type: ignore[arg-type]
-        if start is not None:
-            parts += torch._foreach_norm(torch._foreach_sub(params, start))
-            parts += torch._foreach_norm(start)
-        values = torch.stack(parts).tolist()
+        tensors = grads if start is None else [*grads, *torch._foreach_sub(params, start), *start]
+        values = torch.stack(torch._foreach_norm(tensors)).tolist()  # type: ignore[arg-type]
     k = len(params)
     norms = values[:k]
     ratios = [] if start is None else [
