@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit
+
+docs: $(VENV)/.installed
+	bash docs/make_figures.sh
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run

@@ -110,3 +110,21 @@ def test_gdlab_descend_prints_the_derivative_and_the_update(
     assert wild.code == 1 and "lr < 2/λmax = 0.1111" in wild.err
     bad = gdlab("descend", "(1-x)**2", "--start", "y=1")
     assert bad.code == 2 and "a finite value for each variable" in bad.err
+
+
+def test_a_named_surface_says_whether_each_optimizer_reached_its_minimum() -> None:
+    from gdlab.expression import SURFACES, parse
+    from gdlab.tools.descend import descend, reached
+
+    expression = parse("rosenbrock")
+    start = dict(SURFACES["rosenbrock"][1])
+    momentum = descend(expression, start, optimizer="momentum", lr=0.002, steps=1500, momentum=0.9)
+    gd = descend(expression, start, optimizer="gd", lr=0.002, steps=1500, momentum=0.9)
+    assert reached(momentum, "rosenbrock").startswith("reached the minimum at (1, 1)")
+    assert max(abs(v - 1.0) for v in momentum.points[-1]) < 1e-4
+    text = reached(gd, "rosenbrock")
+    distance = ((gd.points[-1][0] - 1) ** 2 + (gd.points[-1][1] - 1) ** 2) ** 0.5
+    assert text.startswith("not at the minimum (1, 1) yet") and f"{distance:.3g} away" in text
+    assert "still falling" in text  # gd's values fall at every step on the valley's floor
+    assert all(b <= a for a, b in zip(gd.values[-150:], gd.values[-149:], strict=False))
+    assert reached(gd, "saddle").startswith("this surface has no minimum")

@@ -63,9 +63,14 @@ def descend(
         prime = "f'" if len(variables) == 1 else f"∂f/∂{name}"
         suffix = f"({name})" if len(variables) == 1 else ""
         click.echo(f"{prime}{suffix} = {_symbols(parsed.derivative(name))}")
+    from gdlab.tools.descend import MINIMA, reached
+
     for path in paths:
         click.echo("")
         _print_steps(path, variables, full=len(paths) == 1)
+        verdict = reached(path, expression)
+        if verdict:
+            click.echo(verdict)
     out = out or claim_default_out_dir()
     from gdlab.outputs import RunLock
     from gdlab.plot.descent import descent_figure
@@ -73,7 +78,7 @@ def descend(
 
     written = [out / "descend.png"]
     with RunLock(out):  # another gdlab process writing there is refused, as fit refuses it
-        save(descent_figure(parsed, paths), out / "descend.png")
+        save(descent_figure(parsed, paths, MINIMA.get(expression)), out / "descend.png")
         if animate:
             from gdlab.plot.animate import descent_animation, save_gif
 

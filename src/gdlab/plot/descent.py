@@ -35,7 +35,11 @@ def span(values: list[float], margin: float = 0.25) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-def descent_figure(expression: Expression, paths: list[Descent]) -> Figure:
+def descent_figure(
+    expression: Expression, paths: list[Descent], minima: list[tuple[float, ...]] | None = None
+) -> Figure:
+    """The function (curve or contours) and each optimizer's path; `minima` (a named
+    surface's) are starred where they fall inside the picture."""
     figure = _figure(7.0, 5.0)
     axes = figure.axes[0]
     if len(expression.variables) == 1:
@@ -58,6 +62,11 @@ def descent_figure(expression: Expression, paths: list[Descent]) -> Figure:
             axes.plot([p[0] for p in path.points], [p[1] for p in path.points], "o-",
                       markersize=2.5, label=f"{path.optimizer} lr={path.lr:g}")  # fmt: skip
         axes.set(xlabel=expression.variables[0], ylabel=expression.variables[1])
+        inside = [
+            m for m in minima or [] if X.min() <= m[0] <= X.max() and Y.min() <= m[1] <= Y.max()
+        ]
+        for k, (x, y) in enumerate(inside):
+            axes.plot(x, y, "k*", markersize=13, label="minimum" if k == 0 else None)
     axes.set_title(f"Gradient descent on {expression.text}")
     axes.legend(fontsize=8)
     return figure

@@ -7,6 +7,7 @@ symbols comes from sympy, so the printed formula and the numbers check each othe
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -16,6 +17,19 @@ from gdlab.errors import GdlabError
 from gdlab.expression import SURFACES, Expression
 from gdlab.optim.registry import make_optimizer
 
+MINIMA: dict[str, list[tuple[float, ...]]] = {  # the named surfaces' (the saddle has none)
+    "quadratic-bowl": [(0.0, 0.0)],
+    "elongated-bowl": [(0.0, 0.0)],
+    "rosenbrock": [(1.0, 1.0)],
+    "himmelblau": [
+        (3.0, 2.0),
+        (-2.805118, 3.131312),
+        (-3.779310, -3.283186),
+        (3.584428, -1.848126),
+    ],
+    "saddle": [],
+}
+REACHED = 1e-4  # within this distance of a minimum counts as reaching it
 BLOW_UP = 1e12  # diverged: f moved this many times its starting size (at least 1) away
 
 
@@ -124,3 +138,28 @@ def diverged_message(
             f"{'above' if lr >= 2 / largest else 'below'} it."
         )
     return text
+
+
+def reached(path: Descent, surface: str) -> str:
+    """For a named surface: whether the path reached a minimum, and if not, why not."""
+    if surface not in MINIMA or path.status == "diverged" or not path.points:
+        return ""
+    minima = MINIMA[surface]
+    if not minima:
+        return "this surface has no minimum: f falls without bound along y."
+    end = path.points[-1]
+    nearest = min(minima, key=lambda m: math.dist(m, end))
+    where = ", ".join(f"{v:g}" for v in nearest)
+    distance = math.dist(nearest, end)
+    if distance <= REACHED:
+        return f"reached the minimum at ({where}), f = 0, to {distance:.1g}."
+    tail = path.values[-max(2, len(path.values) // 10) :]
+    falling = all(b <= a for a, b in itertools.pairwise(tail))
+    why = (
+        f"f was still falling over the last {len(tail) - 1} steps (by {tail[0] - tail[-1]:.3g}): "
+        f"the steps are too small for the distance left; use more steps or a larger rate"
+        if falling
+        else "f no longer falls steadily: the rate is too large for the curvature near the "
+        "minimum; use a smaller rate"
+    )
+    return f"not at the minimum ({where}) yet: {distance:.3g} away; {why}."
