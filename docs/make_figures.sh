@@ -30,6 +30,10 @@ $GDLAB fit noisy-plane --model mlp:16,16,16,16,16,16,16,16,16 --epochs 200 --lr 
     --activation sigmoid --out "$work/deep" >/dev/null 2>&1
 $GDLAB plot "$work/deep" >/dev/null
 cp "$work/deep/layers.png" docs/layers.png
+$GDLAB fit noisy-plane --model mlp:32,32 --epochs 300 --lr 0.1 --patience 1000 \
+    --track-sharpness 5 --out "$work/edge" >/dev/null 2>&1
+$GDLAB plot "$work/edge" >/dev/null
+cp "$work/edge/sharpness.png" docs/sharpness.png
 (cd "$work" && $GDLAB demo >/dev/null)
 cp "$work/runs/demo/loss.png" docs/demo_loss.png
 cp "$work/runs/demo/weight_bias_loss.png" docs/demo_weight_bias_loss.png

@@ -50,7 +50,7 @@ def check_structure(
     rows = len(history.epoch)
     columns = [history.train_loss, history.val_loss, history.lr, history.grad_norm,
                *history.params.values(), *history.grad_norms.values(),
-               *history.update_ratios.values()]  # fmt: skip
+               *history.update_ratios.values(), history.lambda_max]  # fmt: skip
     if any(len(column) != rows for column in columns):
         raise ValueError("history columns of unequal length")
     if not all(isinstance(e, int) for e in history.epoch) or history.epoch != sorted(

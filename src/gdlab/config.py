@@ -82,7 +82,7 @@ class Option:
         return self.default
 
 
-PARSED = ("lr", "batch_size", "epochs", "memory_budget")
+PARSED = ("lr", "batch_size", "epochs", "memory_budget", "track_sharpness")
 _UNITS = {
     "k": 1e3,
     "m": 1e6,
@@ -109,8 +109,10 @@ def parse_value(name: str, text: str) -> Any:
             return float(number) * scale
         except ValueError:
             return text
-    if name == "epochs":
-        return "auto" if word == "auto" else int(word) if word.isdigit() else text
+    if name in ("epochs", "track_sharpness"):
+        if word in ("auto", "off") and (name != "epochs" or word == "auto"):
+            return word
+        return int(word) if word.isdigit() else text
     if name == "lr":
         if word == "auto":
             return "auto"
@@ -209,6 +211,15 @@ class FitOptions:
             lambda v: v is None or (real_in(0.0, math.inf, low_open=True).check(v)),
         ),
         "memory a run may plan to use; a model or sweep estimated above it is refused",
+    )
+    track_sharpness: int | str = option(
+        "auto",
+        Constraint(
+            "'auto', 'off' or an integer >= 1",
+            lambda v: v in ("auto", "off") or (is_int(v) and v >= 1),
+        ),
+        "epochs between estimates of the loss Hessian's λmax during training (the edge of "
+        "stability); auto: 50 a run for networks, none for linear models",
     )
     fast_paths: str = option(
         "auto",

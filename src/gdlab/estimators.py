@@ -65,6 +65,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         dtype: str = "auto",
         device: str = "auto",
         memory_budget: float | None = None,
+        track_sharpness: int | str = "auto",
         fast_paths: str = "auto",
     ) -> None:
         self.model = model
@@ -90,6 +91,7 @@ class _GDEstimator(BaseEstimator):  # type: ignore[misc]
         self.dtype = dtype
         self.device = device
         self.memory_budget = memory_budget
+        self.track_sharpness = track_sharpness
         self.fast_paths = fast_paths
 
     # -- what subclasses decide -------------------------------------------------------------

@@ -14,6 +14,7 @@ from gdlab.atomic import write_text
 
 FIXED_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "grad_norm")
 GRAD_PREFIX = "grad_norm["  # per-layer columns: grad_norm[0.weight], ...
+LAMBDA_MAX = "lambda_max"  # the loss Hessian's largest eigenvalue, on the epochs it is tracked
 UPDATE_PREFIX = "update_ratio["  # per-layer ‖Δθ‖/‖θ‖ over the epoch: update_ratio[0.weight]
 
 
@@ -30,6 +31,7 @@ class History:
     params: dict[str, list[float]] = field(default_factory=dict)
     grad_norms: dict[str, list[float]] = field(default_factory=dict)  # per parameter tensor
     update_ratios: dict[str, list[float]] = field(default_factory=dict)  # ‖Δθ‖/‖θ‖ per tensor
+    lambda_max: list[float] = field(default_factory=list)  # the Hessian's, where tracked (NaN)
 
     def append(
         self,
@@ -47,6 +49,7 @@ class History:
         self.val_loss.append(val_loss)
         self.lr.append(lr)
         self.grad_norm.append(grad_norm)
+        self.lambda_max.append(math.nan)  # set afterwards on the epochs it is estimated
         for name, value in (params or {}).items():
             self.params.setdefault(name, []).append(value)
         for name, value in (grad_norms or {}).items():
@@ -67,6 +70,7 @@ class History:
                 {name: values[k] for name, values in self.grad_norms.items()},
                 {name: values[k] for name, values in self.update_ratios.items()},
             )
+            growing.lambda_max[-1] = self.lambda_max[k] if k < len(self.lambda_max) else math.nan
             on_epoch(growing)
         return growing
 
@@ -84,6 +88,7 @@ class History:
             "params": {name: list(values) for name, values in self.params.items()},
             "grad_norms": {name: list(values) for name, values in self.grad_norms.items()},
             "update_ratios": {name: list(v) for name, v in self.update_ratios.items()},
+            "lambda_max": list(self.lambda_max),
         }
 
     @classmethod
@@ -92,7 +97,9 @@ class History:
         params = {name: list(values) for name, values in data["params"].items()}
         norms = {name: list(values) for name, values in data.get("grad_norms", {}).items()}
         ratios = {name: list(v) for name, v in data.get("update_ratios", {}).items()}
-        return cls(**fields, params=params, grad_norms=norms, update_ratios=ratios)
+        tracked = list(data.get("lambda_max", [])) or [math.nan] * len(fields["epoch"])
+        return cls(**fields, params=params, grad_norms=norms, update_ratios=ratios,
+                   lambda_max=tracked)  # fmt: skip
 
     @property
     def last_epoch(self) -> int:
@@ -107,7 +114,8 @@ class History:
         writer = csv.writer(buffer, lineterminator="\n")
         layers = [f"{GRAD_PREFIX}{name}]" for name in self.grad_norms]
         updates = [f"{UPDATE_PREFIX}{name}]" for name in self.update_ratios]
-        writer.writerow([*FIXED_COLUMNS, *layers, *updates, *self.params])
+        tracked = [LAMBDA_MAX] if any(map(math.isfinite, self.lambda_max)) else []
+        writer.writerow([*FIXED_COLUMNS, *tracked, *layers, *updates, *self.params])
         for i in range(len(self)):
             row = [
                 self.epoch[i],
@@ -116,8 +124,8 @@ class History:
                 self.lr[i],
                 self.grad_norm[i],
             ]
-            columns = [*self.grad_norms.values(), *self.update_ratios.values(),
-                       *self.params.values()]  # fmt: skip
+            columns = [*([self.lambda_max] if tracked else []), *self.grad_norms.values(),
+                       *self.update_ratios.values(), *self.params.values()]  # fmt: skip
             writer.writerow([_format(v) for v in row] + [_format(v[i]) for v in columns])
         return buffer.getvalue()
 
@@ -139,12 +147,13 @@ class History:
                 {
                     name: _parse(v)
                     for name, v in row.items()
-                    if name not in FIXED_COLUMNS
+                    if name not in (*FIXED_COLUMNS, LAMBDA_MAX)
                     and not name.startswith((GRAD_PREFIX, UPDATE_PREFIX))
                 },
                 _columns(row, GRAD_PREFIX),
                 _columns(row, UPDATE_PREFIX),
             )
+            history.lambda_max[-1] = _parse(row.get(LAMBDA_MAX))
         return history
 
 

@@ -44,6 +44,7 @@ class FitResult:
     loop_state: LoopState | None = None
     fingerprint: str | None = None
     lr_choice: str = ""  # with lr="auto": the rate chosen and why
+    sharpness: str = ""  # where λmax was tracked: how often, at what cost
     path: str = "autograd"  # or "exact": gradients from least-squares sufficient statistics
     verdict: Verdict | None = None  # the stop test that ended the run, with its measures
     loss: float = math.nan  # the kept model's training loss, in the target's units

@@ -21,6 +21,7 @@ from torch import nn
 from gdlab import shortcut
 from gdlab.analysis.gradients import diagnose, initial_layer_gradients
 from gdlab.analysis.outcome import explain_outcome
+from gdlab.analysis.sharpness import SharpnessTracker, tracking_interval
 from gdlab.config import make_options
 from gdlab.data.arrays import (
     CHUNK_ROWS,
@@ -136,6 +137,19 @@ def _separates(net: nn.Module, split: Split) -> bool:
     return True
 
 
+def _both(
+    first: Callable[[History], None], then: Callable[[History], None] | None
+) -> Callable[[History], None]:
+    """One per-epoch hook that calls `first`, then `then` (the caller's) when given."""
+
+    def both(history: History) -> None:
+        first(history)
+        if then is not None:
+            then(history)
+
+    return both
+
+
 def _each_step(
     on_step: Callable[[dict[str, float]], None] | None,
     record: Callable[[], dict[str, float]] | None,
@@ -177,6 +191,16 @@ class Training(Problem):
                 checkpoint(result(path, Verdict("running"), state, history, ""))
 
         record, outcome = recorder(self, net), None
+        network = self.custom_model is not None or self.spec.kind == "mlp"
+        every = tracking_interval(opts.track_sharpness, network=network, budget=opts.budget)
+        bounded = opts.track_sharpness == "auto"  # at most a share of the run's time
+        tracker = (
+            SharpnessTracker(net, loss_fn, split.X, split.y, every, bounded=bounded)
+            if every
+            else None
+        )
+        if tracker is not None:
+            on_epoch = _both(tracker, on_epoch)
         deep = self.spec.kind == "mlp" and len(self.spec.hidden) >= 2 and not len(history)
         initial = initial_layer_gradients(net, loss_fn, split.X, split.y) if deep else {}
         if exact is not None and shortcut.applies(self, state, history):
@@ -220,8 +244,11 @@ class Training(Problem):
                          update_ratios=outcome.history.update_ratios)  # fmt: skip
         if depth:
             self._warn(depth)
+        sharpness = tracker.note(len(split.X)) if tracker is not None else ""
         return dataclasses.replace(
-            result(path, outcome.verdict, outcome.state, outcome.history, message), loss=final_loss
+            result(path, outcome.verdict, outcome.state, outcome.history, message),
+            loss=final_loss,
+            sharpness=sharpness,
         )
 
     def _start(

@@ -230,6 +230,8 @@ def _run(
             interrupts.ignore_from_now()  # the process ends below; nothing left to interrupt
     if result.lr_choice:
         click.echo(f"gdlab: {result.lr_choice}", err=True)
+    if result.sharpness:
+        click.echo(f"gdlab: {result.sharpness}", err=True)
     for message in result.warnings:
         warn(message)
     if run.as_json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> 
         }
         if len(training.weight_layers(history)) >= 3:  # depth: vanishing, exploding
             figures["layers.png"] = training.depth_figure(history)
+        if any(math.isfinite(v) for v in history.lambda_max):  # tracked during training
+            figures["sharpness.png"] = training.sharpness_figure(history)
         if history.params:
             figures["params.png"] = training.parameter_curves(history)
             from gdlab.tools.surface import check_pair, default_pair, loss_surface

@@ -113,6 +113,24 @@ def depth_figure(history: History) -> Figure:
     return figure
 
 
+def sharpness_figure(history: History) -> Figure:
+    """The loss Hessian's λmax where it was tracked, against 2/lr: full-batch training of a
+    network often raises λmax until it meets 2/lr and then hovers there (the edge of
+    stability), where a quadratic's analysis would call the rate unstable."""
+    import math
+
+    figure = _figure(7.0, 4.5)
+    axes = figure.axes[0]
+    points = [(e, v) for e, v in zip(history.epoch, history.lambda_max, strict=True)
+              if math.isfinite(v)]  # fmt: skip
+    axes.plot(*zip(*points, strict=True), "o-", markersize=3, label="λmax of the loss Hessian")
+    axes.plot(history.epoch, [2.0 / lr for lr in history.lr], "--", color="tab:red",
+              label="2 / lr (stability limit of a quadratic)")  # fmt: skip
+    axes.set(xlabel="epoch", ylabel="curvature", title="Edge of stability: λmax against 2/lr")
+    axes.legend(fontsize=8)
+    return figure
+
+
 def contour_levels(loss: Any) -> Any:
     """25 levels spaced geometrically above the minimum (the valley stays visible), or None
     when the grid is flat: equal values have no contour to draw."""
