@@ -160,6 +160,8 @@ class History:
 def _extend(columns: dict[str, list[float]], values: dict[str, float], rows: int) -> None:
     """Append a row to optional columns: NaN where a column has no value (a closed-form
     stretch records no update ratios; a run resumed from it does), so none is ragged."""
+    if not values and not columns:
+        return  # the common case: a run that records none of them
     for name, value in values.items():
         columns.setdefault(name, [math.nan] * (rows - 1)).append(value)
     for column in columns.values():

@@ -201,8 +201,9 @@ class Training(Problem):
         )
         if tracker is not None:
             on_epoch = _both(tracker, on_epoch)
-        deep = self.spec.kind == "mlp" and len(self.spec.hidden) >= 2 and not len(history)
-        initial = initial_layer_gradients(net, loss_fn, split.X, split.y) if deep else {}
+        deep = self.spec.kind == "mlp" and len(self.spec.hidden) >= 2  # depth is the question
+        fresh = deep and not len(history)
+        initial = initial_layer_gradients(net, loss_fn, split.X, split.y) if fresh else {}
         if exact is not None and shortcut.applies(self, state, history):
             outcome = shortcut.closed_form_outcome(self, exact, scale, net)
         if outcome is not None:
@@ -235,6 +236,7 @@ class Training(Problem):
                 checkpoint_every=checkpoint_every,
                 exact=exact,
                 analytic=analytic,
+                track_updates=deep,
             ).run()
         message = self.explain(outcome, scale)
         final_loss = self._final_loss(net, loss_fn, split, exact) * scale

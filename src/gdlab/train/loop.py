@@ -53,7 +53,8 @@ class Loop:
     the gradients come from sufficient statistics instead of a pass over the rows; with
     `analytic` (linear and logistic models) mini-batch gradients come from closed formulas
     instead of autograd (`train/sources.py`); `reduction` is applied to the parameters'
-    gradients before every step (identity in one process).
+    gradients before every step (identity in one process). With `track_updates` each epoch
+    also records every tensor's update ratio ‖Δθ‖/‖θ‖ (what the depth diagnosis reads).
     """
 
     def __init__(
@@ -80,13 +81,14 @@ class Loop:
         exact: ExactGradient | None = None,
         analytic: AnalyticGradient | None = None,
         reduction: Reduce = no_reduction,
+        track_updates: bool = False,
     ) -> None:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.schedule, self.data, self.stopping = schedule, data, stopping
         self.generator, self.l1, self.loss_scale, self.record = generator, l1, loss_scale, record
         self.on_epoch, self.on_step = on_epoch, on_step
         self.stop, self.checkpoint = stop, checkpoint
-        self.exact, self.reduction = exact, reduction
+        self.exact, self.reduction, self.track_updates = exact, reduction, track_updates
         self.state = state = state or LoopState()
         self.history = history or History()
         self.cadence = Cadence(checkpoint_every)
@@ -196,7 +198,8 @@ class Loop:
         """Record the epoch in the history; its validation loss and gradient norm."""
         state, stopping = self.state, self.stopping
         val_loss = self.exact.validation_loss() if self.exact else self._evaluate()
-        total_norm, layer_norms, ratios = grad_norms(self.params, self.last_good)
+        start = self.last_good if self.track_updates else None
+        total_norm, layer_norms, ratios = grad_norms(self.params, start)
         gradient = (
             penalized_norm(self.params, stopping.weight_decay)
             if stopping.weight_decay and not self.mini_batch
