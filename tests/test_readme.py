@@ -114,3 +114,13 @@ def test_every_picture_in_the_readme_is_made_by_make_figures() -> None:
                 if p.suffix in (".png", ".gif")}  # fmt: skip
     assert shown and shown <= made, shown - made
     assert pictures == made, pictures ^ made
+
+
+def test_every_training_option_is_in_the_readmes_table() -> None:
+    from gdlab.config import OPTIONS
+
+    text = README.read_text()
+    for option in OPTIONS:
+        flag = option.name.replace("_", "-")
+        spellings = (f"`--{flag}", f"--{flag}`", f"/ --{flag}", f"`--no-{flag}")
+        assert any(spelling in text for spelling in spellings), flag
