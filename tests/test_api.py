@@ -153,3 +153,12 @@ def test_features_near_the_float64_limit_are_standardized_without_overflow() -> 
     assert result.status == "converged"
     np.testing.assert_allclose(result.coef_[0], [2e-300, 3.0], rtol=1e-6)
     assert result.intercept_[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_warnings_point_at_the_callers_line() -> None:
+    """However deep in gdlab a warning is raised, it names the user's call, as numpy's do."""
+    X = np.arange(10.0).reshape(-1, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gdlab.fit(X, 2 * X[:, 0] + 1, lr=0.01, epochs=3)  # stops at max_epochs: one warning
+    assert caught and all(w.filename == __file__ for w in caught)

@@ -25,3 +25,14 @@ def listed(items: Iterable[object], limit: int = 8) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return f"{', '.join(names[: limit - 2])}, ... and {len(names) - limit + 2} more"
+
+
+def caller_level() -> int:
+    """The `stacklevel` that points a warning at the first frame outside gdlab: the user's
+    call, however deep inside the package the warning is raised."""
+    import sys
+
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("gdlab"):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level

@@ -24,7 +24,7 @@ from gdlab.config import FitOptions
 from gdlab.data.arrays import CHUNK_ROWS, FloatArray, IntArray, class_labels, fingerprint
 from gdlab.data.rows import ArrayRows, RowSource, validation_split
 from gdlab.data.scaling import Scaler, constant_columns, expand_checked, power_names
-from gdlab.errors import GdlabError, GdlabWarning, listed
+from gdlab.errors import GdlabError, GdlabWarning, caller_level, listed
 from gdlab.losses import make_loss, wants_class_indices
 from gdlab.memory import check_problem_fits
 from gdlab.models import ModelSpec, build_model
@@ -207,7 +207,7 @@ class Problem:
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
-        warnings.warn(message, GdlabWarning, stacklevel=4)
+        warnings.warn(message, GdlabWarning, stacklevel=caller_level())
 
     def _device(self) -> torch.device:
         wanted = self.opts.device

@@ -1,5 +1,5 @@
-"""What a run records of its model: the coefficients in the data's own units, and each
-epoch's parameter values for small models (the history's params columns)."""
+"""What a run records of its model: the coefficients in the data's own units, each epoch's
+parameter values for small models (the history's params columns), and the FitResult."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from gdlab.data.arrays import FloatArray
 from gdlab.data.scaling import original_units, power_names
 
 if TYPE_CHECKING:
+    from gdlab.history import History
     from gdlab.problem import Problem
+    from gdlab.result import FitResult
+    from gdlab.train.rules import Verdict
+    from gdlab.train.state import LoopState
 
 MAX_RECORDED_PARAMETERS = 20
 
@@ -67,3 +71,45 @@ def recorder(problem: Problem, net: nn.Module) -> Callable[[], dict[str, float]]
         return dict(zip(labels, values, strict=True))
 
     return raw
+
+
+def result_of(
+    problem: Problem,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    path: str,
+    verdict: Verdict,
+    state: LoopState,
+    history: History,
+    message: str,
+    *,
+    keep_fingerprint: bool,
+) -> FitResult:
+    """The result of a run on `problem` (resumable: model, optimizer, RNG and loop state)."""
+    from gdlab.result import FitResult
+
+    coef, intercept = coefficients(problem, net)
+    return FitResult(
+        model=net,
+        history=history,
+        status=verdict.status,
+        verdict=verdict,
+        options=problem.opts,
+        feature_names=problem.names,
+        coef_=coef,
+        intercept_=intercept,
+        classes_=problem.classes,
+        message=message,
+        warnings=problem.warnings,
+        curvature=problem.curvature,
+        x_scaler=problem.x_scaler,
+        y_scaler=problem.y_scaler,
+        optimizer=optimizer,
+        generator=generator,
+        custom_model=problem.custom_model is not None,
+        loop_state=state,
+        fingerprint=problem.data_fingerprint if keep_fingerprint else None,
+        lr_choice=problem.lr_choice,
+        path=path,
+    )

@@ -21,6 +21,7 @@ from torch import nn
 from gdlab import shortcut
 from gdlab.analysis.gradients import diagnose, initial_layer_gradients
 from gdlab.analysis.outcome import explain_outcome
+from gdlab.analysis.separation import separates
 from gdlab.analysis.sharpness import SharpnessTracker, tracking_interval
 from gdlab.config import make_options
 from gdlab.data.arrays import (
@@ -30,12 +31,13 @@ from gdlab.data.arrays import (
 )
 from gdlab.errors import GdlabError
 from gdlab.history import History
+from gdlab.hooks import both, each_step, replayed
 from gdlab.interrupts import Interrupts
 from gdlab.losses import make_loss
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.problem import Problem
-from gdlab.recording import coefficients, recorder
+from gdlab.recording import recorder, result_of
 from gdlab.result import FitResult
 from gdlab.stops import epoch_budget, stable_limit, stopping_for
 from gdlab.train.analytic import LOSSES as ANALYTIC_LOSSES
@@ -119,47 +121,6 @@ def fit(
         )
 
 
-@torch.no_grad()
-def _separates(net: nn.Module, split: Split) -> bool:
-    """Whether a classifier puts every training row strictly on its own side: a positive
-    margin for one logit (labels 0/1), the true class's logit above all others for softmax."""
-    for begin in range(0, len(split.X), CHUNK_ROWS):
-        scores = net(split.X[begin : begin + CHUNK_ROWS])
-        labels = split.y[begin : begin + CHUNK_ROWS]
-        if scores.shape[1] == 1:
-            margins = (2 * labels.reshape(-1) - 1) * scores[:, 0]
-        else:
-            true = scores.gather(1, labels.reshape(-1, 1).long())
-            others = scores.scatter(1, labels.reshape(-1, 1).long(), -math.inf)
-            margins = (true - others.max(dim=1, keepdim=True).values).reshape(-1)
-        if not bool((margins > 0).all()):
-            return False
-    return True
-
-
-def _both(
-    first: Callable[[History], None], then: Callable[[History], None] | None
-) -> Callable[[History], None]:
-    """One per-epoch hook that calls `first`, then `then` (the caller's) when given."""
-
-    def both(history: History) -> None:
-        first(history)
-        if then is not None:
-            then(history)
-
-    return both
-
-
-def _each_step(
-    on_step: Callable[[dict[str, float]], None] | None,
-    record: Callable[[], dict[str, float]] | None,
-) -> Callable[[], None] | None:
-    """The loop's per-step hook: the recorded parameters handed to `on_step`."""
-    if on_step is None or record is None:
-        return None
-    return lambda: on_step(record())
-
-
 class Training(Problem):
     """A prepared problem and the run that trains on it."""
 
@@ -183,7 +144,7 @@ class Training(Problem):
         scale = self.loss_scale()
         path, exact, analytic, split = self.gradient_sources(net, loss_fn, device)
         result = functools.partial(
-            self._result, net, optimizer, generator, keep_fingerprint=checkpoint is not None
+            result_of, self, net, optimizer, generator, keep_fingerprint=checkpoint is not None
         )
 
         def save_point(state: LoopState, history: History) -> None:
@@ -191,16 +152,9 @@ class Training(Problem):
                 checkpoint(result(path, Verdict("running"), state, history, ""))
 
         record, outcome = recorder(self, net), None
-        network = self.custom_model is not None or self.spec.kind == "mlp"
-        every = tracking_interval(opts.track_sharpness, network=network, budget=opts.budget)
-        bounded = opts.track_sharpness == "auto"  # at most a share of the run's time
-        tracker = (
-            SharpnessTracker(net, loss_fn, split.X, split.y, every, bounded=bounded)
-            if every
-            else None
-        )
+        tracker = self._tracker(net, loss_fn, split)
         if tracker is not None:
-            on_epoch = _both(tracker, on_epoch)
+            on_epoch = both(tracker, on_epoch)
         deep = self.spec.kind == "mlp" and len(self.spec.hidden) >= 2  # depth is the question
         fresh = deep and not len(history)
         initial = initial_layer_gradients(net, loss_fn, split.X, split.y) if fresh else {}
@@ -208,12 +162,7 @@ class Training(Problem):
             outcome = shortcut.closed_form_outcome(self, exact, scale, net)
         if outcome is not None:
             path = CLOSED_FORM
-            if on_epoch is not None:  # the progress bar and log lines see every recorded row
-                outcome.history = outcome.history.replay(on_epoch)
-            if on_step is not None:  # full batch: one update per recorded epoch
-                params = outcome.history.params
-                for k in range(len(outcome.history) if params else 0):
-                    on_step({name: values[k] for name, values in params.items()})
+            outcome.history = replayed(outcome.history, on_epoch, on_step)
         else:
             outcome = Loop(
                 net,
@@ -221,14 +170,14 @@ class Training(Problem):
                 optimizer,
                 make_schedule(opts.schedule, opts.rate, opts.budget),
                 split,
-                stopping_for(self, exact, net, functools.partial(_separates, net, split)),
+                stopping_for(self, exact, net, functools.partial(separates, net, split)),
                 batch_size=opts.batch_size,
                 generator=generator,
                 l1=opts.l1,
                 loss_scale=scale,
                 record=record,
                 on_epoch=on_epoch,
-                on_step=_each_step(on_step, record),
+                on_step=each_step(on_step, record),
                 state=state,
                 history=history,
                 stop=stop,
@@ -238,20 +187,39 @@ class Training(Problem):
                 analytic=analytic,
                 track_updates=deep,
             ).run()
+        message = self._explain_end(outcome, scale, initial)
+        return dataclasses.replace(
+            result(path, outcome.verdict, outcome.state, outcome.history, message),
+            loss=self._final_loss(net, loss_fn, split, exact) * scale,
+            sharpness=tracker.note(len(split.X)) if tracker is not None else "",
+        )
+
+    def _tracker(
+        self, net: nn.Module, loss_fn: LossFunction, split: Split
+    ) -> SharpnessTracker | None:
+        """λmax during training (`analysis.sharpness`), where the option asks for it."""
+        opts = self.opts
+        network = self.custom_model is not None or self.spec.kind == "mlp"
+        every = tracking_interval(opts.track_sharpness, network=network, budget=opts.budget)
+        if not every:
+            return None
+        bounded = opts.track_sharpness == "auto"  # at most a share of the run's time
+        return SharpnessTracker(net, loss_fn, split.X, split.y, every, bounded=bounded)
+
+    def _explain_end(
+        self, outcome: Outcome, scale: float, initial: dict[str, tuple[float, float]]
+    ) -> str:
+        """Why the run ended (warned for the statuses that need a change), and what the
+        depth diagnosis found in a deep network's layers at the start."""
+        opts = self.opts
         message = self.explain(outcome, scale)
-        final_loss = self._final_loss(net, loss_fn, split, exact) * scale
         if outcome.status in ("max_epochs", "stalled", "separable"):
             self._warn(f"{outcome.status}: {message}")
         depth = diagnose(initial, lr=opts.rate, activation=opts.activation, init=opts.init,
                          update_ratios=outcome.history.update_ratios)  # fmt: skip
         if depth:
             self._warn(depth)
-        sharpness = tracker.note(len(split.X)) if tracker is not None else ""
-        return dataclasses.replace(
-            result(path, outcome.verdict, outcome.state, outcome.history, message),
-            loss=final_loss,
-            sharpness=sharpness,
-        )
+        return message
 
     def _start(
         self, device: torch.device
@@ -273,44 +241,6 @@ class Training(Problem):
         net = self._build_model(device)
         optimizer = optimizer_for(opts, net.parameters())
         return net, optimizer, torch.Generator().manual_seed(opts.seed), LoopState(), History()
-
-    def _result(
-        self,
-        net: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        generator: torch.Generator,
-        path: str,
-        verdict: Verdict,
-        state: LoopState,
-        history: History,
-        message: str,
-        *,
-        keep_fingerprint: bool,
-    ) -> FitResult:
-        coef, intercept = coefficients(self, net)
-        return FitResult(
-            model=net,
-            history=history,
-            status=verdict.status,
-            verdict=verdict,
-            options=self.opts,
-            feature_names=self.names,
-            coef_=coef,
-            intercept_=intercept,
-            classes_=self.classes,
-            message=message,
-            warnings=self.warnings,
-            curvature=self.curvature,
-            x_scaler=self.x_scaler,
-            y_scaler=self.y_scaler,
-            optimizer=optimizer,
-            generator=generator,
-            custom_model=self.custom_model is not None,
-            loop_state=state,
-            fingerprint=self.data_fingerprint if keep_fingerprint else None,
-            lr_choice=self.lr_choice,
-            path=path,
-        )
 
     @torch.no_grad()
     def _final_loss(

@@ -12,14 +12,18 @@ answers in milliseconds to seconds on the sizes it is asked about (MAX_CELLS).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gdlab.data.arrays import FloatArray, IntArray
+from gdlab.data.arrays import CHUNK_ROWS, FloatArray, IntArray
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from gdlab.problem import Problem
+    from gdlab.train.state import Split
 
 MAX_CELLS = 500_000  # rows x features x (classes - 1) above which the question is not asked
 TIME_LIMIT = 2.0  # seconds HiGHS may take before the answer is "unknown"
@@ -88,3 +92,23 @@ def separable_training_rows(problem: Problem) -> bool | None:
         return None
     features, codes = problem.source.take(rows)
     return linearly_separable(features, codes.astype(np.int64), classes)
+
+
+def separates(net: nn.Module, split: Split) -> bool:
+    """Whether a classifier puts every training row strictly on its own side: a positive
+    margin for one logit (labels 0/1), the true class's logit above all others for softmax."""
+    import torch
+
+    with torch.no_grad():  # a check, not part of training: no graph
+        for begin in range(0, len(split.X), CHUNK_ROWS):
+            scores = net(split.X[begin : begin + CHUNK_ROWS])
+            labels = split.y[begin : begin + CHUNK_ROWS]
+            if scores.shape[1] == 1:
+                margins = (2 * labels.reshape(-1) - 1) * scores[:, 0]
+            else:
+                true = scores.gather(1, labels.reshape(-1, 1).long())
+                others = scores.scatter(1, labels.reshape(-1, 1).long(), -math.inf)
+                margins = (true - others.max(dim=1, keepdim=True).values).reshape(-1)
+            if not bool((margins > 0).all()):
+                return False
+        return True
