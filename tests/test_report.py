@@ -181,6 +181,11 @@ def test_every_chart_has_a_title_and_labelled_axes_and_the_summary_reads_plainly
     assert "squared error" in page.evaluate(
         "document.getElementById('loss').layout.yaxis.title.text"
     )
+    traces = page.evaluate("document.getElementById('surface').data")
+    start = next(t for t in traces if t["name"] == "start")
+    contour = traces[0]
+    assert min(contour["x"]) < start["x"][0] < max(contour["x"])  # the grid covers the start
+    assert min(contour["y"]) < start["y"][0] < max(contour["y"])
     summary = page.text_content("table")
     assert summary is not None and "coef[x]" not in summary
     for python in ("{'", "True", "False", "None"):

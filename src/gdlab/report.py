@@ -53,7 +53,11 @@ if (D.surface) {
     {x: s.path_a, y: s.path_b, mode: 'lines+markers', name: 'path',
      marker: {size: 3, color: 'red'}, line: {color: 'red'}},
     {x: [s.path_a[n - 1]], y: [s.path_b[n - 1]], mode: 'markers', name: 'epoch',
-     marker: {size: 12, color: 'black'}}],
+     marker: {size: 12, color: 'black'}},
+    {x: [s.start[0]], y: [s.start[1]], mode: 'markers', name: 'start',
+     marker: {size: 10, color: 'white', line: {color: 'black', width: 2}}},
+    {x: [s.lowest[0]], y: [s.lowest[1]], mode: 'markers', name: 'lowest on this plane',
+     marker: {size: 12, symbol: 'x', color: '#1f77b4'}}],
     {title: T('Loss surface and the path of descent'), xaxis: axis(s.names[0]),
      yaxis: axis(s.names[1]), legend: below}, config);
 }
@@ -116,6 +120,7 @@ def report_data(
     result: FitResult,
     surface: Surface | None,
     line: dict[str, Any] | None,
+    start: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     history = result.history
     data: dict[str, Any] = {
@@ -136,6 +141,8 @@ def report_data(
             "loss": surface.loss,
             "path_a": history.params[surface.names[0]],
             "path_b": history.params[surface.names[1]],
+            "start": list(start or (math.nan, math.nan)),
+            "lowest": list(surface.lowest),
         }
     cleaned: dict[str, Any] = _clean(data)
     return cleaned

@@ -115,7 +115,7 @@ def report(
         if not len(result.history):
             raise GdlabError(f"{run_dir} has no epochs in its history; nothing to report.")
         summary = read_summary(run_dir)
-        surface, line = None, None
+        surface, line, start = None, None, None
         if result.history.params:
             from gdlab.tools.surface import check_pair, default_pair, loss_surface
 
@@ -124,7 +124,9 @@ def report(
             problem = rebuild_problem(result, state, data)
             surface = loss_surface(problem, result, pair)
             line = _line_data(result, problem, state)
-        page = render(f"gdlab run {run_dir}", report_data(result, surface, line), summary,
+            initial = problem.initial_parameters()
+            start = (initial[pair[0]], initial[pair[1]])
+        page = render(f"gdlab run {run_dir}", report_data(result, surface, line, start), summary,
                       plotly_js=get_plotlyjs())  # fmt: skip
         target = out or run_dir / "report.html"
         write_text(target, page)
