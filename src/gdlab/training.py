@@ -34,6 +34,7 @@ from gdlab.history import History
 from gdlab.hooks import both, each_step, replayed
 from gdlab.interrupts import Interrupts
 from gdlab.losses import make_loss
+from gdlab.optim.kinds import kind_of
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
 from gdlab.problem import Problem
@@ -298,7 +299,14 @@ class Training(Problem):
         from gdlab.tools.rates import advise_problem
 
         began = time.perf_counter()
-        advice = advise_problem(self, unscaled=False)
+        # Least squares with gd or momentum: the curvature alone decides (tools/recommend.py),
+        # so the range test, seconds on larger data, is not run.
+        decided = (
+            self.curvature is not None
+            and self.curvature.lambda_max > 0
+            and kind_of(self.opts.optimizer).has_limit
+        )
+        advice = advise_problem(self, unscaled=False, seeds=0 if decided else 3)
         self.opts = dataclasses.replace(self.opts, lr=advice.recommended_lr)
         self.lr_choice = (
             f"lr auto: {advice.recommended_lr:.3g}, {advice.reason} [curvature: {advice.method}; "
