@@ -100,10 +100,12 @@ def loss_surface(
     limit = LINEAR_ROWS if linear else MODULE_ROWS
     rows = everyone if len(everyone) <= limit else everyone[:: -(-len(everyone) // limit)]
     evaluate = _linear_surface if linear else _module_surface
-    loss = evaluate(problem, result, final, pair, axes, rows)
-    at_final = [np.array([final[name]]) for name in pair]
-    final_loss = float(evaluate(problem, result, final, pair, at_final, rows)[0, 0])
-    return Surface(pair, axes[0], axes[1], loss, len(rows), len(everyone), final_loss)
+    # One evaluation, on the grid with the final point appended to each axis: its last row
+    # and column hold the loss at the final point, what the run reported.
+    extended = [np.append(axis, final[name]) for axis, name in zip(axes, pair, strict=True)]
+    loss = evaluate(problem, result, final, pair, extended, rows)
+    final_loss = float(loss[-1, -1])
+    return Surface(pair, axes[0], axes[1], loss[:-1, :-1], len(rows), len(everyone), final_loss)
 
 
 def _axis(values: list[float], points: int) -> FloatArray:
