@@ -127,7 +127,7 @@ def _lanczos_extremes(
 
     high = extreme("LA")
     if not math.isfinite(high):
-        high = _power_iteration(product, rng.normal(size=n))
+        high, _ = power_iteration(product, torch.from_numpy(rng.normal(size=n)), POWER_STEPS)
         notes.append(f"λmax from {POWER_STEPS} power-iteration steps (a lower bound)")
     low = extreme("SA")
     if not math.isfinite(low):
@@ -136,15 +136,18 @@ def _lanczos_extremes(
     return low, high, "; ".join(notes)
 
 
-def _power_iteration(product: Callable[[torch.Tensor], torch.Tensor], start: np.ndarray) -> float:
-    """The Rayleigh quotient of the top eigenvector's power-iteration estimate."""
-    vector = torch.from_numpy(start / np.linalg.norm(start))
-    value = 0.0
-    for _ in range(POWER_STEPS):
+def power_iteration(
+    product: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int
+) -> tuple[float, torch.Tensor]:
+    """The Rayleigh quotient of the top eigenvector's power-iteration estimate after `steps`
+    products from `start`, and that estimate (to warm-start the next call)."""
+    vector = start / torch.linalg.vector_norm(start)
+    value = math.nan
+    for _ in range(steps):
         image = product(vector)
         value = float(vector @ image)
         norm = float(torch.linalg.vector_norm(image))
-        if norm == 0:
+        if not (norm > 0 and math.isfinite(norm)):
             break
         vector = image / norm
-    return value
+    return value, vector

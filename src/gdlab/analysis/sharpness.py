@@ -13,14 +13,13 @@ time spent is reported after the run.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from gdlab.analysis.hessian import flat_loss, hessian_vector_product
+from gdlab.analysis.hessian import flat_loss, hessian_vector_product, power_iteration
 from gdlab.history import History
 
 ESTIMATES = 50  # estimates in a run when the tracker chooses its own spacing
@@ -74,16 +73,7 @@ class SharpnessTracker:
         if self.vector is None or self.vector.shape != at.shape:
             self.vector = torch.randn(at.shape, dtype=at.dtype,
                                       generator=torch.Generator().manual_seed(0))  # fmt: skip
-        vector = self.vector / torch.linalg.vector_norm(self.vector)
-        value = math.nan
-        for _ in range(STEPS):
-            image = product(vector)
-            value = float(vector @ image)
-            norm = float(torch.linalg.vector_norm(image))
-            if not (norm > 0 and math.isfinite(norm)):
-                break
-            vector = image / norm
-        self.vector = vector
+        value, self.vector = power_iteration(product, self.vector, STEPS)
         return value
 
     def note(self, rows: int) -> str:
