@@ -12,6 +12,7 @@ from torch import nn
 
 from gdlab.data.arrays import FloatArray
 from gdlab.data.scaling import original_units, power_names
+from gdlab.train.record import RawRecord
 
 if TYPE_CHECKING:
     from gdlab.history import History
@@ -64,13 +65,7 @@ def recorder(problem: Problem, net: nn.Module) -> Callable[[], dict[str, float]]
 
     named = list(net.named_parameters())
     labels = [f"{name}[{i}]" for name, p in named for i in range(p.numel())]
-    tensors = [p for _, p in named]
-
-    def raw() -> dict[str, float]:  # one concatenation and one copy to the host per epoch
-        values = torch.cat([p.detach().reshape(-1) for p in tensors]).tolist()
-        return dict(zip(labels, values, strict=True))
-
-    return raw
+    return RawRecord(labels, [p for _, p in named])
 
 
 def result_of(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch._utils import _unflatten_dense_tensors
 
 from gdlab.history import History
 from gdlab.losses import add_l1_gradient
@@ -22,7 +23,8 @@ from gdlab.optim.gd import GradientDescent
 from gdlab.optim.schedules import Schedule
 from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient
-from gdlab.train.norms import all_finite, full_gradient_norm, grad_norms, penalized_norm
+from gdlab.train.norms import EpochNorms, Norms, full_gradient_norm, penalized_norm
+from gdlab.train.record import RawRecord
 from gdlab.train.rules import (
     RISE_WINDOW,
     Measure,
@@ -95,16 +97,19 @@ class Loop:
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         self.names = [name for name, _ in named]
         self.params: list[torch.Tensor] = [p for _, p in named]
+        self.measure_norms = EpochNorms(self.params)
+        self.values = self.measure_norms.values  # detached: what copies write, without autograd
         if state.current is not None:
-            _restore(self.params, state.current)
+            _restore(self.values, state.current)
             state.current = None
-        self.last_good = [p.detach().clone() for p in self.params]
+        self.last_good = [p.clone() for p in self.values]
+        self.copied: torch.Tensor | None = None  # or the rollback point, flat (train/norms.py)
         if state.epoch_start is not None:
             _restore(self.last_good, state.epoch_start)
         # Early stopping on validation keeps the best epoch's parameters in buffers made once.
         self.validating = data.X_val is not None
         if self.validating and state.best_params is None:
-            state.best_params = [p.detach().clone() for p in self.params]
+            state.best_params = [p.clone() for p in self.values]
         self.n = data.X.shape[0]
         self.size = self.n if batch_size is None else batch_size
         self.mini_batch = self.size < self.n
@@ -133,7 +138,8 @@ class Loop:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if state.position == 0:
-            _restore(self.last_good, self.params)  # the point to roll back to on divergence
+            if self.copied is None:  # else the norms' copy is the point to roll back to
+                _restore(self.last_good, self.values)  # the point to roll back to on divergence
             state.order = epoch_order(self.n, self.size, self.generator)
             state.total, state.seen = 0.0, 0
         outcome = self._batches(epoch)
@@ -151,12 +157,11 @@ class Loop:
             test = "unstable_rate"
         if test is not None:
             return self._diverged(epoch + 1, train_loss, test)
-        row = self.record() if self.record else None  # small models: every parameter
-        # Finite recorded values settle it without touching the tensors; anything else (no
-        # record, or a value that overflowed only in original units) asks the parameters.
-        if not (row and all(map(math.isfinite, row.values()))) and not all_finite(self.params):
+        norms = self.measure_norms(self.last_good if self.track_updates else None)
+        if not norms.finite:
             return self._diverged(epoch + 1, math.inf, "not_finite")
-        val_loss, gradient = self._append(epoch, lr, train_loss, row)
+        self.copied = norms.copy
+        val_loss, gradient = self._append(epoch, lr, train_loss, self._row(norms), norms)
         outcome = self._stop_tests(train_loss, val_loss, gradient)
         if outcome is not None:
             return outcome
@@ -188,22 +193,28 @@ class Loop:
             state.seen += seen
             state.position = min(begin + size, n)
             if state.position < n and self.stop is not None and self.stop():
-                state.epoch_start = [t.clone() for t in self.last_good]
+                state.epoch_start = [t.clone() for t in self._rollback_point()]
                 return Outcome(Verdict("interrupted"), self.history, state)
         return None
 
+    def _row(self, norms: Norms) -> dict[str, float] | None:
+        """The recorded parameters (small models): from the entries the norms copied when
+        the record is of raw entries, else the record's own (original units)."""
+        if isinstance(self.record, RawRecord) and norms.entries is not None:
+            return self.record.of(norms.entries)
+        return self.record() if self.record else None
+
     def _append(
-        self, epoch: int, lr: float, train_loss: float, row: dict[str, float] | None
+        self, epoch: int, lr: float, train_loss: float, row: dict[str, float] | None, norms: Norms
     ) -> tuple[float, float]:
         """Record the epoch in the history; its validation loss and gradient norm."""
         state, stopping = self.state, self.stopping
         val_loss = self.exact.validation_loss() if self.exact else self._evaluate()
-        start = self.last_good if self.track_updates else None
-        total_norm, layer_norms, ratios = grad_norms(self.params, start)
+        layer_norms, ratios = norms.layers, norms.ratios
         gradient = (
             penalized_norm(self.params, stopping.weight_decay)
             if stopping.weight_decay and not self.mini_batch
-            else total_norm
+            else norms.total
         )
         if not self.mini_batch and state.start_grad is None:
             state.start_grad = gradient
@@ -229,7 +240,7 @@ class Loop:
         if improved(watched, state.best, tolerances.ftol):
             state.best, state.best_epoch, state.waited = watched, state.epoch, 0
             if state.best_params is not None:
-                _restore(state.best_params, self.params)
+                _restore(state.best_params, self.values)
         else:
             state.waited += 1
         measure = None if self.mini_batch else self._measure(gradient)
@@ -284,35 +295,41 @@ class Loop:
         )
         verdict = Verdict(status, test, reason, [m for m in (measure, plateau) if m is not None])
         if state.best_params is not None:  # with a validation split: end at the best epoch
-            state.current = [p.detach().clone() for p in self.params]  # the last, kept aside
-            _restore(self.params, state.best_params)
+            state.current = [p.clone() for p in self.values]  # the last, kept aside
+            _restore(self.values, state.best_params)
         return Outcome(verdict, history, state)
 
     def _diverged(self, epoch: int, loss: float, test: str, *, roll_back: bool = True) -> Outcome:
         if roll_back:
-            _restore(self.params, self.last_good)
+            _restore(self.values, self._rollback_point())
         verdict = Verdict("diverged", test)
         return Outcome(verdict, self.history, self.state, diverged_epoch=epoch, diverged_loss=loss)
+
+    def _rollback_point(self) -> list[torch.Tensor]:
+        """The parameters when the epoch began: `last_good`, or the norms' flat copy."""
+        if self.copied is None:
+            return self.last_good
+        return list(_unflatten_dense_tensors(self.copied, self.values))  # type: ignore[no-untyped-call]
 
     def _full_gradient(self) -> float:
         return full_gradient_norm(
             self.model, self.loss_fn, self.data, self.params, self.l1, self.stopping.weight_decay
         )
 
-    @torch.no_grad()
     def _evaluate(self) -> float:
         data = self.data
         if data.X_val is None or data.y_val is None:
             return math.nan
-        return float(self.loss_fn(self.model(data.X_val), data.y_val).item())
+        with torch.no_grad():
+            return float(self.loss_fn(self.model(data.X_val), data.y_val).item())
 
 
 def _test_of(measure: Measure) -> str:
     return "distance" if measure.name.startswith("distance") else "gradient"
 
 
-@torch.no_grad()
 def _restore(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
-    """Copy `sources` into `targets` in place (also used to save into preallocated buffers)."""
+    """Copy `sources` into `targets` in place (also used to save into preallocated buffers);
+    both are detached, so no autograd context is needed."""
     if targets:
         torch._foreach_copy_(targets, sources)  # one call for all tensors

@@ -4,9 +4,11 @@ penalty, and over the full batch for mini-batch runs."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch._utils import _flatten_dense_tensors
 
 from gdlab.losses import add_l1_gradient
 from gdlab.train.state import LossFunction, Split
@@ -20,26 +22,67 @@ def all_finite(params: list[torch.Tensor]) -> bool:
         return bool(torch.cat([p.reshape(-1) for p in params]).isfinite().all())
 
 
-def grad_norms(
-    params: list[torch.Tensor], start: list[torch.Tensor] | None = None
-) -> tuple[float, list[float], list[float]]:
-    """The gradient's norm over all parameters and per parameter tensor (layer), and with
-    `start` (the parameters when the epoch began) each tensor's update ratio ‖Δθ‖/‖θ‖ over the
-    epoch: fused calls (the ones torch.nn.utils.clip_grad_norm_ uses) and one copy to the
-    host, whatever the number of layers."""
-    grads = [p.grad for p in params]
-    if not grads or any(g is None for g in grads):
-        return math.nan, [], []
-    with torch.no_grad():
-        tensors = grads if start is None else [*grads, *torch._foreach_sub(params, start), *start]
-        values = torch.stack(torch._foreach_norm(tensors)).tolist()  # type: ignore[arg-type]
-    k = len(params)
-    norms = values[:k]
-    ratios = [] if start is None else [
-        step / size if size > 0 else math.inf if step > 0 else 0.0
-        for step, size in zip(values[k : 2 * k], values[2 * k :], strict=True)
-    ]  # fmt: skip
-    return math.sqrt(sum(v * v for v in norms)), norms, ratios
+SMALL = 256  # parameters up to which an epoch's norms also copy every entry to the host
+
+
+class Norms(NamedTuple):
+    total: float  # ‖g‖ over all parameters
+    layers: list[float]  # ‖g‖ per parameter tensor
+    ratios: list[float]  # ‖Δθ‖/‖θ‖ per tensor over the epoch (when asked)
+    finite: bool  # every parameter finite
+    entries: list[float] | None  # every parameter entry (small models)
+    copy: torch.Tensor | None = None  # the same entries as one flat tensor, on the device
+
+
+class EpochNorms:
+    """What the loop measures of the parameters after each epoch, in one copy to the host:
+    the gradient's norm over all of them and per tensor (layer), whether every parameter is
+    finite, and with `start` (the parameters when the epoch began) each tensor's update ratio
+    ‖Δθ‖/‖θ‖.
+
+    An epoch of a small model lasts microseconds, in which each torch call counts: its
+    gradients and parameters are flattened into one vector by one call (as
+    DistributedDataParallel's buckets are) and measured on the host in float64; the entries
+    are its record and its finiteness test, and their copy on the device the loop's rollback
+    point for the next epoch. A larger model's norms come from fused calls
+    (those of torch.nn.utils.clip_grad_norm_), its finiteness from its parameters' norms (a
+    finite norm has finite entries)."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self.params, self.values = params, [p.detach() for p in params]
+        self.sizes = [p.numel() for p in params]
+        self.small = sum(self.sizes) <= SMALL
+
+    def __call__(self, start: list[torch.Tensor] | None = None) -> Norms:
+        grads = [p.grad for p in self.params]
+        if not grads or any(g is None for g in grads):
+            return Norms(math.nan, [], [], all_finite(self.values), None)
+        present: list[torch.Tensor] = grads  # type: ignore[assignment]
+        if self.small and start is None:
+            return self._on_host(present)
+        k, values = len(grads), self.values
+        tensors = [*present, *values] if start is None else [
+            *present, *torch._foreach_sub(values, start), *start]  # fmt: skip
+        measured = torch.stack(torch._foreach_norm(tensors)).tolist()
+        layers = measured[:k]
+        ratios = [] if start is None else [
+            step / size if size > 0 else math.inf if step > 0 else 0.0
+            for step, size in zip(measured[k : 2 * k], measured[2 * k :], strict=True)
+        ]  # fmt: skip
+        # An infinite norm may have overflowed from finite entries: then look at them.
+        finite = (start is None and all(map(math.isfinite, measured[k:]))) or all_finite(values)
+        return Norms(math.hypot(*layers), layers, ratios, finite, None)
+
+    def _on_host(self, grads: list[torch.Tensor]) -> Norms:
+        flat = _flatten_dense_tensors([*grads, *self.values])  # type: ignore[no-untyped-call]
+        measured = flat.tolist()
+        n, layers, end = len(measured) // 2, [], 0
+        for size in self.sizes:
+            layers.append(math.hypot(*measured[end : end + size]))
+            end += size
+        entries = measured[n:]
+        finite = all(map(math.isfinite, entries))
+        return Norms(math.hypot(*layers), layers, [], finite, entries, flat[n:])
 
 
 def penalized_norm(params: list[torch.Tensor], weight_decay: float) -> float:
