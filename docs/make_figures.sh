@@ -37,4 +37,5 @@ cp "$work/edge/sharpness.png" docs/sharpness.png
 (cd "$work" && $GDLAB demo >/dev/null)
 cp "$work/runs/demo/loss.png" docs/demo_loss.png
 cp "$work/runs/demo/weight_bias_loss.png" docs/demo_weight_bias_loss.png
+"$PWD/.venv/bin/python" docs/screenshot_explore.py  # writes docs/explore.png (chromium)
 echo "wrote docs/*.png and docs/line.gif"

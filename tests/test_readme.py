@@ -24,6 +24,7 @@ FILES = {  # what the examples read besides the built-in data sets
 NOT_RUN = {  # commands that need a person at the keyboard, with where they are tested instead
     "gdlab fit big.csv": "stopped with Ctrl-C by hand; tests/test_signals.py and test_resume.py",
     "gdlab fit --resume runs/big": "continues the run above",
+    "gdlab explore": "a server that runs until Ctrl-C; tests/test_explore.py starts it",
 }
 TIMES = re.compile(r"\b\d+(\.\d+)?(e-?\d+)? s\b")  # seconds: the one thing that may differ
 

@@ -6,8 +6,7 @@ installs chromium when it is missing.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from gdlab.history import History
 from tests.conftest import CliRun
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning")
 
 
@@ -35,22 +33,6 @@ def test_the_report_embeds_its_scripts_and_the_run(run_with_report: Path) -> Non
     assert "<script src" not in page and "http://" not in page.split("plotly")[0]
     assert 'id="gdlab-data"' in page and "max_epochs" in page
     assert page.count('class="plot"') == 5  # loss, gradients, params, surface, line
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        yield launched
-        launched.close()
 
 
 @pytest.mark.slow

@@ -1,0 +1,53 @@
+"""gdlab explore: the browser page (starlette and uvicorn load only when it runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gdlab.cli.app import cli
+
+
+@cli.command()
+@click.argument("data", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="port on 127.0.0.1 (0: any free port)")  # fmt: skip
+@click.option("--no-browser", is_flag=True, help="print the address without opening a browser")
+@click.option("--max-upload", type=click.IntRange(1, 10_000), default=50, show_default=True,
+              help="largest upload accepted, in MiB")  # fmt: skip
+def explore(data: tuple[Path, ...], port: int, no_browser: bool, max_upload: int) -> None:
+    """Step gradient descent live in a browser page, on DATA files, uploads or built-in sets.
+
+    The first line printed is the page's address with its token; only this machine can open it.
+    """
+    import socket
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from gdlab.explore.server import create_app, new_token
+    from gdlab.explore.sessions import Offers, upload_folder
+
+    with upload_folder() as folder:
+        offers = Offers(list(data), Path(folder))  # each file is read and checked now
+        token = new_token()
+        app = create_app(token, offers, max_upload=max_upload * 2**20)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", port))
+            listener.listen(128)  # requests wait from now on: the printed address answers
+        except OSError as error:
+            raise click.UsageError(
+                f"--port {port}: cannot listen on 127.0.0.1:{port} ({error.strerror}); choose "
+                "another port, or 0 for any free one."
+            ) from None
+        address = f"http://127.0.0.1:{listener.getsockname()[1]}/?token={token}"
+        click.echo(f"gdlab explore: {address}")
+        click.echo("  Ctrl-C stops the server.", err=True)
+        if not no_browser:
+            threading.Timer(0.5, webbrowser.open, args=(address,)).start()
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        server.run(sockets=[listener])

@@ -1,0 +1,247 @@
+"""What the browser page drives: data it may read, and runs stepped a few epochs at a time.
+
+A session is a `gdlab.stepping.SteppedRun` (the engine's steppable run, not a copy of it) on
+one table: the page asks for n more epochs or a rewind and gets the state back as plain
+JSON-ready data. The page may read only the data it is offered: the built-in sets, the files
+named on the command line, and files uploaded to this server; never a path typed in a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gdlab.errors import GdlabError, listed
+
+UPLOAD_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+MAX_SESSIONS = 64  # the oldest is dropped past this: a page left open does not grow the server
+SHOWN_UPDATES = 6  # parameters whose update is written out with its numbers
+# One run at a time in this process: building a model seeds torch's global generator, and
+# warnings filters are process-wide, so two sessions stepped at once could disturb each other.
+ENGINE = threading.Lock()
+
+
+@dataclass
+class Table:
+    """A table the page may use: its name in requests, the file, its default target."""
+
+    name: str
+    path: Path
+    target: str | None = None
+    model: str | None = None
+    columns: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "target": self.target, "model": self.model,
+                "columns": self.columns}  # fmt: skip
+
+
+class Offers:
+    """The tables this server may read, by name: built-in sets, files named on the command
+    line (by their path as given) and uploads (by 'upload:' and a digest of their bytes)."""
+
+    def __init__(self, files: list[Path], folder: Path) -> None:
+        from gdlab.data.builtin import DATASETS
+
+        self.folder = folder
+        self.tables: dict[str, Table] = {}
+        for dataset in DATASETS.values():
+            self.add(Table(dataset.name, dataset.path, dataset.target, dataset.model))
+        for path in files:
+            self.add(Table(str(path), path))
+
+    def add(self, table: Table) -> Table:
+        from gdlab.data.files import read_table
+
+        table.columns = [str(name) for name in read_table(table.path).columns]
+        self.tables[table.name] = table
+        return table
+
+    def upload(self, filename: str, content: bytes) -> Table:
+        """Keep an uploaded file (checked as any data file) under a name made of its digest."""
+        suffix = Path(filename).suffix.lower()
+        if suffix not in UPLOAD_SUFFIXES:
+            raise GdlabError(
+                f"upload {filename!r}: give a CSV or Parquet file ({', '.join(UPLOAD_SUFFIXES)})."
+            )
+        digest = hashlib.sha256(content).hexdigest()[:16]
+        name = f"upload:{digest}"
+        if name in self.tables:
+            return self.tables[name]
+        path = self.folder / f"{digest}{suffix}"
+        path.write_bytes(content)
+        try:
+            return self.add(Table(name, path))
+        except GdlabError as error:  # name the upload, not the server's copy of it
+            path.unlink()
+            raise GdlabError(str(error).replace(str(path), f"upload {filename!r}")) from None
+
+    def table(self, name: object) -> Table:
+        if not isinstance(name, str) or name not in self.tables:
+            offered = listed(sorted(n for n in self.tables if not n.startswith("upload:")))
+            raise GdlabError(
+                f"data {name!r} is not offered here: choose one of {offered}, upload a file, or "
+                "name it on the command line (`gdlab explore FILE`); paths typed in the page "
+                "are not read."
+            )
+        return self.tables[name]
+
+
+class Session:
+    """One stepped run on one table (stepped under ENGINE, one run at a time)."""
+
+    def __init__(self, table: Table, target: str | None, features: list[str] | None,
+                 options: dict[str, Any]) -> None:  # fmt: skip
+        from gdlab.data.columns import select
+        from gdlab.data.files import read_table
+        from gdlab.stepping import SteppedRun
+
+        target = target or table.target
+        if target is None:
+            raise GdlabError(f"`target` is required: name the column of {table.name} to predict.")
+        if table.model is not None and "model" not in options:
+            options = {"model": table.model, **options}
+        X, y, names = select(read_table(table.path), table.name, target, features)
+        self.table, self.target, self.features, self.options = table, target, names, options
+        with ENGINE:
+            self.run = SteppedRun(X, y, feature_names=names, **options)
+
+    def step(self, epochs: object) -> dict[str, Any]:
+        if not isinstance(epochs, int) or isinstance(epochs, bool):
+            raise GdlabError(f"`epochs` to advance must be an integer >= 1. Got {epochs!r}.")
+        with ENGINE:
+            if self.run.result is not None and self.run.result.status not in (
+                "max_epochs", "running"):  # fmt: skip
+                return self.state()  # ended by a stop test: stepping further changes nothing
+            self.run.advance(epochs)
+            return self.state()
+
+    def rewind(self) -> dict[str, Any]:
+        with ENGINE:
+            self.run.rewind()
+            return self.state()
+
+    def state(self, since: int = 0) -> dict[str, Any]:
+        """Where the run is: its epoch, status and why, the last loss and parameters, the
+        history from row `since` on, and the last update written out with its numbers."""
+        result = self.run.result
+        training = self.run.training
+        base = {"table": self.table.name, "target": self.target, "features": self.features,
+                "options": self.options, "lr": training.opts.lr,
+                "limit": _limit(training)}  # fmt: skip
+        if result is None:
+            initial = training.initial_parameters()
+            return base | {"epoch": 0, "status": "ready", "message": "", "loss": None,
+                           "params": _json(initial), "history": _history(None, since),
+                           "update": []}  # fmt: skip
+        history = result.history
+        params = {name: values[-1] for name, values in history.params.items()}
+        return base | {
+            "epoch": len(history),
+            "status": result.status,
+            "message": result.message,
+            "loss": _number(history.train_loss[-1]) if len(history) else None,
+            "params": _json(params),
+            "history": _history(result, since),
+            "update": _update(result),
+        }
+
+
+class UnknownSessionError(GdlabError):
+    """A session id this server does not hold."""
+
+
+class Sessions:
+    """Every session of this server, by id; the oldest is dropped past MAX_SESSIONS."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+        self.lock = threading.Lock()
+
+    def add(self, session: Session) -> str:
+        key = uuid.uuid4().hex
+        with self.lock:
+            self.sessions[key] = session
+            while len(self.sessions) > MAX_SESSIONS:
+                del self.sessions[next(iter(self.sessions))]
+        return key
+
+    def get(self, key: str) -> Session:
+        with self.lock:
+            if key not in self.sessions:
+                raise UnknownSessionError(
+                    f"session {key!r} is unknown (the server was restarted, or it was "
+                    "dropped): start it again."
+                )
+            return self.sessions[key]
+
+
+def upload_folder() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="gdlab-explore-")
+
+
+def _history(result: Any, since: int) -> dict[str, Any]:
+    if result is None:
+        return {"epoch": [], "train_loss": [], "val_loss": [], "grad_norm": [], "params": {},
+                "grad_norms": {}}  # fmt: skip
+    h = result.history
+    return {
+        "epoch": h.epoch[since:],
+        "train_loss": _json(h.train_loss[since:]),
+        "val_loss": _json(h.val_loss[since:]),
+        "grad_norm": _json(h.grad_norm[since:]),
+        "params": {name: _json(values[since:]) for name, values in h.params.items()},
+        "grad_norms": {name: _json(values[since:]) for name, values in h.grad_norms.items()},
+    }
+
+
+def _update(result: Any) -> list[str]:
+    """The last update of each parameter with its numbers: for plain gradient descent on
+    unscaled data, w = w - lr * dL/dw with dL/dw read off the step; otherwise the step itself
+    (momentum, adaptive rates and standardized training do not step along -lr * dL/dw of the
+    recorded coefficients)."""
+    history, opts = result.history, result.options
+    if len(history) < 1 or not history.params:
+        return []
+    lr = history.lr[-1]
+    plain = opts.optimizer in ("gd", "sgd") and not opts.standardize and opts.batch_size is None
+    lines = []
+    for name, values in list(history.params.items())[:SHOWN_UPDATES]:
+        before = values[-2] if len(values) > 1 else None
+        after = values[-1]
+        if before is None:
+            lines.append(f"{name} = {after:.6g}")
+        elif plain:
+            gradient = (before - after) / lr
+            lines.append(f"{name} = {before:.6g} - {lr:g} * {gradient:.6g} = {after:.6g}"
+                         f"   (dL/d{name} = {gradient:.6g})")  # fmt: skip
+        else:
+            lines.append(f"{name} = {before:.6g} {after - before:+.6g} = {after:.6g}")
+    return lines
+
+
+def _limit(training: Any) -> float | None:
+    """The optimizer's largest stable rate on this problem (2/λmax for gd), where known."""
+    from gdlab.stops import stable_limit
+
+    limit = stable_limit(training)
+    return None if limit is None else _number(limit)
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN or infinity: those are null."""
+    return value if math.isfinite(value) else None
+
+
+def _json(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {key: _json(value) for key, value in values.items()}
+    if isinstance(values, list):
+        return [_number(float(v)) for v in values]
+    return _number(float(values))
