@@ -39,6 +39,7 @@ docs: $(VENV)/.installed
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.sweep
+	$(BIN)/python -m benchmarks.explore
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 import gdlab
 from gdlab.data.builtin import DATASETS
-from gdlab.explore.server import create_app
+from gdlab.explore.server import create_app, listen
 from gdlab.explore.sessions import Offers
 
 
@@ -218,13 +218,9 @@ def test_the_command_prints_its_address_first_and_refuses_a_bad_file(tmp_path: P
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     """The app served by uvicorn on a free port of 127.0.0.1 in this process: its address."""
-    import socket
-
     import uvicorn
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    listener = listen(0)
     app = create_app(TOKEN, Offers([], tmp_path))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)

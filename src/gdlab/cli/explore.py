@@ -21,29 +21,19 @@ def explore(data: tuple[Path, ...], port: int, no_browser: bool, max_upload: int
 
     The first line printed is the page's address with its token; only this machine can open it.
     """
-    import socket
     import threading
     import webbrowser
 
     import uvicorn
 
-    from gdlab.explore.server import create_app, new_token
+    from gdlab.explore.server import create_app, listen, new_token
     from gdlab.explore.sessions import Offers, upload_folder
 
     with upload_folder() as folder:
         offers = Offers(list(data), Path(folder))  # each file is read and checked now
         token = new_token()
         app = create_app(token, offers, max_upload=max_upload * 2**20)
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind(("127.0.0.1", port))
-            listener.listen(128)  # requests wait from now on: the printed address answers
-        except OSError as error:
-            raise click.UsageError(
-                f"--port {port}: cannot listen on 127.0.0.1:{port} ({error.strerror}); choose "
-                "another port, or 0 for any free one."
-            ) from None
+        listener = listen(port)
         address = f"http://127.0.0.1:{listener.getsockname()[1]}/?token={token}"
         click.echo(f"gdlab explore: {address}")
         click.echo("  Ctrl-C stops the server.", err=True)
