@@ -233,6 +233,14 @@ def served(tmp_path: Path) -> Iterator[str]:
         listener.close()
 
 
+def then_status(page: object, button: str, begins: str) -> None:
+    """Click `button` and wait until the status line begins with `begins`."""
+    page.click(button)  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        f"document.getElementById('status').textContent.startsWith({begins!r})"
+    )
+
+
 def shown_parameters(page: object) -> dict[str, str]:
     cells = page.eval_on_selector_all(  # type: ignore[attr-defined]
         "#params tr", "rows => rows.map(r => [r.cells[0].textContent, r.cells[1].textContent])"
@@ -269,11 +277,9 @@ def test_the_page_uploads_steps_rewinds_restores_a_link_and_explains_a_divergenc
     page.select_option("#target", "y")
     page.fill("#lr", "0.1")
     page.select_option("#optimizer", "gd")
-    page.click("#start")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('epoch 0')")
+    then_status(page, "#start", "epoch 0")
     page.fill("#n", "20")
-    page.click("#stepn")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('epoch 20')")
+    then_status(page, "#stepn", "epoch 20")
     shown = shown_parameters(page)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -283,10 +289,8 @@ def test_the_page_uploads_steps_rewinds_restores_a_link_and_explains_a_divergenc
     assert {name: f"{float(text):.8g}" for name, text in shown.items()} == expected
     assert "coef[x1] = " in page.text_content("#update")
 
-    page.click("#rewind")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('epoch 0')")
-    page.click("#stepn")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('epoch 20')")
+    then_status(page, "#rewind", "epoch 0")
+    then_status(page, "#stepn", "epoch 20")
     assert shown_parameters(page) == shown
 
     page.click("#link")
@@ -299,8 +303,7 @@ def test_the_page_uploads_steps_rewinds_restores_a_link_and_explains_a_divergenc
     assert shown_parameters(again) == shown
 
     page.fill("#lr", "5")
-    page.click("#start")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('epoch 0')")
+    then_status(page, "#start", "epoch 0")
     page.fill("#n", "50")
     page.click("#stepn")
     page.wait_for_function("document.getElementById('status').textContent.includes('diverged')")
