@@ -309,3 +309,16 @@ def test_the_page_uploads_steps_rewinds_restores_a_link_and_explains_a_divergenc
     page.wait_for_function("document.getElementById('status').textContent.includes('diverged')")
     assert "2/λmax" in page.text_content("#message") or "stable" in page.text_content("#message")
     assert errors == [] and outside == []
+
+
+def test_a_step_sends_only_the_rows_the_page_lacks(client: TestClient) -> None:
+    key = start(client, lr=0.1, **FIXED)["id"]
+    first = client.post(f"/api/session/{key}/step", json={"epochs": 5}).json()
+    more = client.post(f"/api/session/{key}/step", json={"epochs": 3, "since": 5}).json()
+    whole = client.get(f"/api/session/{key}").json()["history"]
+    assert more["since"] == 5 and more["history"]["epoch"] == [6, 7, 8]
+    assert first["history"]["train_loss"] + more["history"]["train_loss"] == whole["train_loss"]
+    for name, values in whole["params"].items():
+        assert first["history"]["params"][name] + more["history"]["params"][name] == values
+    bad = client.post(f"/api/session/{key}/step", json={"epochs": 1, "since": -1})
+    assert bad.status_code == 400 and "`since`" in bad.json()["error"]

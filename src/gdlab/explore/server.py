@@ -15,7 +15,8 @@ API (JSON in, JSON out; errors are {"error": "<one line>"} with status 400, 403,
 - GET  /api/options                  gdlab.fit's options: name, default, allowed values, help
 - POST /api/upload?name=FILE         the file's bytes as the body; its table's description
 - POST /api/session                  {"data", "target", "features", "options"} -> {"id", ...state}
-- POST /api/session/{id}/step        {"epochs": n} -> state after n more epochs
+- POST /api/session/{id}/step        {"epochs": n, "since": K} -> state after n more epochs,
+                                     its history from row K on (default 0: all of it)
 - POST /api/session/{id}/rewind      -> state at the initial point
 - GET  /api/session/{id}?since=K     the state, with the history from row K on
 A state: epoch, status, message, loss, params (by name), lr, limit (the largest stable rate),
@@ -106,8 +107,9 @@ def create_app(token: str, offers: Offers, *, max_upload: int = MAX_UPLOAD) -> S
 
     async def step(request: Request) -> Response:
         session = sessions.get(request.path_params["key"])
-        epochs = (await _json_body(request)).get("epochs", 1)
-        return JSONResponse(await asyncio.to_thread(session.step, epochs))
+        body = await _json_body(request)
+        state = await asyncio.to_thread(session.step, body.get("epochs", 1), body.get("since", 0))
+        return JSONResponse(state)
 
     async def rewind(request: Request) -> Response:
         session = sessions.get(request.path_params["key"])

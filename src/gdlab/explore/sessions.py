@@ -112,15 +112,19 @@ class Session:
         with ENGINE:
             self.run = SteppedRun(X, y, feature_names=names, **options)
 
-    def step(self, epochs: object) -> dict[str, Any]:
+    def step(self, epochs: object, since: object = 0) -> dict[str, Any]:
+        """Advance `epochs` epochs; the state with the history from row `since` on (what a
+        page holds already need not travel again)."""
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise GdlabError(f"`since` must be a row number >= 0. Got {since!r}.")
         if not isinstance(epochs, int) or isinstance(epochs, bool):
             raise GdlabError(f"`epochs` to advance must be an integer >= 1. Got {epochs!r}.")
         with ENGINE:
             if self.run.result is not None and self.run.result.status not in (
                 "max_epochs", "running"):  # fmt: skip
-                return self.state()  # ended by a stop test: stepping further changes nothing
+                return self.state(since)  # ended by a stop test: stepping changes nothing
             self.run.advance(epochs)
-            return self.state()
+            return self.state(since)
 
     def rewind(self) -> dict[str, Any]:
         with ENGINE:
@@ -137,12 +141,13 @@ class Session:
                 "limit": _limit(training)}  # fmt: skip
         if result is None:
             initial = training.initial_parameters()
-            return base | {"epoch": 0, "status": "ready", "message": "", "loss": None,
+            return base | {"since": 0, "epoch": 0, "status": "ready", "message": "", "loss": None,
                            "params": _json(initial), "history": _history(None, since),
                            "update": []}  # fmt: skip
         history = result.history
         params = {name: values[-1] for name, values in history.params.items()}
         return base | {
+            "since": since,
             "epoch": len(history),
             "status": result.status,
             "message": result.message,
