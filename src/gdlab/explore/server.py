@@ -39,7 +39,13 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from gdlab.errors import GdlabError
-from gdlab.explore.sessions import Offers, Session, Sessions, UnknownSessionError
+from gdlab.explore.sessions import (
+    Offers,
+    Session,
+    Sessions,
+    UnknownSessionError,
+    row_number,
+)
 
 PAGE = Path(__file__).with_name("page.html")
 MAX_UPLOAD = 50 * 2**20  # bytes
@@ -117,10 +123,7 @@ def create_app(token: str, offers: Offers, *, max_upload: int = MAX_UPLOAD) -> S
 
     async def state(request: Request) -> Response:
         session = sessions.get(request.path_params["key"])
-        since = request.query_params.get("since", "0")
-        if not since.isdigit():
-            raise GdlabError(f"`since` must be a row number >= 0. Got {since!r}.")
-        return JSONResponse(session.state(int(since)))
+        return JSONResponse(session.state(row_number(request.query_params.get("since", "0"))))
 
     routes = [
         Route("/", guarded(page)),

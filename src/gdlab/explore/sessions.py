@@ -29,13 +29,15 @@ ENGINE = threading.Lock()
 
 @dataclass
 class Table:
-    """A table the page may use: its name in requests, the file, its default target."""
+    """A table the page may use: its name in requests, the file, its default target, and its
+    contents once read (each session on it starts from them, not from another read)."""
 
     name: str
     path: Path
     target: str | None = None
     model: str | None = None
     columns: list[str] = field(default_factory=list)
+    contents: Any = None  # a DataFrame or NumericTable (`gdlab.data.files.read_table`)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "target": self.target, "model": self.model,
@@ -59,7 +61,8 @@ class Offers:
     def add(self, table: Table) -> Table:
         from gdlab.data.files import read_table
 
-        table.columns = [str(name) for name in read_table(table.path).columns]
+        table.contents = read_table(table.path)
+        table.columns = [str(name) for name in table.contents.columns]
         self.tables[table.name] = table
         return table
 
@@ -99,7 +102,6 @@ class Session:
     def __init__(self, table: Table, target: str | None, features: list[str] | None,
                  options: dict[str, Any]) -> None:  # fmt: skip
         from gdlab.data.columns import select
-        from gdlab.data.files import read_table
         from gdlab.stepping import SteppedRun
 
         target = target or table.target
@@ -107,7 +109,7 @@ class Session:
             raise GdlabError(f"`target` is required: name the column of {table.name} to predict.")
         if table.model is not None and "model" not in options:
             options = {"model": table.model, **options}
-        X, y, names = select(read_table(table.path), table.name, target, features)
+        X, y, names = select(table.contents, table.name, target, features)
         self.table, self.target, self.features, self.options = table, target, names, options
         with ENGINE:
             self.run = SteppedRun(X, y, feature_names=names, **options)
@@ -115,8 +117,7 @@ class Session:
     def step(self, epochs: object, since: object = 0) -> dict[str, Any]:
         """Advance `epochs` epochs; the state with the history from row `since` on (what a
         page holds already need not travel again)."""
-        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            raise GdlabError(f"`since` must be a row number >= 0. Got {since!r}.")
+        since = row_number(since)
         if not isinstance(epochs, int) or isinstance(epochs, bool):
             raise GdlabError(f"`epochs` to advance must be an integer >= 1. Got {epochs!r}.")
         with ENGINE:
@@ -185,6 +186,15 @@ class Sessions:
                     "dropped): start it again."
                 )
             return self.sessions[key]
+
+
+def row_number(since: object) -> int:
+    """`since` as a request gives it: a row number of the history, >= 0."""
+    if isinstance(since, str) and since.isdigit():
+        since = int(since)
+    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+        raise GdlabError(f"`since` must be a row number >= 0. Got {since!r}.")
+    return since
 
 
 def upload_folder() -> tempfile.TemporaryDirectory[str]:

@@ -138,7 +138,7 @@ class Loop:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if state.position == 0:
-            if self.copied is None:  # else the norms' copy is the point to roll back to
+            if self.copied is None:  # (else the norms' flat copy of last epoch is that point)
                 _restore(self.last_good, self.values)  # the point to roll back to on divergence
             state.order = epoch_order(self.n, self.size, self.generator)
             state.total, state.seen = 0.0, 0
