@@ -22,10 +22,11 @@ def main() -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
                                                  args=["--no-sandbox"])  # fmt: skip
-            page = browser.new_page(viewport={"width": 1300, "height": 760})
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
             page.goto(address)
             page.wait_for_selector("#data option", state="attached")
             page.select_option("#data", "noisy-plane")
+            page.dispatch_event("#data", "change")
             page.fill("#lr", "0.1")
             page.click("#start")
             page.wait_for_function("document.getElementById('status').textContent"
@@ -34,6 +35,7 @@ def main() -> None:
             page.click("#stepn")
             page.wait_for_function("document.getElementById('status').textContent"
                                    ".startsWith('epoch 20')")  # fmt: skip
+            page.wait_for_function("document.getElementById('path').data[0].type === 'contour'")
             page.screenshot(path=str(OUT))
             browser.close()
     finally:

@@ -9,7 +9,7 @@ import threading
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import gdlab
 from gdlab.data.builtin import DATASETS
 from gdlab.explore.server import create_app, listen
 from gdlab.explore.sessions import Offers
+from tests.conftest import CliRun
 
 
 def load(name: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -302,6 +303,26 @@ def test_the_page_uploads_steps_rewinds_restores_a_link_and_explains_a_divergenc
     again.wait_for_function("document.getElementById('status').textContent.startsWith('epoch 20')")
     assert shown_parameters(again) == shown
 
+    page.wait_for_function("document.getElementById('path').data[0].type === 'contour'")
+    assert page.evaluate("document.getElementById('picture').data.length") == 1  # predicted
+    assert page.evaluate("document.getElementById('layers').data.length") == 2  # weight, bias
+
+    page.select_option("#vary", "rates")
+    page.click("#compare")
+    page.wait_for_function("document.getElementById('loss').data.length === 3")
+    labels = page.evaluate("document.getElementById('loss').data.map(t => t.name)")
+    assert [label.split(" (")[0] for label in labels] == ["too small", "just right", "too large"]
+    assert labels[2].endswith("diverged")
+
+    page.click("#tab-function")
+    page.fill("#expression", "(3+3*a)**2")
+    page.fill("#fstart", "a=0.5")
+    page.click("#descend")
+    page.wait_for_function("document.getElementById('steps').textContent.length > 0")
+    assert "f'(a) = 18a + 18" in page.text_content("#message")
+    assert "a = 0.500000 - 0.05 * 27.0000 = -0.850000" in page.text_content("#steps")
+    page.click("#tab-data")
+
     page.fill("#lr", "5")
     then_status(page, "#start", "epoch 0")
     page.fill("#n", "50")
@@ -322,3 +343,114 @@ def test_a_step_sends_only_the_rows_the_page_lacks(client: TestClient) -> None:
         assert first["history"]["params"][name] + more["history"]["params"][name] == values
     bad = client.post(f"/api/session/{key}/step", json={"epochs": 1, "since": -1})
     assert bad.status_code == 400 and "`since`" in bad.json()["error"]
+
+
+def test_the_surface_covers_the_path_and_its_final_point_is_the_reported_loss(
+    client: TestClient,
+) -> None:
+    options = {"lr": 0.05, "batch_size": 16, **FIXED}  # mini-batch: a zigzag off the grid's centre
+    key = start(client, **options)["id"]
+    state = client.post(f"/api/session/{key}/step", json={"epochs": 12}).json()
+    other = start(client, **(options | {"lr": 0.2}))["id"]
+    client.post(f"/api/session/{other}/step", json={"epochs": 12})
+    drawn = client.get(f"/api/session/{key}/surface?with={other}").json()
+    assert drawn["names"] == ["coef[x1]", "intercept"] and drawn["slice"]
+    whole = gdlab.fit(*load("noisy-plane"), epochs=12, fast_paths="iterate", stop=lambda: False,
+                      **options)  # fmt: skip
+    assert drawn["final_loss"] == pytest.approx(whole.loss, rel=1e-9)
+    theirs = client.get(f"/api/session/{other}").json()["history"]["params"]
+    for axis, name in (("a", "coef[x1]"), ("b", "intercept")):
+        covered = [*state["history"]["params"][name], *theirs[name], drawn["start"][axis == "b"]]
+        assert min(drawn[axis]) <= min(covered) and max(covered) <= max(drawn[axis])
+    assert len(drawn["loss"]) == len(drawn["b"]) and len(drawn["loss"][0]) == len(drawn["a"])
+    chosen = client.get(f"/api/session/{key}/surface?params=coef[x2],coef[x1]").json()
+    assert chosen["names"] == ["coef[x2]", "coef[x1]"]
+    assert client.get(f"/api/session/{key}/surface?params=nope,x").status_code == 400
+    fresh = start(client)["id"]
+    assert "step at least one epoch" in client.get(f"/api/session/{fresh}/surface").json()["error"]
+
+
+def test_the_model_is_drawn_over_its_data_with_its_own_predictions(client: TestClient) -> None:
+    line = start(client, "tutorial-line", lr=0.05, **FIXED)
+    picture = client.post(f"/api/session/{line['id']}/step", json={"epochs": 30}).json()["picture"]
+    whole = gdlab.fit(*load("tutorial-line"), lr=0.05, epochs=30, fast_paths="iterate",
+                      stop=lambda: False, **FIXED)  # fmt: skip
+    assert picture["kind"] == "line" and picture["x"] == [1.0, 2.0, 3.0, 4.0]
+    assert picture["fit"] == whole.predict(np.array(picture["grid"])[:, None]).tolist()
+    blobs = start(client, "binary-blobs", lr=0.2, **FIXED)
+    picture = client.post(f"/api/session/{blobs['id']}/step", json={"epochs": 10}).json()["picture"]
+    whole = gdlab.fit(*load("binary-blobs"), model="logistic", lr=0.2, epochs=10,
+                      fast_paths="iterate", stop=lambda: False, **FIXED)  # fmt: skip
+    grid = np.column_stack([np.tile(picture["a"], len(picture["b"])),
+                            np.repeat(picture["b"], len(picture["a"]))])  # fmt: skip
+    probability = whole.predict_proba(grid)[:, 1].reshape(len(picture["b"]), len(picture["a"]))
+    assert picture["kind"] == "boundary" and picture["level"] == 0.5
+    np.testing.assert_allclose(picture["z"], probability, rtol=1e-12)
+
+
+def test_the_rates_shown_are_the_curvatures(client: TestClient) -> None:
+    state = start(client, lr=0.1, standardize=False, **FIXED)
+    X = load("noisy-plane")[0].to_numpy()
+    A = np.column_stack([X, np.ones(len(X))])
+    eigenvalues = np.linalg.eigvalsh(2 * A.T @ A / len(A))
+    assert state["limit"] == pytest.approx(2 / eigenvalues[-1], rel=1e-9)
+    # the fastest constant rate 2/(λmax+λmin), kept 5% inside the limit (here they are close)
+    fastest, limit = 2 / (eigenvalues[-1] + eigenvalues[0]), 2 / eigenvalues[-1]
+    assert state["best"] == pytest.approx(min(fastest, 0.95 * limit), rel=1e-9)
+    assert "2/(λmax+λmin)" in state["why"]
+    adam = start(client, lr=0.1, optimizer="adam", **FIXED)
+    assert adam["limit"] is None and adam["best"] is None  # no curvature limit for adam
+
+
+def test_a_saved_session_is_a_run_folder_plot_report_and_resume_accept(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    cli: Callable[..., CliRun] = request.getfixturevalue("gdlab")  # (the name is the module's)
+    runs = tmp_path / "runs"
+    app = create_app(TOKEN, Offers([], tmp_path), runs=runs)
+    with TestClient(app, headers={"X-Gdlab-Token": TOKEN}) as client:
+        csv = b"x,y\n1,2.1\n2,3.9\n3,6.2\n4,7.8\n5,10.1\n"
+        table = client.post("/api/upload?name=mine.csv", content=csv).json()
+        key = start(client, table["name"], "y", lr=0.1, **FIXED)["id"]
+        assert client.post(f"/api/session/{key}/save").status_code == 400  # nothing yet
+        client.post(f"/api/session/{key}/step", json={"epochs": 20})
+        out = Path(client.post(f"/api/session/{key}/save").json()["out"])
+    assert out.parent == runs and (out / "data.csv").read_bytes() == csv
+    from gdlab.runs import load_run
+
+    saved, _ = load_run(out)
+    assert len(saved.history) == 20
+    assert cli("plot", str(out)).code == 0 and (out / "surface.png").exists()
+    assert cli("report", str(out)).code == 0 and (out / "report.html").exists()
+    resumed = cli("fit", "--resume", str(out), "--epochs", "30")
+    assert resumed.code == 0, resumed.err
+    frame = pd.read_csv(out / "data.csv")
+    whole = gdlab.fit(frame[["x"]], frame["y"], lr=0.1, epochs=30, fast_paths="iterate",
+                      stop=lambda: False, **FIXED)  # fmt: skip
+    again, _ = load_run(out)
+    assert again.history.train_loss == whole.history.train_loss
+
+
+def test_descend_in_the_page_is_gdlab_descend(client: TestClient) -> None:
+    from gdlab.expression import parse
+    from gdlab.tools.descend import descend
+
+    body = {"expression": "(3+3*a)**2", "start": "a=0.5", "lr": 0.05, "steps": 12}
+    answer = client.post("/api/descend", json=body).json()
+    assert answer["f"] == "(3a + 3)^2" and answer["derivatives"] == {"a": "18a + 18"}
+    path = descend(parse("(3+3*a)**2"), {"a": 0.5}, lr=0.05, steps=12)
+    assert answer["paths"][0]["points"] == [list(p) for p in path.points]
+    assert answer["paths"][0]["gradients"][0] == [18 * 0.5 + 18]  # dL/dA = 18(A+1), by hand
+    assert len(answer["grid"]["a"]) == len(answer["grid"]["f"])
+    two = client.post("/api/descend", json={"expression": "rosenbrock", "optimizers": "gd,adam",
+                                            "lr": 0.002, "steps": 100}).json()  # fmt: skip
+    assert [p["optimizer"] for p in two["paths"]] == ["gd", "adam"]
+    assert len(two["grid"]["f"]) == len(two["grid"]["b"]) == 80
+    for bad in (
+        {"expression": "__import__('os')"},
+        {"expression": "a**2", "lr": -1},
+        {"expression": "a**2", "steps": 10**9},
+        {"expression": ""},
+    ):
+        response = client.post("/api/descend", json=bad)
+        assert response.status_code == 400 and "\n" not in response.json()["error"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,12 @@ class Expression:
 
     def __call__(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.function(values)
+
+
+def written(expression: Any) -> str:
+    """sympy's text as the tutorials write it: 18a + 18, a^2."""
+    text = str(expression).replace("**", "^")
+    return re.sub(r"(\d)\*([A-Za-z(])", r"\1\2", text)
 
 
 def parse(text: str) -> Expression:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ def descend(
 ) -> None:
     """Gradient descent on a function you type, e.g. "(3+3*a)**2", or a surface by name:
     quadratic-bowl, elongated-bowl, rosenbrock, himmelblau, saddle."""
-    from gdlab.expression import parse
+    from gdlab.expression import parse, written
     from gdlab.tools.descend import descend as run_descent
     from gdlab.tools.descend import parse_start
     from gdlab.tools.sweep import parse_optimizers
@@ -58,11 +57,11 @@ def descend(
     paths = [run_descent(parsed, begin, optimizer=name, lr=lr, steps=steps, momentum=momentum)
              for name in names]  # fmt: skip
     variables = parsed.variables
-    click.echo(f"f({', '.join(variables)}) = {_symbols(parsed.symbolic)}")
+    click.echo(f"f({', '.join(variables)}) = {written(parsed.symbolic)}")
     for name in variables:
         prime = "f'" if len(variables) == 1 else f"∂f/∂{name}"
         suffix = f"({name})" if len(variables) == 1 else ""
-        click.echo(f"{prime}{suffix} = {_symbols(parsed.derivative(name))}")
+        click.echo(f"{prime}{suffix} = {written(parsed.derivative(name))}")
     from gdlab.tools.descend import MINIMA, reached
 
     for path in paths:
@@ -76,24 +75,17 @@ def descend(
     from gdlab.plot.descent import descent_figure
     from gdlab.plot.training import save
 
-    written = [out / "descend.png"]
+    files = [out / "descend.png"]
     with RunLock(out):  # another gdlab process writing there is refused, as fit refuses it
         save(descent_figure(parsed, paths, MINIMA.get(expression)), out / "descend.png")
         if animate:
             from gdlab.plot.animate import descent_animation, save_gif
 
             save_gif(descent_animation(parsed, paths)[0], out / "descend.gif")
-            written.append(out / "descend.gif")
-    click.echo(f"\nwrote {', '.join(map(str, written))}")
+            files.append(out / "descend.gif")
+    click.echo(f"\nwrote {', '.join(map(str, files))}")
     if any(path.status == "diverged" for path in paths):
         sys.exit(EXIT_DIVERGED)
-
-
-def _symbols(expression: Any) -> str:
-    """sympy's text, as the tutorials write it: 18a + 18, a^2."""
-
-    text = str(expression).replace("**", "^")
-    return re.sub(r"(\d)\*([A-Za-z(])", r"\1\2", text)
 
 
 def _print_steps(path: Any, variables: tuple[str, ...], *, full: bool) -> None:

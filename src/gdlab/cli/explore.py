@@ -16,7 +16,11 @@ from gdlab.cli.app import cli
 @click.option("--no-browser", is_flag=True, help="print the address without opening a browser")
 @click.option("--max-upload", type=click.IntRange(1, 10_000), default=50, show_default=True,
               help="largest upload accepted, in MiB")  # fmt: skip
-def explore(data: tuple[Path, ...], port: int, no_browser: bool, max_upload: int) -> None:
+@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="where the page's Save writes run folders")  # fmt: skip
+def explore(
+    data: tuple[Path, ...], port: int, no_browser: bool, max_upload: int, runs: Path
+) -> None:
     """Step gradient descent live in a browser page, on DATA files, uploads or built-in sets.
 
     The first line printed is the page's address with its token; only this machine can open it.
@@ -32,7 +36,7 @@ def explore(data: tuple[Path, ...], port: int, no_browser: bool, max_upload: int
     with upload_folder() as folder:
         offers = Offers(list(data), Path(folder))  # each file is read and checked now
         token = new_token()
-        app = create_app(token, offers, max_upload=max_upload * 2**20)
+        app = create_app(token, offers, max_upload=max_upload * 2**20, runs=runs)
         listener = listen(port)
         address = f"http://127.0.0.1:{listener.getsockname()[1]}/?token={token}"
         click.echo(f"gdlab explore: {address}")

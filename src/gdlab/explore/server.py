@@ -15,13 +15,20 @@ API (JSON in, JSON out; errors are {"error": "<one line>"} with status 400, 403,
 - GET  /api/options                  gdlab.fit's options: name, default, allowed values, help
 - POST /api/upload?name=FILE         the file's bytes as the body; its table's description
 - POST /api/session                  {"data", "target", "features", "options"} -> {"id", ...state}
-- POST /api/session/{id}/step        {"epochs": n, "since": K} -> state after n more epochs,
-                                     its history from row K on (default 0: all of it)
+- POST /api/session/{id}/step        {"epochs": n, "since": K} -> the state after n more
+                                     epochs, its history from row K on (default 0: all of it)
 - POST /api/session/{id}/rewind      -> state at the initial point
 - GET  /api/session/{id}?since=K     the state, with the history from row K on
+- GET  /api/session/{id}/surface?params=a,b&with=ID,ID
+                                     the loss over two parameters under the path (and the
+                                     paths of the sessions `with` names)
+- POST /api/session/{id}/save        the run as a new run folder under --runs: {"out"}
+- POST /api/descend                  {"expression", "start", "lr", "steps", "optimizers"}: each
+                                     optimizer's path on a typed-in function, and f on a grid
 A state: epoch, status, message, loss, params (by name), lr, limit (the largest stable rate),
-history (epoch, train_loss, val_loss, grad_norm, params, grad_norms), update (the last update
-written out with its numbers).
+best and why (the rate gdlab recommends, where the curvature decides it), history (epoch,
+train_loss, val_loss, grad_norm, params, grad_norms), update (the last update written out with
+its numbers) and picture (the model over its data).
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from gdlab.errors import GdlabError
+from gdlab.explore import views
 from gdlab.explore.sessions import (
+    ENGINE,
     Offers,
     Session,
     Sessions,
@@ -58,8 +67,11 @@ def plotly_js() -> Path:
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-def create_app(token: str, offers: Offers, *, max_upload: int = MAX_UPLOAD) -> Starlette:
-    """The app: `token` guards every route; `offers` is all the data it may read."""
+def create_app(
+    token: str, offers: Offers, *, max_upload: int = MAX_UPLOAD, runs: Path = Path("runs")
+) -> Starlette:
+    """The app: `token` guards every route; `offers` is all the data it may read; saved runs
+    go to new folders under `runs`."""
     sessions = Sessions()
 
     def guarded(handler: Handler) -> Handler:
@@ -125,6 +137,28 @@ def create_app(token: str, offers: Offers, *, max_upload: int = MAX_UPLOAD) -> S
         session = sessions.get(request.path_params["key"])
         return JSONResponse(session.state(row_number(request.query_params.get("since", "0"))))
 
+    async def surface(request: Request) -> Response:
+        session = sessions.get(request.path_params["key"])
+        pair = request.query_params.get("params")
+        chosen = None
+        if pair:
+            names = [name.strip() for name in pair.split(",")]
+            if len(names) != 2:
+                raise GdlabError(f"`params` {pair!r}: name exactly two parameters.")
+            chosen = (names[0], names[1])
+        others = [sessions.get(key) for key in request.query_params.get("with", "").split(",")
+                  if key]  # fmt: skip
+        return JSONResponse(await asyncio.to_thread(session.surface, chosen, others))
+
+    async def save(request: Request) -> Response:
+        session = sessions.get(request.path_params["key"])
+        out = await asyncio.to_thread(session.save, runs)
+        return JSONResponse({"out": str(out)})
+
+    async def descend(request: Request) -> Response:
+        body = await _json_body(request)
+        return JSONResponse(await asyncio.to_thread(_descent, body))
+
     routes = [
         Route("/", guarded(page)),
         Route("/plotly.min.js", guarded(script)),
@@ -134,9 +168,17 @@ def create_app(token: str, offers: Offers, *, max_upload: int = MAX_UPLOAD) -> S
         Route("/api/session", guarded(start), methods=["POST"]),
         Route("/api/session/{key}/step", guarded(step), methods=["POST"]),
         Route("/api/session/{key}/rewind", guarded(rewind), methods=["POST"]),
+        Route("/api/session/{key}/surface", guarded(surface)),
+        Route("/api/session/{key}/save", guarded(save), methods=["POST"]),
         Route("/api/session/{key}", guarded(state)),
+        Route("/api/descend", guarded(descend), methods=["POST"]),
     ]
     return Starlette(routes=routes)
+
+
+def _descent(body: dict[str, Any]) -> dict[str, Any]:
+    with ENGINE:  # torch.optim and sympy in this process, one at a time as the sessions
+        return views.descent(body)
 
 
 def option_table() -> list[dict[str, Any]]:

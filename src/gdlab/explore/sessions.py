@@ -8,8 +8,9 @@ named on the command line, and files uploaded to this server; never a path typed
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import math
+import shutil
 import tempfile
 import threading
 import uuid
@@ -18,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from gdlab.errors import GdlabError, listed
+from gdlab.explore import views
 
 UPLOAD_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 MAX_SESSIONS = 64  # the oldest is dropped past this: a page left open does not grow the server
-SHOWN_UPDATES = 6  # parameters whose update is written out with its numbers
 # One run at a time in this process: building a model seeds torch's global generator, and
 # warnings filters are process-wide, so two sessions stepped at once could disturb each other.
 ENGINE = threading.Lock()
@@ -101,6 +102,7 @@ class Session:
 
     def __init__(self, table: Table, target: str | None, features: list[str] | None,
                  options: dict[str, Any]) -> None:  # fmt: skip
+        from gdlab.data.arrays import as_matrix, as_vector
         from gdlab.data.columns import select
         from gdlab.stepping import SteppedRun
 
@@ -111,8 +113,11 @@ class Session:
             options = {"model": table.model, **options}
         X, y, names = select(table.contents, table.name, target, features)
         self.table, self.target, self.features, self.options = table, target, names, options
+        self.X = as_matrix(X)[0]
+        self.y = as_vector(y, len(self.X))
         with ENGINE:
             self.run = SteppedRun(X, y, feature_names=names, **options)
+            self.rates = views.rates(self.run.training)
 
     def step(self, epochs: object, since: object = 0) -> dict[str, Any]:
         """Advance `epochs` epochs; the state with the history from row `since` on (what a
@@ -134,29 +139,55 @@ class Session:
 
     def state(self, since: int = 0) -> dict[str, Any]:
         """Where the run is: its epoch, status and why, the last loss and parameters, the
-        history from row `since` on, and the last update written out with its numbers."""
+        history from row `since` on, the last update written out with its numbers, the
+        stable and best rates, and the model over its data."""
         result = self.run.result
-        training = self.run.training
         base = {"table": self.table.name, "target": self.target, "features": self.features,
-                "options": self.options, "lr": training.opts.lr,
-                "limit": _limit(training)}  # fmt: skip
+                "options": self.options, "lr": self.run.training.opts.lr, **self.rates,
+                "since": since if result is not None else 0,
+                "history": views.history(result, since),
+                "picture": views.picture(result, self.X, self.y, self.features)}  # fmt: skip
         if result is None:
-            initial = training.initial_parameters()
-            return base | {"since": 0, "epoch": 0, "status": "ready", "message": "", "loss": None,
-                           "params": _json(initial), "history": _history(None, since),
-                           "update": []}  # fmt: skip
-        history = result.history
-        params = {name: values[-1] for name, values in history.params.items()}
+            initial = self.run.training.initial_parameters()
+            return base | {"epoch": 0, "status": "ready", "message": "", "loss": None,
+                           "params": views.numbers(initial), "update": []}  # fmt: skip
+        h = result.history
         return base | {
-            "since": since,
-            "epoch": len(history),
+            "epoch": len(h),
             "status": result.status,
             "message": result.message,
-            "loss": _number(history.train_loss[-1]) if len(history) else None,
-            "params": _json(params),
-            "history": _history(result, since),
-            "update": _update(result),
+            "loss": views.number(h.train_loss[-1]) if len(h) else None,
+            "params": views.numbers({name: values[-1] for name, values in h.params.items()}),
+            "update": views.update(result),
         }
+
+    def surface(self, pair: tuple[str, str] | None, others: list[Session]) -> dict[str, Any]:
+        """The loss surface under this run's path, covering the paths of `others` too."""
+        with ENGINE:
+            covering = [s.run.result for s in others if s.run.result is not None]
+            return views.surface(self.run.training, self.run.result, pair, covering)
+
+    def save(self, root: Path) -> Path:
+        """The run as a run folder under `root` (`gdlab plot`, `report` and `fit --resume`
+        read it); an upload is copied into it, as the data those commands read again."""
+        from gdlab.outputs import RunLock, claim_default_out_dir
+        from gdlab.runs import save_run
+
+        with ENGINE:
+            result = self.run.result
+            if result is None:
+                raise GdlabError("nothing to save yet: step at least one epoch.")
+            out = claim_default_out_dir(root)
+            with RunLock(out, created=True):
+                data_path = self.table.path.resolve()
+                if self.table.name.startswith("upload:"):
+                    data_path = out / f"data{self.table.path.suffix}"
+                    shutil.copyfile(self.table.path, data_path)
+                source = self.table.name if self.table.model is not None else str(data_path)
+                # what `fit --resume` checks the data against (a fit with checkpoints keeps it)
+                kept = dataclasses.replace(result, fingerprint=self.run.training.data_fingerprint)
+                save_run(kept, out, target=self.target, source=source, data_path=str(data_path))
+            return out
 
 
 class UnknownSessionError(GdlabError):
@@ -199,64 +230,3 @@ def row_number(since: object) -> int:
 
 def upload_folder() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="gdlab-explore-")
-
-
-def _history(result: Any, since: int) -> dict[str, Any]:
-    if result is None:
-        return {"epoch": [], "train_loss": [], "val_loss": [], "grad_norm": [], "params": {},
-                "grad_norms": {}}  # fmt: skip
-    h = result.history
-    return {
-        "epoch": h.epoch[since:],
-        "train_loss": _json(h.train_loss[since:]),
-        "val_loss": _json(h.val_loss[since:]),
-        "grad_norm": _json(h.grad_norm[since:]),
-        "params": {name: _json(values[since:]) for name, values in h.params.items()},
-        "grad_norms": {name: _json(values[since:]) for name, values in h.grad_norms.items()},
-    }
-
-
-def _update(result: Any) -> list[str]:
-    """The last update of each parameter with its numbers: for plain gradient descent on
-    unscaled data, w = w - lr * dL/dw with dL/dw read off the step; otherwise the step itself
-    (momentum, adaptive rates and standardized training do not step along -lr * dL/dw of the
-    recorded coefficients)."""
-    history, opts = result.history, result.options
-    if len(history) < 1 or not history.params:
-        return []
-    lr = history.lr[-1]
-    plain = opts.optimizer in ("gd", "sgd") and not opts.standardize and opts.batch_size is None
-    lines = []
-    for name, values in list(history.params.items())[:SHOWN_UPDATES]:
-        before = values[-2] if len(values) > 1 else None
-        after = values[-1]
-        if before is None:
-            lines.append(f"{name} = {after:.6g}")
-        elif plain:
-            gradient = (before - after) / lr
-            lines.append(f"{name} = {before:.6g} - {lr:g} * {gradient:.6g} = {after:.6g}"
-                         f"   (dL/d{name} = {gradient:.6g})")  # fmt: skip
-        else:
-            lines.append(f"{name} = {before:.6g} {after - before:+.6g} = {after:.6g}")
-    return lines
-
-
-def _limit(training: Any) -> float | None:
-    """The optimizer's largest stable rate on this problem (2/λmax for gd), where known."""
-    from gdlab.stops import stable_limit
-
-    limit = stable_limit(training)
-    return None if limit is None else _number(limit)
-
-
-def _number(value: float) -> float | None:
-    """JSON has no NaN or infinity: those are null."""
-    return value if math.isfinite(value) else None
-
-
-def _json(values: Any) -> Any:
-    if isinstance(values, dict):
-        return {key: _json(value) for key, value in values.items()}
-    if isinstance(values, list):
-        return [_number(float(v)) for v in values]
-    return _number(float(values))
