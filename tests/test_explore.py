@@ -329,6 +329,13 @@ def test_the_page_uploads_steps_rewinds_restores_a_link_and_explains_a_divergenc
     page.click("#stepn")
     page.wait_for_function("document.getElementById('status').textContent.includes('diverged')")
     assert "2/λmax" in page.text_content("#message") or "stable" in page.text_content("#message")
+
+    page.fill("#lr", "0.05")
+    page.fill("#batch_size", "16")
+    then_status(page, "#start", "epoch 0")
+    then_status(page, "#update1", "epoch 0 (+16 rows)")
+    then_status(page, "#update1", "epoch 0 (+32 rows)")
+    assert page.evaluate("document.getElementById('path').data.some(t => t.name === 'each update')")
     assert errors == [] and outside == []
 
 
@@ -454,3 +461,28 @@ def test_descend_in_the_page_is_gdlab_descend(client: TestClient) -> None:
     ):
         response = client.post("/api/descend", json=bad)
         assert response.status_code == 400 and "\n" not in response.json()["error"]
+
+
+def test_a_mini_batch_run_steps_one_update_at_a_time(client: TestClient) -> None:
+    # unscaled, so that the update is lr * dL/dw of the coefficients shown; 0.01 < 2/λmax
+    options = {"lr": 0.01, "batch_size": 16, "optimizer": "gd", "standardize": False, **FIXED}
+    key = start(client, "noisy-plane", **options)["id"]
+    every: list[dict[str, float]] = []
+    whole = gdlab.fit(*load("noisy-plane"), epochs=2, fast_paths="iterate", stop=lambda: False,
+                      on_step=every.append, **options)  # fmt: skip
+    states = [client.post(f"/api/session/{key}/step", json={"updates": 1}).json()
+              for _ in range(3)]  # fmt: skip
+    for k, state in enumerate(states):
+        assert state["params"] == every[k] and state["steps"] == [every[k]]
+        assert state["epoch"] == 0 and state["inside"] == 16 * (k + 1)
+        assert state["status"] == "max_epochs" and "inside epoch 1" in state["message"]
+    w_before, w_after = every[1]["coef[x1]"], every[2]["coef[x1]"]
+    gradient = (w_before - w_after) / 0.01
+    assert (
+        f"coef[x1] = {w_before:.6g} - 0.01 * {gradient:.6g} = {w_after:.6g}"
+        in (states[2]["update"][0])
+    )
+    state = client.post(f"/api/session/{key}/step", json={"epochs": 2}).json()
+    assert state["epoch"] == 2 and state["history"]["train_loss"] == whole.history.train_loss
+    both = client.post(f"/api/session/{key}/step", json={"epochs": 1, "updates": 1})
+    assert both.status_code == 400 and "not both" in both.json()["error"]

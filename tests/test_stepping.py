@@ -64,3 +64,29 @@ def test_an_advance_of_no_epochs_is_refused_by_name() -> None:
     X, y = load("noisy-plane")
     with pytest.raises(gdlab.GdlabError, match="`epochs`"):
         SteppedRun(X, y, lr=0.1).advance(0)
+
+
+def test_taking_updates_stops_inside_an_epoch_and_resumes_bit_for_bit() -> None:
+    X, y = load("noisy-plane")  # 200 rows in batches of 16: 13 updates an epoch
+    options = {"lr": 0.05, "batch_size": 16, "optimizer": "momentum", **FIXED}
+    stepped = SteppedRun(X, y, **options)
+    path: list[dict[str, float]] = []
+    for updates in (5, 8, 13, 1, 12):  # 39 updates: three epochs, stopped inside two of them
+        result = stepped.take(updates)
+        assert len(stepped.steps) == updates and result.status == "interrupted"
+        path += stepped.steps
+    assert stepped.epochs_done == 3 and result.loop_state is not None
+    assert result.loop_state.position == 0  # the 39th update ended the third epoch
+    stepped.take(3)
+    assert stepped.result is not None and stepped.result.loop_state is not None
+    assert stepped.result.loop_state.position == 48  # three batches of 16 into the fourth
+    path += stepped.steps
+    result = stepped.advance(1)  # ends the fourth epoch
+    assert stepped.epochs_done == 4
+    every: list[dict[str, float]] = []
+    whole = gdlab.fit(X, y, epochs=4, fast_paths="iterate", stop=lambda: False,
+                      on_step=every.append, **options)  # fmt: skip
+    same_run(result, whole)
+    assert path == every[: len(path)]
+    with pytest.raises(gdlab.GdlabError, match="`updates`"):
+        stepped.take(0)

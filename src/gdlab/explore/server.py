@@ -16,7 +16,8 @@ API (JSON in, JSON out; errors are {"error": "<one line>"} with status 400, 403,
 - POST /api/upload?name=FILE         the file's bytes as the body; its table's description
 - POST /api/session                  {"data", "target", "features", "options"} -> {"id", ...state}
 - POST /api/session/{id}/step        {"epochs": n, "since": K} -> the state after n more
-                                     epochs, its history from row K on (default 0: all of it)
+                                     epochs, its history from row K on (default 0: all of it);
+                                     {"updates": n} takes n optimisation steps (mini-batches)
 - POST /api/session/{id}/rewind      -> state at the initial point
 - GET  /api/session/{id}?since=K     the state, with the history from row K on
 - GET  /api/session/{id}/surface?params=a,b&with=ID,ID
@@ -126,8 +127,8 @@ def create_app(
     async def step(request: Request) -> Response:
         session = sessions.get(request.path_params["key"])
         body = await _json_body(request)
-        state = await asyncio.to_thread(session.step, body.get("epochs", 1), body.get("since", 0))
-        return JSONResponse(state)
+        arguments = (body.get("epochs"), body.get("since", 0), body.get("updates"))
+        return JSONResponse(await asyncio.to_thread(session.step, *arguments))
 
     async def rewind(request: Request) -> Response:
         session = sessions.get(request.path_params["key"])

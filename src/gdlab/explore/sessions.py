@@ -23,6 +23,7 @@ from gdlab.explore import views
 
 UPLOAD_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 MAX_SESSIONS = 64  # the oldest is dropped past this: a page left open does not grow the server
+RUNNING = ("max_epochs", "interrupted")  # statuses a run continues from (budget, count)
 # One run at a time in this process: building a model seeds torch's global generator, and
 # warnings filters are process-wide, so two sessions stepped at once could disturb each other.
 ENGINE = threading.Lock()
@@ -118,19 +119,42 @@ class Session:
         with ENGINE:
             self.run = SteppedRun(X, y, feature_names=names, **options)
             self.rates = views.rates(self.run.training)
+            self.before = self.run.training.initial_parameters()
 
-    def step(self, epochs: object, since: object = 0) -> dict[str, Any]:
-        """Advance `epochs` epochs; the state with the history from row `since` on (what a
-        page holds already need not travel again)."""
+    def step(
+        self, epochs: object = None, since: object = 0, updates: object = None
+    ) -> dict[str, Any]:
+        """Advance `epochs` epochs, or take `updates` optimisation steps (mini-batches; a
+        full-batch epoch is one); the state with the history from row `since` on (what a page
+        holds already need not travel again)."""
         since = row_number(since)
-        if not isinstance(epochs, int) or isinstance(epochs, bool):
-            raise GdlabError(f"`epochs` to advance must be an integer >= 1. Got {epochs!r}.")
+        if updates is None and epochs is None:
+            epochs = 1
+        if updates is not None and epochs is not None:
+            raise GdlabError("give `epochs` or `updates` to step, not both.")
+        count = epochs if updates is None else updates
+        if not isinstance(count, int) or isinstance(count, bool):
+            name = "epochs" if updates is None else "updates"
+            raise GdlabError(f"`{name}` to step must be an integer >= 1. Got {count!r}.")
         with ENGINE:
-            if self.run.result is not None and self.run.result.status not in (
-                "max_epochs", "running"):  # fmt: skip
+            result = self.run.result
+            if result is not None and result.status not in RUNNING:
                 return self.state(since)  # ended by a stop test: stepping changes nothing
-            self.run.advance(epochs)
+            self.before = self._now()  # where this step starts: its update's left side
+            if updates is None:
+                self.run.advance(count)
+            else:
+                self.run.take(count)
             return self.state(since)
+
+    def _now(self) -> dict[str, float]:
+        """The recorded parameters now: after the last update taken, else the last epoch's."""
+        result = self.run.result
+        if self.run.steps:
+            return self.run.steps[-1]
+        if result is None or not len(result.history):
+            return self.run.training.initial_parameters()
+        return {name: values[-1] for name, values in result.history.params.items()}
 
     def rewind(self) -> dict[str, Any]:
         with ENGINE:
@@ -151,15 +175,35 @@ class Session:
             initial = self.run.training.initial_parameters()
             return base | {"epoch": 0, "status": "ready", "message": "", "loss": None,
                            "params": views.numbers(initial), "update": []}  # fmt: skip
-        h = result.history
+        h, steps = result.history, self.run.steps
+        inside = result.loop_state.position if result.loop_state is not None else 0
+        counted = result.status == "interrupted"  # stopped by `updates`, not by a person
+        now = self._now()
+        if len(steps) > 1:
+            before = steps[-2]
+        elif steps or len(h) < 2:
+            before = self.before
+        else:
+            before = {name: values[-2] for name, values in h.params.items()}
         return base | {
             "epoch": len(h),
-            "status": result.status,
-            "message": result.message,
+            "inside": inside,  # rows of the next epoch already stepped over
+            "status": "max_epochs" if counted else result.status,
+            "message": self._inside(inside) if counted and inside else result.message,
             "loss": views.number(h.train_loss[-1]) if len(h) else None,
-            "params": views.numbers({name: values[-1] for name, values in h.params.items()}),
-            "update": views.update(result),
+            "params": views.numbers(now),
+            "steps": [views.numbers(step) for step in steps],
+            "update": views.update(result, before, now, one=bool(steps) or not self._batched()),
         }
+
+    def _batched(self) -> bool:
+        """Whether an epoch takes more than one update (mini-batches)."""
+        size = self.run.training.opts.batch_size
+        return size is not None and size < len(self.run.training.train_rows)
+
+    def _inside(self, rows: int) -> str:
+        n, done = len(self.run.training.train_rows), self.run.epochs_done
+        return f"inside epoch {done + 1}: {rows} of {n} rows stepped over"
 
     def surface(self, pair: tuple[str, str] | None, others: list[Session]) -> dict[str, Any]:
         """The loss surface under this run's path, covering the paths of `others` too."""

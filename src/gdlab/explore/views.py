@@ -36,28 +36,26 @@ def history(result: FitResult | None, since: int) -> dict[str, Any]:
     }
 
 
-def update(result: FitResult) -> list[str]:
-    """The last update of each parameter with its numbers: for plain gradient descent on
-    unscaled data, w = w - lr * dL/dw with dL/dw read off the step; otherwise the step itself
-    (momentum, adaptive rates and standardized training do not step along -lr * dL/dw of the
-    recorded coefficients)."""
+def update(
+    result: FitResult, before: dict[str, float], after: dict[str, float], *, one: bool
+) -> list[str]:
+    """The last step of each parameter, from `before` to `after`, with its numbers: where it is
+    `one` update of plain gradient descent on unscaled data, w = w - lr * dL/dw with dL/dw (of
+    that update's batch) read off the step; otherwise the step itself (an epoch of many
+    mini-batch updates, momentum, adaptive rates and standardized training do not step along
+    -lr * dL/dw of the recorded coefficients)."""
     h, opts = result.history, result.options
-    if len(h) < 1 or not h.params:
-        return []
-    lr = h.lr[-1]
-    plain = opts.optimizer in ("gd", "sgd") and not opts.standardize and opts.batch_size is None
+    lr = h.lr[-1] if len(h) else opts.rate
+    plain = one and opts.optimizer in ("gd", "sgd") and not opts.standardize
     lines = []
-    for name, values in list(h.params.items())[:SHOWN_UPDATES]:
-        before = values[-2] if len(values) > 1 else None
-        after = values[-1]
-        if before is None:
-            lines.append(f"{name} = {after:.6g}")
-        elif plain:
-            gradient = (before - after) / lr
-            lines.append(f"{name} = {before:.6g} - {lr:g} * {gradient:.6g} = {after:.6g}"
+    for name in [name for name in after if name in before][:SHOWN_UPDATES]:
+        a, b = before[name], after[name]
+        if plain:
+            gradient = (a - b) / lr
+            lines.append(f"{name} = {a:.6g} - {lr:g} * {gradient:.6g} = {b:.6g}"
                          f"   (dL/d{name} = {gradient:.6g})")  # fmt: skip
         else:
-            lines.append(f"{name} = {before:.6g} {after - before:+.6g} = {after:.6g}")
+            lines.append(f"{name} = {a:.6g} {b - a:+.6g} = {b:.6g}")
     return lines
 
 
