@@ -187,6 +187,15 @@ def test_the_update_is_written_out_with_its_numbers(client: TestClient) -> None:
     assert gradient == pytest.approx(by_hand, rel=1e-9)
 
 
+def test_a_target_named_on_the_command_line_is_the_files_default(tmp_path: Path) -> None:
+    data = tmp_path / "mine.csv"
+    data.write_text("x,y\n1,2\n2,4\n3,6\n")
+    offers = Offers([data], tmp_path, target="y")
+    assert offers.table(str(data)).target == "y"
+    with pytest.raises(gdlab.GdlabError, match="--target 'z' is not a column"):
+        Offers([data], tmp_path, target="z")
+
+
 def test_the_command_prints_its_address_first_and_refuses_a_bad_file(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "gdlab", "explore", "--no-browser"]
     empty = tmp_path / "empty.csv"
@@ -336,6 +345,14 @@ def test_the_page_uploads_steps_rewinds_restores_a_link_and_explains_a_divergenc
     then_status(page, "#update1", "epoch 0 (+16 rows)")
     then_status(page, "#update1", "epoch 0 (+32 rows)")
     assert page.evaluate("document.getElementById('path').data.some(t => t.name === 'each update')")
+    page.click("#link")
+    inside = browser.new_page()  # type: ignore[attr-defined]
+    inside.on("pageerror", lambda error: errors.append(str(error)))
+    inside.goto(page.url)
+    inside.wait_for_function(
+        "document.getElementById('status').textContent.startsWith('epoch 0 (+32 rows)')"
+    )
+    assert shown_parameters(inside) == shown_parameters(page)
     assert errors == [] and outside == []
 
 

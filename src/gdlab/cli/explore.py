@@ -11,6 +11,7 @@ from gdlab.cli.app import cli
 
 @cli.command()
 @click.argument("data", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--target", help="the column to predict in the DATA files (chosen in the page too)")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="port on 127.0.0.1 (0: any free port)")  # fmt: skip
 @click.option("--no-browser", is_flag=True, help="print the address without opening a browser")
@@ -19,7 +20,12 @@ from gdlab.cli.app import cli
 @click.option("--runs", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="where the page's Save writes run folders")  # fmt: skip
 def explore(
-    data: tuple[Path, ...], port: int, no_browser: bool, max_upload: int, runs: Path
+    data: tuple[Path, ...],
+    target: str | None,
+    port: int,
+    no_browser: bool,
+    max_upload: int,
+    runs: Path,
 ) -> None:
     """Step gradient descent live in a browser page, on DATA files, uploads or built-in sets.
 
@@ -34,7 +40,7 @@ def explore(
     from gdlab.explore.sessions import Offers, upload_folder
 
     with upload_folder() as folder:
-        offers = Offers(list(data), Path(folder))  # each file is read and checked now
+        offers = Offers(list(data), Path(folder), target)  # each file is read and checked now
         token = new_token()
         app = create_app(token, offers, max_upload=max_upload * 2**20, runs=runs)
         listener = listen(port)

@@ -48,9 +48,10 @@ class Table:
 
 class Offers:
     """The tables this server may read, by name: built-in sets, files named on the command
-    line (by their path as given) and uploads (by 'upload:' and a digest of their bytes)."""
+    line (by their path as given; `target` their default target) and uploads (by 'upload:'
+    and a digest of their bytes)."""
 
-    def __init__(self, files: list[Path], folder: Path) -> None:
+    def __init__(self, files: list[Path], folder: Path, target: str | None = None) -> None:
         from gdlab.data.builtin import DATASETS
 
         self.folder = folder
@@ -58,7 +59,10 @@ class Offers:
         for dataset in DATASETS.values():
             self.add(Table(dataset.name, dataset.path, dataset.target, dataset.model))
         for path in files:
-            self.add(Table(str(path), path))
+            table = self.add(Table(str(path), path, target))
+            if target is not None and target not in table.columns:
+                raise GdlabError(f"--target {target!r} is not a column of {path}; its columns are "
+                                 f"{listed(table.columns)}.")  # fmt: skip
 
     def add(self, table: Table) -> Table:
         from gdlab.data.files import read_table
