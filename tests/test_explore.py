@@ -251,6 +251,16 @@ def then_status(page: object, button: str, begins: str) -> None:
     )
 
 
+def test_the_page_names_each_element_once() -> None:
+    """The charts are found by id: an id given twice draws a chart into the wrong element."""
+    import re
+
+    from gdlab.explore.server import PAGE
+
+    ids = re.findall(r'id="([^"]+)"', PAGE.read_text())
+    assert len(ids) > 30 and len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
 def shown_parameters(page: object) -> dict[str, str]:
     cells = page.eval_on_selector_all(  # type: ignore[attr-defined]
         "#params tr", "rows => rows.map(r => [r.cells[0].textContent, r.cells[1].textContent])"
@@ -313,6 +323,7 @@ def test_the_page_uploads_steps_rewinds_restores_a_link_and_explains_a_divergenc
     assert shown_parameters(again) == shown
 
     page.wait_for_function("document.getElementById('path').data[0].type === 'contour'")
+    assert page.evaluate("document.querySelectorAll('.chart.js-plotly-plot').length") == 4
     assert page.evaluate("document.getElementById('picture').data.length") == 1  # predicted
     assert page.evaluate("document.getElementById('layers').data.length") == 2  # weight, bias
 
