@@ -122,7 +122,7 @@ def create_app(
             raise GdlabError("`options` must be an object of gdlab.fit's keywords.")
         table = offers.table(body.get("data"))
         session = await asyncio.to_thread(Session, table, body.get("target"), features, options)
-        return JSONResponse({"id": sessions.add(session), **session.state()})
+        return JSONResponse({"id": sessions.add(session), **session.current()})
 
     async def step(request: Request) -> Response:
         session = sessions.get(request.path_params["key"])
@@ -136,7 +136,8 @@ def create_app(
 
     async def state(request: Request) -> Response:
         session = sessions.get(request.path_params["key"])
-        return JSONResponse(session.state(row_number(request.query_params.get("since", "0"))))
+        since = row_number(request.query_params.get("since", "0"))
+        return JSONResponse(await asyncio.to_thread(session.current, since))
 
     async def surface(request: Request) -> Response:
         session = sessions.get(request.path_params["key"])

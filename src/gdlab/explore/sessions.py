@@ -123,7 +123,8 @@ class Session:
         with ENGINE:
             self.run = SteppedRun(X, y, feature_names=names, **options)
             self.rates = views.rates(self.run.training)
-            self.before = self.run.training.initial_parameters()
+            self.initial = self.run.training.initial_parameters()  # (builds a seeded model)
+            self.before = self.initial
 
     def step(
         self, epochs: object = None, since: object = 0, updates: object = None
@@ -157,8 +158,13 @@ class Session:
         if self.run.steps:
             return self.run.steps[-1]
         if result is None or not len(result.history):
-            return self.run.training.initial_parameters()
+            return self.initial
         return {name: values[-1] for name, values in result.history.params.items()}
+
+    def current(self, since: int = 0) -> dict[str, Any]:
+        """The state, read while no run steps (a request may come during another's step)."""
+        with ENGINE:
+            return self.state(since)
 
     def rewind(self) -> dict[str, Any]:
         with ENGINE:
@@ -176,9 +182,8 @@ class Session:
                 "history": views.history(result, since),
                 "picture": views.picture(result, self.X, self.y, self.features)}  # fmt: skip
         if result is None:
-            initial = self.run.training.initial_parameters()
             return base | {"epoch": 0, "status": "ready", "message": "", "loss": None,
-                           "params": views.numbers(initial), "update": []}  # fmt: skip
+                           "params": views.numbers(self.initial), "update": []}  # fmt: skip
         h, steps = result.history, self.run.steps
         inside = result.loop_state.position if result.loop_state is not None else 0
         counted = result.status == "interrupted"  # stopped by `updates`, not by a person
@@ -192,7 +197,7 @@ class Session:
         return base | {
             "epoch": len(h),
             "inside": inside,  # rows of the next epoch already stepped over
-            "status": "max_epochs" if counted else result.status,
+            "status": "running" if counted else result.status,
             "message": self._inside(inside) if counted and inside else result.message,
             "loss": views.number(h.train_loss[-1]) if len(h) else None,
             "params": views.numbers(now),
