@@ -514,3 +514,35 @@ def test_a_mini_batch_run_steps_one_update_at_a_time(client: TestClient) -> None
     assert state["epoch"] == 2 and state["history"]["train_loss"] == whole.history.train_loss
     both = client.post(f"/api/session/{key}/step", json={"epochs": 1, "updates": 1})
     assert both.status_code == 400 and "not both" in both.json()["error"]
+
+
+def test_a_networks_rates_come_from_its_hessian_at_the_initial_point(tmp_path: Path) -> None:
+    import torch
+    from torch.func import functional_call
+
+    from gdlab.explore.sessions import Session
+
+    offers = Offers([], tmp_path)
+    session = Session(offers.table("binary-blobs"), None, None,
+                      {"model": "mlp:4", "lr": 0.1, "dtype": "float64"})  # fmt: skip
+    state = session.current()
+    net, loss_fn, data = session.run.training.initial_problem()
+    names = [name for name, _ in net.named_parameters()]
+    shapes = [p.shape for _, p in net.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        parts, at = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            size = int(torch.Size(shape).numel())
+            parts[name] = theta[at : at + size].reshape(shape)
+            at += size
+        return loss_fn(functional_call(net, parts, (data.X,)), data.y)
+
+    hessian = torch.autograd.functional.hessian(loss, flat)
+    lambda_max = float(torch.linalg.eigvalsh(hessian)[-1])
+    assert state["limit"] == pytest.approx(2 / lambda_max, rel=0.02)
+    assert "initial point" in state["why"]
+    assert session.current()["best"] <= state["limit"]
+    mae = Session(offers.table("noisy-plane"), None, None, {"loss": "mae", "lr": 0.1}).current()
+    assert mae["limit"] is None and mae["best"] is None and "λmax = 0" in mae["why"]

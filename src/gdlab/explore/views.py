@@ -60,21 +60,29 @@ def update(
 
 
 def rates(training: Training) -> dict[str, Any]:
-    """The optimizer's largest stable rate on this problem (2/λmax for gd) and, where the
-    curvature alone decides it (least squares with gd or momentum), the rate gdlab recommends
-    (2/(λmax+λmin) for gd), with its reason: what `--lr auto` would choose."""
+    """The optimizer's largest stable rate and the rate gdlab recommends, with its reason (what
+    `--lr auto` would choose, without the range test): on least squares from the exact
+    curvature, which holds everywhere; on other models from the Hessian at the initial point
+    (`tools.rates`: Lanczos on a sample of rows), which training then changes. Adaptive
+    optimizers (adam, ...) have no such limit."""
     from gdlab.optim.kinds import kind_of
-    from gdlab.stops import stable_limit
     from gdlab.tools.rates import advise_problem
+    from gdlab.train.rules import quadratic_limit
 
-    limit = stable_limit(training)
-    decided = (training.curvature is not None and training.curvature.lambda_max > 0
-               and kind_of(training.opts.optimizer).has_limit)  # fmt: skip
-    if not decided:
-        return {"limit": None if limit is None else number(limit), "best": None, "why": ""}
-    advice = advise_problem(training, unscaled=False, seeds=0)  # no range test: 1 ms
-    return {"limit": None if limit is None else number(limit),
-            "best": number(advice.recommended_lr), "why": advice.reason}  # fmt: skip
+    opts = training.opts
+    if not kind_of(opts.optimizer).has_limit:
+        return {"limit": None, "best": None, "why": ""}
+    advice = advise_problem(training, unscaled=False, seeds=0)
+    lambda_max = advice.curvature.lambda_max
+    if not lambda_max > 0:  # piecewise-linear losses (mae): no curvature to bound a rate
+        return {
+            "limit": None,
+            "best": None,
+            "why": "the loss has no curvature at the start (λmax = 0): no limit follows",
+        }
+    beta = opts.momentum if kind_of(opts.optimizer).momentum else 0.0
+    limit = quadratic_limit(opts.optimizer, beta, lambda_max)
+    return {"limit": number(limit), "best": number(advice.recommended_lr), "why": advice.reason}
 
 
 def surface(
