@@ -217,6 +217,10 @@ def test_the_command_prints_its_address_first_and_refuses_a_bad_file(tmp_path: P
         with pytest.raises(urllib.error.HTTPError) as refused_page:
             urllib.request.urlopen(address.split("?")[0], timeout=30)
         assert refused_page.value.code == 403
+        port = address.split(":")[2].split("/")[0]
+        taken = subprocess.run([*command, "--port", port], capture_output=True, text=True,
+                               timeout=60)  # fmt: skip
+        assert taken.returncode == 2 and taken.stderr.startswith(f"gdlab: error: --port {port}:")
     finally:
         server.terminate()
         server.communicate(timeout=30)

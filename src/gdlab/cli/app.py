@@ -41,7 +41,7 @@ def visible(text: str) -> str:
 
 
 # Parameters a message may name that are flags here but not training options.
-CLI_PARAMETERS = ("target", "features", "resume", "out", "overwrite")
+CLI_PARAMETERS = ("target", "features", "resume", "out", "overwrite", "port")
 _NAMED = re.compile(r"`([a-z_]+)(?:=([^`]*))?`")
 
 
