@@ -22,16 +22,19 @@ from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, hessian_curvatu
 from gdlab.analysis.separation import separable_training_rows
 from gdlab.config import FitOptions
 from gdlab.data.arrays import CHUNK_ROWS, FloatArray, IntArray, class_labels, fingerprint
+from gdlab.data.passes import Sums, first_pass, standardized_gram, training_blocks
 from gdlab.data.rows import ArrayRows, RowSource, validation_split
 from gdlab.data.scaling import Scaler, constant_columns, expand_checked, power_names
+from gdlab.data.stream import SHUFFLE_ROWS, Block, TableFile, held_out
 from gdlab.errors import GdlabError, GdlabWarning, caller_level, listed
 from gdlab.losses import make_loss, wants_class_indices
 from gdlab.memory import check_problem_fits
 from gdlab.models import ModelSpec, build_model
 from gdlab.recording import recorder
 from gdlab.result import FitResult
-from gdlab.train.exact import LeastSquaresStatistics
+from gdlab.train.exact import LeastSquaresStatistics, residual_squares
 from gdlab.train.state import LossFunction, Split
+from gdlab.train.streamed import StreamedRows, TensorStream
 
 EXACT_MAX_WIDTH = 2000  # parameters up to which least squares builds and solves XᵀX
 CURVATURE_ROWS = 1 << 17
@@ -47,8 +50,8 @@ class Problem:
     def __init__(
         self,
         opts: FitOptions,
-        X: FloatArray,
-        y: FloatArray,
+        X: FloatArray | TableFile,
+        y: FloatArray | None,
         names: list[str],
         custom_model: nn.Module | None,
         previous: FitResult | None = None,
@@ -65,6 +68,16 @@ class Problem:
         self.separable: bool | None = None  # classifiers: proved separable (no minimum) or not
         self.classes: list[int] | None = None
         self.lr_choice = ""
+        self.curvature: Curvature | None = None
+        self.raw_condition: float | None = None
+        self.statistics: LeastSquaresStatistics | None = None
+        self.table: TableFile | None = None
+        self.reading = "in memory"
+        if isinstance(X, TableFile):
+            self.reading = f"streamed from {X.source}"
+            self._prepare_stream(X, classes, copies)
+            return
+        assert y is not None
         self.X = X
         self.y = self.y_given = y
         if opts.is_classifier and custom_model is None:
@@ -72,6 +85,7 @@ class Problem:
         check_problem_fits(self, X.shape, copies)
         # Every later read of the rows goes through the source (see data/rows.py).
         self.source: RowSource = ArrayRows(expand_checked(X, names, self.spec.degree), self.y)
+        self.width = self.source.width
         self.val_rows, self.train_rows = validation_split(
             len(self.source), opts.val_fraction, opts.seed
         )
@@ -90,12 +104,79 @@ class Problem:
                 "no minimum exists; the run stops once the model separates the rows. For a "
                 "finite optimum add weight_decay."
             )
-        self._warn_constant()
-        self.curvature: Curvature | None = None
-        self.raw_condition: float | None = None
-        self.statistics: LeastSquaresStatistics | None = None
-        if self._least_squares_statistics_fit():
+        self._warn_constant(constant_columns(self.source.features(self.train_rows)))
+        if self._least_squares_statistics_fit(X.shape[1]):
             self._least_squares_curvature()
+
+    def _prepare_stream(self, table: TableFile, classes: list[int] | None, copies: int) -> None:
+        """The same preparation from one pass over a file (`gdlab.data.passes`): nothing
+        of the file is kept but its statistics; training reads it again block by block."""
+        opts, degree, self.table = self.opts, self.spec.degree, table
+        self.names = table.features
+
+        def prepare(block: Block) -> Block:
+            return Block(block.first, expand_checked(block.X, self.names, degree), block.y)
+
+        def held(block: Block) -> np.ndarray[Any, Any]:
+            return held_out(block.first, len(block), opts.val_fraction, opts.seed)
+
+        self.prepare, self.held = prepare, held
+        gram = self._least_squares_statistics_fit(len(self.names))
+        classify = opts.is_classifier and self.custom_model is None
+        found = first_pass(table, prepare, held_out=held, gram=gram, classifier=classify)
+        self.first_pass = found
+        if found.train.n == 0 or (opts.val_fraction > 0 and found.validation.n == 0):
+            raise GdlabError(
+                f"`val_fraction={opts.val_fraction:g}` of {found.rows} rows leaves no training "
+                f"or no validation rows; choose a fraction between 0 and 1 that leaves both."
+            )
+        self.train_rows = StreamedRows(found.train.n)  # type: ignore[assignment]
+        self.val_rows = StreamedRows(found.validation.n)  # type: ignore[assignment]
+        if found.labels is not None:
+            known = self.previous.classes_ if self.previous is not None else classes
+            self._class_codes(np.asarray(found.labels, dtype=np.float64), known)
+        if opts.batch_size is not None and opts.batch_size > found.train.n:
+            raise GdlabError(
+                f"`batch_size={opts.batch_size}` is above the {found.train.n} training rows; "
+                f"use a value from 1 to {found.train.n}, or full."
+            )
+        check_problem_fits(self, (min(found.train.n, 2 * SHUFFLE_ROWS), len(self.names)), copies)
+        previous = self.previous
+        if previous is not None and previous.x_scaler and previous.y_scaler:
+            self.x_scaler, self.y_scaler = previous.x_scaler, previous.y_scaler
+        else:
+            self.x_scaler = found.scaler(center=opts.intercept, enabled=opts.standardize,
+                                         target=False)  # fmt: skip
+            self.y_scaler = found.scaler(
+                center=opts.intercept,
+                enabled=opts.standardize and not opts.is_classifier and self.custom_model is None,
+                target=True,
+            )
+        self._warn_constant(found.constant())
+        self.width = len(found.centre) - 1
+        if gram:
+            self.statistics = self._streamed_statistics(found.train, solve=opts.batch_size is None)
+            self._least_squares_curvature()
+
+    def _streamed_statistics(self, sums: Sums, *, solve: bool) -> LeastSquaresStatistics:
+        """Least-squares statistics of the training or validation rows from the first pass."""
+        assert self.table is not None and self.first_pass is not None
+        table, validation = self.table, sums is self.first_pass.validation
+        full = standardized_gram(self.first_pass, sums, self.x_scaler, self.y_scaler)
+
+        def keep(block: Block) -> Block:
+            mask = self.held(block)
+            return block.where(mask if validation else ~mask)
+
+        def blocks() -> Iterator[tuple[FloatArray, FloatArray]]:
+            for block in training_blocks(table, self.prepare, keep):
+                yield block.X, self.y_scaler.transform(block.y[:, None])[:, 0]
+
+        scaler = None if self.x_scaler.is_identity else self.x_scaler
+        return LeastSquaresStatistics.from_full(
+            full, sums.n, intercept=self.opts.intercept, solve=solve,
+            residuals=lambda theta: residual_squares(blocks, theta, self.opts.intercept, scaler),
+        )  # fmt: skip
 
     def _class_codes(self, y: FloatArray, known: list[int] | None) -> FloatArray:
         """Class labels as codes 0..K-1 (`self.classes` keeps the labels)."""
@@ -122,8 +203,7 @@ class Problem:
             target=True,
         )
 
-    def _warn_constant(self) -> None:
-        same = constant_columns(self.source.features(self.train_rows))
+    def _warn_constant(self, same: np.ndarray[Any, Any]) -> None:
         names = power_names(self.names, self.spec.degree)
         constant = [name for name, fixed in zip(names, same, strict=True) if fixed]
         if constant:
@@ -139,9 +219,11 @@ class Problem:
         from evenly spaced rows, at most CURVATURE_ROWS of them: λ to a few percent, in a
         fraction of a pass."""
         opts, rows = self.opts, self.train_rows
-        if opts.batch_size is not None and len(rows) > CURVATURE_ROWS:
-            rows = rows[:: -(-len(rows) // CURVATURE_ROWS)]
-        self.statistics = self.least_squares(rows, solve=opts.batch_size is None)
+        if self.table is None:
+            if opts.batch_size is not None and len(rows) > CURVATURE_ROWS:
+                rows = rows[:: -(-len(rows) // CURVATURE_ROWS)]
+            self.statistics = self.least_squares(rows, solve=opts.batch_size is None)
+        assert self.statistics is not None
         gram, n = self.statistics.gram.numpy(), self.statistics.n
         self.curvature = hessian_curvature(2.0 * gram / n)
         raw = self._to_raw_units(opts.intercept)
@@ -156,7 +238,7 @@ class Problem:
                 f"determined. Use fewer or less correlated features, or a lower degree."
             )
 
-    def _least_squares_statistics_fit(self) -> bool:
+    def _least_squares_statistics_fit(self, features: int) -> bool:
         """Whether XᵀX (d² numbers, O(d³) to solve) serves this run: least squares on a model
         linear in its parameters with at most EXACT_MAX_WIDTH of them. Wider problems iterate
         with autograd and take their curvature from Hessian-vector products instead."""
@@ -165,7 +247,7 @@ class Problem:
             return False
         if opts.resolved_loss != "mse":
             return False
-        width = self.X.shape[1] * self.spec.degree + opts.intercept
+        width = features * self.spec.degree + opts.intercept
         if width > EXACT_MAX_WIDTH:
             self._warn(
                 f"{width} parameters: the least-squares statistics XᵀX ({width}² numbers, "
@@ -177,11 +259,19 @@ class Problem:
 
     @functools.cached_property
     def data_fingerprint(self) -> str:
-        """The digest a saved run keeps to recognise its data; a whole pass, so only on saving."""
+        """The digest a saved run keeps to recognise its data; a whole pass, so only on saving
+        (a stream's comes from its first pass)."""
+        if self.table is not None:
+            return self.first_pass.fingerprint
         return fingerprint(self.X, self.y_given)
 
     def least_squares(self, rows: IntArray, *, solve: bool = True) -> LeastSquaresStatistics:
         """XᵀX, Xᵀy and the optimum of those rows in training space, block by block."""
+        if isinstance(rows, StreamedRows):
+            assert self.statistics is not None
+            if rows is self.train_rows:
+                return self.statistics
+            return self._streamed_statistics(self.first_pass.validation, solve=solve)
         features, target = self.source.features(rows), self.source.target(rows)
 
         def blocks() -> Iterator[tuple[FloatArray, FloatArray]]:
@@ -240,11 +330,38 @@ class Problem:
             begin = end
         return features
 
+    def stream(
+        self, loss: LossFunction, device: torch.device, *, validation: bool = False
+    ) -> TensorStream:
+        """The training (or validation) rows of a streamed file as tensors, block by block."""
+        assert self.table is not None
+        held, prepare = self.held, self.prepare
+        x_scaler, y_scaler = self.x_scaler, self.y_scaler
+        classes = np.asarray(self.classes) if self.classes is not None else None
+        dtype = getattr(torch, self.opts.dtype)
+        long_target = wants_class_indices(loss)
+
+        def keep(raw: Block) -> Block:
+            mask = held(raw)
+            return prepare(raw.where(mask if validation else ~mask))
+
+        def tensors(block: Block) -> tuple[torch.Tensor, torch.Tensor]:
+            X = torch.from_numpy(x_scaler.transform(block.X)).to(device=device, dtype=dtype)
+            y = block.y if classes is None else np.searchsorted(classes, block.y).astype(float)
+            target = y_scaler.transform(y[:, None])
+            if long_target:
+                return X, torch.as_tensor(target[:, 0], dtype=torch.long, device=device)
+            return X, torch.as_tensor(target, dtype=dtype, device=device)
+
+        rows = self.val_rows if validation else self.train_rows
+        return TensorStream(self.table, keep, tensors, len(rows))
+
     def _split(self, loss: LossFunction, device: torch.device, *, shapes_only: bool) -> Split:
         """The training (and validation) tensors; with `shapes_only` (the exact path, which
-        never reads rows again) tensors on the meta device that hold no data."""
-        if shapes_only:
-            width = self.source.width
+        never reads rows again) tensors on the meta device that hold no data. A streamed
+        file's tensors are meta too, with the streams that read their rows."""
+        if shapes_only or self.table is not None:
+            width = self.width
 
             def tensors(rows: IntArray) -> tuple[torch.Tensor, torch.Tensor]:
                 n = len(rows)
@@ -258,6 +375,10 @@ class Problem:
         split = Split(*tensors(self.train_rows))
         if len(self.val_rows):
             split.X_val, split.y_val = tensors(self.val_rows)
+        if self.table is not None and not shapes_only:
+            split.stream = self.stream(loss, device)
+            if len(self.val_rows):
+                split.val_stream = self.stream(loss, device, validation=True)
         return split
 
     def fast_linear(self, net: nn.Module) -> nn.Linear | None:
@@ -282,6 +403,8 @@ class Problem:
         device = self._device()
         loss_fn = make_loss(self.opts.resolved_loss)
         net = self._build_model(device, self.opts.seed if seed is None else seed)
+        if self.table is not None:  # a stream: its first rows, CURVATURE_ROWS at most
+            return net, loss_fn, Split(*self.stream(loss_fn, device).head(CURVATURE_ROWS))
         return net, loss_fn, Split(*self.tensors(self.train_rows, loss_fn, device))
 
     def _build_model(self, device: torch.device, seed: int | None = None) -> nn.Module:
@@ -290,7 +413,7 @@ class Problem:
         torch.manual_seed(opts.seed if seed is None else seed)  # the modules' initial draw
         net = self.custom_model or build_model(
             self.spec,
-            self.source.width,
+            self.width,
             outputs,
             intercept=opts.intercept,
             activation=opts.activation,

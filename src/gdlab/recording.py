@@ -107,4 +107,5 @@ def result_of(
         fingerprint=problem.data_fingerprint if keep_fingerprint else None,
         lr_choice=problem.lr_choice,
         path=path,
+        reading=problem.reading,
     )

@@ -48,6 +48,7 @@ class FitResult:
     path: str = "autograd"  # or "exact": gradients from least-squares sufficient statistics
     verdict: Verdict | None = None  # the stop test that ended the run, with its measures
     loss: float = math.nan  # the kept model's training loss, in the target's units
+    reading: str = "in memory"  # or "streamed from FILE": how the data were read
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable: a torch.Generator is stored as its state tensor."""

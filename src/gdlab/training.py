@@ -11,24 +11,24 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from gdlab import shortcut
-from gdlab.analysis.gradients import diagnose, initial_layer_gradients
+from gdlab.analysis.gradients import ROWS, diagnose, initial_layer_gradients
 from gdlab.analysis.outcome import explain_outcome
 from gdlab.analysis.separation import separates
 from gdlab.analysis.sharpness import SharpnessTracker, tracking_interval
 from gdlab.config import make_options
-from gdlab.data.arrays import (
-    CHUNK_ROWS,
-    as_matrix,
-    as_vector,
-)
+from gdlab.data.arrays import CHUNK_ROWS, FloatArray, as_matrix, as_vector
+from gdlab.data.open import open_data
+from gdlab.data.stream import TableFile
 from gdlab.errors import GdlabError
 from gdlab.history import History
 from gdlab.hooks import both, each_step, replayed
@@ -68,9 +68,14 @@ def fit(
     stop: Callable[[], bool] | None = None,
     checkpoint: Callable[[FitResult], object] | None = None,
     checkpoint_every: int = 0,
+    stream: bool | None = None,
     **options: Any,
 ) -> FitResult:
     """Fit a model by gradient descent; options are those of `gdlab fit` (see `gdlab.FitOptions`).
+
+    X and y are arrays, or X is a CSV or Parquet file and y its target column (`feature_names`
+    then chooses the feature columns): the file is read in memory when it fits the memory
+    budget and streamed otherwise, or as `stream` says (`gdlab.data.stream`).
 
     `model` is a name (linear, logistic, softmax, poly:K, mlp:H1,H2) or any `torch.nn.Module`
     taking (n, d) inputs; with a module, `loss` may be any callable (outputs, targets) -> loss.
@@ -93,9 +98,19 @@ def fit(
     opts = make_options(
         model="linear" if custom else model, loss=loss if isinstance(loss, str) else None, **options
     )
-    matrix, names = as_matrix(X)
-    names = list(feature_names) if feature_names is not None else names
-    target = as_vector(y, len(matrix))
+    matrix: FloatArray | TableFile
+    target: FloatArray | None
+    if isinstance(X, (str, os.PathLike)):
+        if not isinstance(y, str):
+            raise GdlabError("fit(PATH, TARGET): with a file, y names the target column.")
+        X = open_data(Path(X), y, feature_names, stream=stream, budget=opts.memory_budget)
+        X, y, feature_names = (X, None, None) if isinstance(X, TableFile) else X
+    if isinstance(X, TableFile):
+        matrix, target, names = X, None, X.features
+    else:
+        matrix, names = as_matrix(X)
+        names = list(feature_names) if feature_names is not None else names
+        target = as_vector(y, len(matrix))
     if resume is not None and resume.custom_model != custom:
         raise GdlabError("resume: give the same kind of model (named or nn.Module) as before.")
     training = Training(
@@ -158,7 +173,7 @@ class Training(Problem):
             on_epoch = both(tracker, on_epoch)
         deep = self.spec.kind == "mlp" and len(self.spec.hidden) >= 2  # depth is the question
         fresh = deep and not len(history)
-        initial = initial_layer_gradients(net, loss_fn, split.X, split.y) if fresh else {}
+        initial = initial_layer_gradients(net, loss_fn, *split.head(ROWS)) if fresh else {}
         if exact is not None and shortcut.applies(self, state, history):
             outcome = shortcut.closed_form_outcome(self, exact, scale, net)
         if outcome is not None:
@@ -205,7 +220,7 @@ class Training(Problem):
         if not every:
             return None
         bounded = opts.track_sharpness == "auto"  # at most a share of the run's time
-        return SharpnessTracker(net, loss_fn, split.X, split.y, every, bounded=bounded)
+        return SharpnessTracker(net, loss_fn, *split.head(ROWS), every, bounded=bounded)
 
     def _explain_end(
         self, outcome: Outcome, scale: float, initial: dict[str, tuple[float, float]]
@@ -252,8 +267,7 @@ class Training(Problem):
         if exact is not None:
             return exact.train.loss(exact.theta())
         n, total = len(split.X), 0.0
-        for begin in range(0, n, CHUNK_ROWS):
-            X, y = split.X[begin : begin + CHUNK_ROWS], split.y[begin : begin + CHUNK_ROWS]
+        for X, y in split.blocks(CHUNK_ROWS):
             total += float(loss_fn(net(X), y)) * len(X)
         return total / n if n else math.nan
 
@@ -286,7 +300,7 @@ class Training(Problem):
         split = self._split(loss_fn, device, shapes_only=exact is not None)
         analytic = None
         mini_batch = batch is not None and batch < len(split.X)
-        if linear is not None and mini_batch and loss in ANALYTIC_LOSSES:
+        if linear is not None and mini_batch and loss in ANALYTIC_LOSSES and not split.stream:
             assert batch is not None
             analytic = AnalyticGradient.of(linear, split.X, split.y, loss, batch)
         path = "exact" if exact else "analytic" if analytic else "autograd"

@@ -100,9 +100,8 @@ def separates(net: nn.Module, split: Split) -> bool:
     import torch
 
     with torch.no_grad():  # a check, not part of training: no graph
-        for begin in range(0, len(split.X), CHUNK_ROWS):
-            scores = net(split.X[begin : begin + CHUNK_ROWS])
-            labels = split.y[begin : begin + CHUNK_ROWS]
+        for X, labels in split.blocks(CHUNK_ROWS):
+            scores = net(X)
             if scores.shape[1] == 1:
                 margins = (2 * labels.reshape(-1) - 1) * scores[:, 0]
             else:

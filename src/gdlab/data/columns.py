@@ -23,6 +23,14 @@ def select(
     names = [str(column) for column in frame.columns]
     if not isinstance(frame, NumericTable):
         frame = frame.set_axis(names, axis=1)
+    features = choose(names, source, target, features)
+    X = feature_matrix(frame, source, features, hint=f"the columns are: {listed(names)}")
+    return X, numeric_column(frame, target, source), list(features)
+
+
+def choose(names: list[str], source: str, target: str, features: Sequence[str] | None) -> list[str]:
+    """The feature columns (default: every column but the target), or raise naming the problem;
+    a feature that is no column is named by `feature_matrix` (or by the streaming reader)."""
     if target not in names:
         raise GdlabError(
             f"{source}: target column {target!r} not found; the columns are: {listed(names)}. "
@@ -36,14 +44,19 @@ def select(
         raise GdlabError(
             f"{source}: no feature columns (only the target {target!r}); add a feature column."
         )
-    X = feature_matrix(frame, source, features, hint=f"the columns are: {listed(names)}")
-    return X, numeric_column(frame, target, source), list(features)
+    return list(features)
 
 
 def feature_matrix(
-    frame: pd.DataFrame | NumericTable, source: str, features: Sequence[str], *, hint: str
+    frame: pd.DataFrame | NumericTable,
+    source: str,
+    features: Sequence[str],
+    *,
+    hint: str,
+    first_row: int = 0,
 ) -> FloatArray:
-    """The named columns as an (n, d) float64 matrix; a missing column is named with `hint`."""
+    """The named columns as an (n, d) float64 matrix; a missing column is named with `hint`.
+    `first_row` is the file's row number of the frame's first row (a block of a stream)."""
     missing = [name for name in features if name not in frame.columns]
     if missing:
         raise GdlabError(f"{source}: feature column {missing[0]!r} not found; {hint}.")
@@ -59,10 +72,14 @@ def feature_matrix(
             matrix = frame.iloc[:, positions].to_numpy(dtype=np.float64)
             if np.isfinite(matrix).all():
                 return matrix
-    return np.column_stack([numeric_column(frame, name, source) for name in features])
+    return np.column_stack(
+        [numeric_column(frame, name, source, first_row=first_row) for name in features]
+    )
 
 
-def numeric_column(frame: pd.DataFrame | NumericTable, name: str, source: str) -> FloatArray:
+def numeric_column(
+    frame: pd.DataFrame | NumericTable, name: str, source: str, *, first_row: int = 0
+) -> FloatArray:
     """One column as finite float64 values; the first bad cell is quoted with its row."""
     if isinstance(frame, NumericTable):
         return frame.column(name)
@@ -92,7 +109,7 @@ def numeric_column(frame: pd.DataFrame | NumericTable, name: str, source: str) -
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise GdlabError(
-            f"{source}: column {name!r}, {_where(source, row)}: non-numeric value "
+            f"{source}: column {name!r}, {_where(source, first_row + row)}: non-numeric value "
             f"{column.iloc[row]!r}; replace it with a number or drop the row."
         )
     array = values.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -101,7 +118,7 @@ def numeric_column(frame: pd.DataFrame | NumericTable, name: str, source: str) -
         row = int(np.flatnonzero(~finite)[0])
         what = "missing (NaN)" if np.isnan(array[row]) else "infinite"
         raise GdlabError(
-            f"{source}: column {name!r}, {_where(source, row)}: value is {what}; "
+            f"{source}: column {name!r}, {_where(source, first_row + row)}: value is {what}; "
             f"fill or drop such rows before fitting."
         )
     return array

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,23 @@ SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npz", ".npy")
 
 def read_table(path: Path) -> pd.DataFrame:
     """Load a data file as a DataFrame; every failure is a `GdlabError` naming the file."""
+    suffix = check_data_file(path)
+    if suffix in (".parquet", ".pq"):
+        frame = _read_parquet(path)
+    elif suffix == ".npy":
+        frame = _read_npy(path)
+    elif suffix == ".npz":
+        frame = _read_npz(path)
+    else:
+        frame = _read_delimited(path, delimiter_of(suffix))
+    if len(frame) == 0:
+        raise GdlabError(f"{path} has a header but no data rows; add rows of data.")
+    return frame
+
+
+def check_data_file(path: Path) -> str:
+    """The file's suffix, lower case, once the path is known to be a regular, non-empty file;
+    a `GdlabError` naming the problem otherwise."""
     if path.is_symlink():
         try:
             path.resolve(strict=True)
@@ -55,20 +73,13 @@ def read_table(path: Path) -> pd.DataFrame:
         raise GdlabError(
             f"{path} is not a regular file (a device, FIFO or socket); save the data to a file."
         )
-    suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise GdlabError(f"{path} is empty; give a file with a header row and data rows.")
-    if suffix in (".parquet", ".pq"):
-        frame = _read_parquet(path)
-    elif suffix == ".npy":
-        frame = _read_npy(path)
-    elif suffix == ".npz":
-        frame = _read_npz(path)
-    else:
-        frame = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
-    if len(frame) == 0:
-        raise GdlabError(f"{path} has a header but no data rows; add rows of data.")
-    return frame
+    return path.suffix.lower()
+
+
+def delimiter_of(suffix: str) -> str:
+    return "\t" if suffix == ".tsv" else ","
 
 
 def _read_delimited(path: Path, delimiter: str) -> pd.DataFrame:
@@ -174,25 +185,39 @@ def _check_rectangular(path: Path, delimiter: str) -> list[str]:
     returns the header."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            width, header = None, []
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if width is None:
-                    width, header = len(row), row
-                elif len(row) != width:
-                    raise GdlabError(
-                        f"{path}, line {reader.line_num}: {len(row)} fields where the header has "
-                        f"{width}; make every row have {width} fields."
-                    )
+            return check_fields(path, handle, delimiter)
     except UnicodeDecodeError as error:
         raise GdlabError(
             f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8 CSV."
         ) from None
+
+
+def check_fields(
+    path: Path,
+    lines: Iterable[str],
+    delimiter: str,
+    *,
+    first_line: int = 1,
+    header: list[str] | None = None,
+) -> list[str]:
+    """The header (the first non-blank row of `lines`, unless given), once every other
+    non-blank row has as many fields; `first_line` is the file's number of the first line."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    width = None if header is None else len(header)
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if width is None:
+                width, header = len(row), row
+            elif len(row) != width:
+                raise GdlabError(
+                    f"{path}, line {first_line - 1 + reader.line_num}: {len(row)} fields where "
+                    f"the header has {width}; make every row have {width} fields."
+                )
     except csv.Error as error:
         raise GdlabError(f"{path} could not be parsed as CSV: {error}.") from None
-    if width is None:
+    if header is None:
         raise GdlabError(f"{path} is empty; give a file with a header row and data rows.")
     return header
 

@@ -100,7 +100,21 @@ class Scaler:
             low, high = column_range(values)
             peak = np.maximum(np.abs(high), np.abs(low))
             spread, mean = _moments(values, center, np.where(peak > 0, peak, 1.0))
-        shift = mean if center else np.zeros(width)
+        return cls.of_moments(mean, spread, constant, center=center, target=target)
+
+    @classmethod
+    def of_moments(
+        cls,
+        mean: FloatArray,
+        spread: FloatArray,
+        constant: npt.NDArray[np.bool_],
+        *,
+        center: bool,
+        target: bool = False,
+    ) -> Scaler:
+        """From each column's mean and spread (root mean square about the mean, or about 0
+        without `center`) and which columns are constant."""
+        shift = mean if center else np.zeros(len(mean))
         vanish = np.inf if center and not target else 1.0
         scale = np.where(constant, vanish, np.where(spread > 0, spread, 1.0))
         return cls(shift, scale)

@@ -74,6 +74,24 @@ class LeastSquaresStatistics:
                 full = block if full is None else full + block
                 n += len(rows)
         assert full is not None and width is not None, "no rows"
+        return cls.from_full(full, n, intercept=intercept, solve=solve,
+                             residuals=lambda theta: residual_squares(blocks, theta, intercept,
+                                                                       scaler))  # fmt: skip
+
+    @classmethod
+    def from_full(
+        cls,
+        full: FloatArray,
+        n: int,
+        *,
+        intercept: bool,
+        solve: bool,
+        residuals: Callable[[FloatArray], float],
+    ) -> LeastSquaresStatistics:
+        """From the Gram matrix of [z, 1, y] over n rows (features in training space, the
+        target in training units); `residuals(θ*)` sums the squared residuals by a pass over
+        the rows when yᵀy - θ*ᵀh is too small to trust."""
+        width = len(full) - 2
         squares = float(full[width + 1, width + 1])
         inputs = list(range(width + 1)) if intercept else list(range(width))
         gram, moment = full[np.ix_(inputs, inputs)], full[inputs, width + 1]
@@ -84,7 +102,7 @@ class LeastSquaresStatistics:
         optimum = np.asarray(np.linalg.lstsq(gram, moment, rcond=None)[0], dtype=np.float64)
         least = squares - float(optimum @ moment)
         if not least > 1e-4 * squares:  # cancellation would cost digits: sum the residuals
-            least = _residual_squares(blocks, optimum, intercept, scaler)
+            least = residuals(optimum)
         return cls(
             torch.from_numpy(gram),
             torch.from_numpy(moment),
@@ -182,7 +200,7 @@ class ExactGradient:
         return float(torch.linalg.vector_norm(self.theta() - optimum))
 
 
-def _residual_squares(
+def residual_squares(
     blocks: Blocks,
     optimum: FloatArray,
     intercept: bool,

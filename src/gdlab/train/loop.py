@@ -40,6 +40,7 @@ from gdlab.train.rules import (
 )
 from gdlab.train.sources import AutogradGradient, GradientSource, Reduce, no_reduction
 from gdlab.train.state import Cadence, LoopState, LossFunction, Outcome, Split, Stopping
+from gdlab.train.streamed import Batch, StreamedGradient, TensorStream
 
 SEPARATION_EVERY = 100  # epochs between checks that a classifier separates its training rows
 
@@ -114,7 +115,15 @@ class Loop:
         self.size = self.n if batch_size is None else batch_size
         self.mini_batch = self.size < self.n
         self.source: GradientSource = (
-            exact or analytic or AutogradGradient(model, loss_fn, data.X, data.y)
+            exact
+            or analytic
+            or (StreamedGradient(model, loss_fn, data.stream) if data.stream else None)
+            or AutogradGradient(model, loss_fn, data.X, data.y)
+        )
+        # the epoch's order and its batches: row numbers in memory, a shuffle's seed streamed
+        self.order = epoch_order if data.stream is None else TensorStream.epoch_order
+        self.batch: Callable[[torch.Tensor, int, int], torch.Tensor | Batch] = (
+            self._rows if data.stream is None else data.stream.batch
         )
         # gdlab's own gd has no per-step hooks to run: skip torch's profiler wrapper of step().
         self.step = optimizer.update if isinstance(optimizer, GradientDescent) else optimizer.step
@@ -140,7 +149,7 @@ class Loop:
         if state.position == 0:
             if self.copied is None:  # (else the norms' flat copy of last epoch is that point)
                 _restore(self.last_good, self.values)  # the point to roll back to on divergence
-            state.order = epoch_order(self.n, self.size, self.generator)
+            state.order = self.order(self.n, self.size, self.generator)
             state.total, state.seen = 0.0, 0
         outcome = self._batches(epoch)
         if outcome is not None:
@@ -178,7 +187,7 @@ class Loop:
         while state.position < n:
             begin = state.position
             order = state.order
-            rows = None if order is None else order[begin : begin + size].to(self.data.X.device)
+            rows = None if order is None else self.batch(order, begin, size)
             value = self.source.step_gradient(rows)
             if self.l1:
                 add_l1_gradient(self.model, self.l1)
@@ -196,6 +205,9 @@ class Loop:
                 state.epoch_start = [t.clone() for t in self._rollback_point()]
                 return Outcome(Verdict("interrupted"), self.history, state)
         return None
+
+    def _rows(self, order: torch.Tensor, begin: int, size: int) -> torch.Tensor:
+        return order[begin : begin + size].to(self.data.X.device)
 
     def _row(self, norms: Norms) -> dict[str, float] | None:
         """The recorded parameters (small models): from the entries the norms copied when
@@ -321,7 +333,12 @@ class Loop:
         if data.X_val is None or data.y_val is None:
             return math.nan
         with torch.no_grad():
-            return float(self.loss_fn(self.model(data.X_val), data.y_val).item())
+            if data.val_stream is None:
+                return float(self.loss_fn(self.model(data.X_val), data.y_val).item())
+            total = 0.0
+            for X, y in data.blocks(0, validation=True):
+                total += float(self.loss_fn(self.model(X), y)) * len(X)
+            return total / len(data.val_stream)
 
 
 def _test_of(measure: Measure) -> str:

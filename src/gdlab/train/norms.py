@@ -110,9 +110,7 @@ def full_gradient_norm(
     n = data.X.shape[0]
     for p in params:
         p.grad = None
-    for begin in range(0, n, FULL_GRADIENT_ROWS):
-        X = data.X[begin : begin + FULL_GRADIENT_ROWS]
-        y = data.y[begin : begin + FULL_GRADIENT_ROWS]
+    for X, y in data.blocks(FULL_GRADIENT_ROWS):
         (loss_fn(model(X), y) * (len(X) / n)).backward()  # type: ignore[no-untyped-call]
     if l1:
         add_l1_gradient(model, l1)

@@ -19,7 +19,7 @@ DistributedDataParallel's) would never see them; `reduce` sees every source.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -28,8 +28,9 @@ Reduce = Callable[[list[torch.Tensor]], None]  # acts on the .grad of the parame
 
 
 class GradientSource(Protocol):
-    def step_gradient(self, rows: torch.Tensor | None) -> float:
-        """Fill .grad for the batch `rows` (None: every row); the batch's mean loss."""
+    def step_gradient(self, rows: Any) -> float:
+        """Fill .grad for the batch `rows` (None: every row); the batch's mean loss. `rows`
+        are row numbers (a tensor), or a streamed file's batch (`train/streamed.py`)."""
         ...
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gdlab.history import History
 from gdlab.train.rules import Tolerances, Verdict
+
+if TYPE_CHECKING:
+    from gdlab.train.streamed import TensorStream
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SLOW_CHECKPOINT = 1.0  # seconds; a checkpoint slower than this is spaced out (Cadence)
@@ -45,12 +48,39 @@ class Cadence:
 
 @dataclass
 class Split:
-    """Training rows and optional validation rows, already on the training device and dtype."""
+    """Training rows and optional validation rows, already on the training device and dtype.
+
+    A streamed file's rows are not held: X and y are then tensors on the meta device, of the
+    rows' shapes, and `stream` (`val_stream`) reads them block by block (`train/streamed.py`).
+    Passes over all the rows go through `blocks`, whichever holds them.
+    """
 
     X: torch.Tensor
     y: torch.Tensor
     X_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
+    stream: TensorStream | None = None
+    val_stream: TensorStream | None = None
+
+    def blocks(
+        self, rows: int, *, validation: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training (or validation) rows in blocks of at most `rows` (a stream: its own)."""
+        stream = self.val_stream if validation else self.stream
+        if stream is not None:
+            yield from stream.blocks()
+            return
+        X, y = (self.X_val, self.y_val) if validation else (self.X, self.y)
+        if X is None or y is None:
+            return
+        for begin in range(0, len(X), rows):
+            yield X[begin : begin + rows], y[begin : begin + rows]
+
+    def head(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `rows` training rows, as tensors that hold them."""
+        if self.stream is not None:
+            return self.stream.head(rows)
+        return self.X[:rows], self.y[:rows]
 
 
 @dataclass(frozen=True)

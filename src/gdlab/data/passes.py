@@ -1,0 +1,181 @@
+"""The one pass over a streamed file that prepares a problem: everything `gdlab.problem`
+computes from rows in memory (row counts of the split, finiteness, class labels, constant
+columns, the scalers' moments and, for least squares, XᵀX and Xᵀy), read block by block
+together.
+
+The sums are taken about a provisional centre c, the first block's column means: the Gram
+matrix K of [x - c, 1, y - c_y] holds the column sums, the sums of squares and products and the
+row count, and since c lies near the mean, the centred moments taken from it lose no more
+digits than a second pass about the exact mean would keep (the cancellation is of (mean - c)²
+against the variance). Standardized statistics are then Tᵀ K T for the affine map T from
+[x - c, 1, y - c_y] to [z, 1, t]: what the in-memory pass builds from the standardized rows,
+to rounding. Without XᵀX (another model, or too many features) the pass keeps the sums and
+sums of squares per column instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gdlab.data.arrays import CHUNK_ROWS, FloatArray
+from gdlab.data.scaling import Scaler
+from gdlab.data.stream import Block, TableFile
+from gdlab.errors import GdlabError
+
+Prepare = Callable[[Block], Block]  # raw file columns -> the model's features (poly:K)
+
+
+@dataclass
+class Sums:
+    """Sums of one part of the rows (training or validation) about the centre."""
+
+    n: int = 0
+    gram: FloatArray | None = None  # K of [x - c, 1, y - c_y], with `gram`
+    linear: FloatArray | None = None  # Σ (x - c), Σ (y - c_y): without `gram`
+    squares: FloatArray | None = None  # Σ (x - c)², Σ (y - c_y)²
+    low: FloatArray | None = None
+    high: FloatArray | None = None
+
+    def add(self, values: FloatArray, gram: bool) -> None:
+        """`values`: the block's [x - c, y - c_y]."""
+        if not len(values):
+            return
+        self.n += len(values)
+        low, high = values.min(axis=0), values.max(axis=0)
+        self.low = low if self.low is None else np.minimum(self.low, low)
+        self.high = high if self.high is None else np.maximum(self.high, high)
+        if gram:
+            width = values.shape[1] - 1
+            for begin in range(0, len(values), CHUNK_ROWS):
+                part = values[begin : begin + CHUNK_ROWS]
+                full = np.empty((len(part), width + 2))
+                full[:, :width], full[:, width], full[:, width + 1] = part[:, :-1], 1.0, part[:, -1]
+                block = full.T @ full  # BLAS syrk
+                self.gram = block if self.gram is None else self.gram + block
+        else:
+            linear, squares = values.sum(axis=0), np.square(values).sum(axis=0)
+            self.linear = linear if self.linear is None else self.linear + linear
+            self.squares = squares if self.squares is None else self.squares + squares
+
+    def moments(self) -> tuple[FloatArray, FloatArray]:
+        """(Σ (v - c), Σ (v - c)²) of every column, features then target."""
+        if self.gram is not None:
+            width = len(self.gram) - 2
+            index = [*range(width), width + 1]
+            return self.gram[width, index], np.diag(self.gram)[index]
+        assert self.linear is not None and self.squares is not None
+        return self.linear, self.squares
+
+
+@dataclass
+class FirstPass:
+    """What the pass found (see the module docstring)."""
+
+    centre: FloatArray  # c: features then target
+    train: Sums
+    validation: Sums
+    labels: list[int] | None
+    fingerprint: str
+    rows: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def scaler(self, *, center: bool, enabled: bool, target: bool) -> Scaler:
+        """The scaler `Scaler.fit` finds on the training rows, from the moments."""
+        index = slice(-1, None) if target else slice(0, -1)
+        width = len(self.centre[index])
+        if not enabled:
+            return Scaler(np.zeros(width), np.ones(width))
+        n = self.train.n
+        linear, squares = (part[index] for part in self.train.moments())
+        offset = linear / n
+        mean = self.centre[index] + offset
+        variance = np.maximum(squares / n - offset * offset, 0.0)
+        spread = np.sqrt(variance if center else variance + mean * mean)
+        assert self.train.low is not None and self.train.high is not None
+        constant = self.train.low[index] == self.train.high[index]
+        return Scaler.of_moments(mean, spread, constant, center=center, target=target)
+
+    def constant(self) -> np.ndarray[Any, Any]:
+        assert self.train.low is not None and self.train.high is not None
+        return (self.train.low == self.train.high)[:-1]  # type: ignore[no-any-return]
+
+
+def first_pass(
+    table: TableFile,
+    prepare: Prepare,
+    *,
+    held_out: Callable[[Block], np.ndarray[Any, Any]],
+    gram: bool,
+    classifier: bool,
+) -> FirstPass:
+    """One pass over `table` (see the module docstring). `held_out(block)` marks the
+    validation rows of a block; `classifier` collects the target's integer labels."""
+    digest = hashlib.sha256(b"gdlab stream 1")
+    train, validation = Sums(), Sums()
+    centre: FloatArray | None = None
+    labels: set[int] = set()
+    rows = 0
+    for raw in table.blocks():
+        block = prepare(raw)
+        values = np.column_stack([block.X, block.y])
+        if centre is None:
+            centre = values.mean(axis=0)
+        np.subtract(values, centre, out=values)
+        if classifier:
+            labels |= _labels(block, table.source)
+        # the digest: the pass's own numbers, with a row-weighted sum so that order counts
+        weights = np.arange(rows, rows + len(values), dtype=np.float64) % 9973.0
+        digest.update(values.sum(axis=0).tobytes() + (weights @ values).tobytes())
+        mask = held_out(raw)
+        validation.add(values[mask], gram)
+        train.add(values[~mask] if mask.any() else values, gram)
+        rows += len(values)
+    if centre is None:
+        raise GdlabError(f"{table.source} has a header but no data rows; add rows of data.")
+    digest.update(str(rows).encode())
+    return FirstPass(centre, train, validation, sorted(labels) if classifier else None,
+                     "stream:" + digest.hexdigest(), rows)  # fmt: skip
+
+
+def _labels(block: Block, source: str) -> set[int]:
+    whole = block.y == np.round(block.y)
+    if not whole.all():
+        row = int(np.flatnonzero(~whole)[0])
+        raise GdlabError(
+            f"{source}: a classification target needs integer class labels; row "
+            f"{block.first + row + 1} has {float(block.y[row]):g}. Encode the classes as 0, 1, "
+            f"2, ... (or use a regression loss)."
+        )
+    return set(np.unique(block.y).astype(np.int64).tolist())
+
+
+def standardized_gram(
+    found: FirstPass, sums: Sums, x_scaler: Scaler, y_scaler: Scaler
+) -> FloatArray:
+    """Tᵀ K T: the Gram matrix of [z, 1, t] (standardized features, a column of ones, the
+    target in training units) from the pass's K about the centre."""
+    assert sums.gram is not None
+    width = len(sums.gram) - 2
+    centre_x, centre_y = found.centre[:-1], found.centre[-1]
+    T = np.zeros((width + 2, width + 2))
+    T[np.arange(width), np.arange(width)] = 1.0 / x_scaler.scale
+    T[width, :width] = (centre_x - x_scaler.shift) / x_scaler.scale
+    T[width, width] = 1.0
+    T[width + 1, width + 1] = 1.0 / y_scaler.scale[0]
+    T[width, width + 1] = (centre_y - y_scaler.shift[0]) / y_scaler.scale[0]
+    return T.T @ sums.gram @ T
+
+
+def training_blocks(
+    table: TableFile, prepare: Prepare, keep: Callable[[Block], Block]
+) -> Iterator[Block]:
+    """The model's raw features and target of the rows `keep` keeps, in file order."""
+    for raw in table.blocks():
+        block = keep(prepare(raw))
+        if len(block):
+            yield block

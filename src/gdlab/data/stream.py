@@ -1,0 +1,334 @@
+"""Read a Parquet or CSV file a block of rows at a time, never holding the whole file.
+
+`TableFile` names a file, its target and its feature columns, and hands out `Block`s: the
+raw float64 features and target of consecutive rows with the file's row number of the first.
+Parquet is read by record batch (`pyarrow.parquet.ParquetFile.iter_batches`, or a row group
+at a time for a shuffled epoch); CSV in blocks of BLOCK_BYTES cut at line ends, each parsed by
+pyarrow's CSV reader. Every block is checked as the in-memory reader checks the whole file:
+when pyarrow's fast conversion fails, or a value is missing or not finite, the block is read
+again by pandas and put through `gdlab.data.columns`, so the one-line messages (file, column,
+row and line) are those of an in-memory run, with the row numbers of the whole file.
+
+The validation split of a stream is by row number: row i is held out when a hash of (i, seed)
+falls below the fraction (`held_out`), so the split is stable, seeded, and needs no second
+copy or any memory beyond the block. It is not the in-memory split (a permutation of the rows):
+the same fraction holds out other rows, and about, not exactly, that share of them.
+
+A shuffled epoch (`TableFile.shuffled`) reads the row groups in a seeded order (a CSV file in
+its own order: its blocks cannot be found without reading what comes before them) and
+permutes the rows of a window of `shuffle_rows` (SHUFFLE_ROWS) at a time; the batches of
+the epoch are cut from the windows in turn, the rows that do not fill a last batch carried
+into the next window. It is reproducible from its seed alone. In memory, an epoch
+is one permutation of all the rows, so a row can meet any other in a batch; streamed, a batch
+holds rows of the same window only.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gdlab.data.arrays import FloatArray
+from gdlab.data.columns import choose, feature_matrix, numeric_column
+from gdlab.data.files import (
+    MAX_LINE_BYTES,
+    check_data_file,
+    check_fields,
+    delimiter_of,
+)
+from gdlab.errors import GdlabError, listed
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+BLOCK_BYTES = 8 << 20  # CSV bytes parsed at a time
+BATCH_ROWS = 1 << 16  # Parquet rows per record batch
+SHUFFLE_ROWS = 1 << 18  # rows permuted together in a shuffled epoch
+STREAMABLE = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+PARQUET = (".parquet", ".pq")
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Consecutive rows of the file: raw features (rows, d), target (rows,), float64."""
+
+    first: int  # the file's row number (from 0) of the first row
+    X: FloatArray
+    y: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def where(self, keep: np.ndarray[Any, Any]) -> Block:
+        """The rows where `keep` is true, with `first` kept (they are no longer consecutive)."""
+        return Block(self.first, self.X[keep], self.y[keep])
+
+
+class TableFile:
+    """A CSV or Parquet file to stream: its columns, and its rows a block at a time."""
+
+    def __init__(
+        self,
+        path: Path,
+        target: str,
+        features: list[str] | None = None,
+        *,
+        block_bytes: int = BLOCK_BYTES,
+        batch_rows: int = BATCH_ROWS,
+        shuffle_rows: int = SHUFFLE_ROWS,
+    ) -> None:
+        self.path, self.source = path, str(path)
+        suffix = check_data_file(path)
+        if suffix not in STREAMABLE:
+            raise GdlabError(
+                f"{path}: only CSV and Parquet files stream; load a {suffix} file in memory "
+                f"(without --stream), or convert it to Parquet."
+            )
+        self.parquet = suffix in PARQUET
+        self.delimiter = delimiter_of(suffix)
+        self.block_bytes, self.batch_rows, self.shuffle_rows = block_bytes, batch_rows, shuffle_rows
+        self.columns = self._parquet_columns() if self.parquet else self._csv_header()
+        self.target = target
+        self.features = choose(self.columns, self.source, target, features)
+        missing = [name for name in self.features if name not in self.columns]
+        if missing:
+            raise GdlabError(
+                f"{path}: feature column {missing[0]!r} not found; the columns are: "
+                f"{listed(self.columns)}."
+            )
+        self.wanted = [*self.features, target]
+
+    # -- what is known before reading the rows
+
+    def _parquet_columns(self) -> list[str]:
+        import pyarrow.parquet as pq
+
+        try:
+            self._file = pq.ParquetFile(self.path)
+        except Exception as error:  # pyarrow raises several unrelated types for a bad file
+            raise GdlabError(
+                f"{self.path} is not a readable Parquet file ({type(error).__name__})."
+            ) from None
+        return [str(name) for name in self._file.schema_arrow.names]
+
+    def _csv_header(self) -> list[str]:
+        with self.path.open("rb") as handle:
+            first = handle.readline(MAX_LINE_BYTES + 1)
+        if len(first) > MAX_LINE_BYTES:
+            raise GdlabError(
+                f"{self.path}, line 1: longer than {MAX_LINE_BYTES >> 20} MiB without a line "
+                f"break; a CSV file has one row per line."
+            )
+        try:
+            text = first.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise GdlabError(
+                f"{self.path} is not UTF-8 text (byte {error.start}); save it as UTF-8 CSV."
+            ) from None
+        self._header_bytes = len(first)
+        return check_fields(self.path, [text], self.delimiter)
+
+    @property
+    def row_groups(self) -> list[int]:
+        """Rows in each Parquet row group ([] for CSV, whose blocks are found by reading)."""
+        if not self.parquet:
+            return []
+        metadata = self._file.metadata
+        return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+
+    def in_memory_bytes(self) -> float:
+        """About what reading the file whole would take: the table as pandas holds it and
+        the float64 matrix made of it (Parquet: from its metadata; CSV: from its size, at
+        about one byte per byte of text for each)."""
+        if self.parquet:
+            return float(self._file.metadata.num_rows) * len(self.wanted) * 8 * 2
+        return float(self.path.stat().st_size) * 2
+
+    # -- the rows
+
+    def blocks(self, groups: list[int] | None = None) -> Iterator[Block]:
+        """Every row in order, a block at a time; with `groups`, those Parquet row groups in
+        that order."""
+        if not self.parquet:
+            yield from self._csv_blocks()
+            return
+        starts = np.concatenate([[0], np.cumsum(self.row_groups)]).astype(np.int64).tolist()
+        try:
+            if groups is None:
+                parts: Iterator[tuple[int, Any]] = ((0, batch) for batch in self._file.iter_batches(
+                    batch_size=self.batch_rows, columns=self.wanted))  # fmt: skip
+            else:
+                parts = (
+                    (starts[group], batch)
+                    for group in groups
+                    for batch in self._file.read_row_group(group, columns=self.wanted).to_batches(
+                        self.batch_rows
+                    )
+                )
+            first, start = 0, None
+            for group_start, batch in parts:
+                if groups is not None and group_start != start:
+                    first = start = group_start
+                yield self._checked(first, batch)
+                first += batch.num_rows
+        except GdlabError:
+            raise
+        except Exception as error:  # a damaged page deep in the file
+            reason = str(error).splitlines()[0] if str(error) else ""
+            raise GdlabError(
+                f"{self.path} is not a readable Parquet file ({type(error).__name__}: {reason})."
+            ) from None
+
+    def shuffled(self, seed: int, keep: Callable[[Block], Block]) -> Iterator[Block]:
+        """The rows `keep` keeps of each block, once each, in the order of a shuffled epoch
+        (see the module docstring): one block of permuted rows per window."""
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(self.row_groups)).tolist() if self.parquet else None
+        held: list[Block] = []
+        rows = 0
+        for block in self.blocks(order):
+            kept = keep(block)
+            held.append(kept)
+            rows += len(kept)
+            if rows >= self.shuffle_rows:
+                yield _permuted(held, rng)
+                held, rows = [], 0
+        if rows:
+            yield _permuted(held, rng)
+
+    def _csv_blocks(self) -> Iterator[Block]:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        first_row, line = 0, 2  # the file's line of the block's first line
+        names = self.columns
+        read = pcsv.ReadOptions(column_names=names, use_threads=True)
+        parse = pcsv.ParseOptions(delimiter=self.delimiter)
+        convert = pcsv.ConvertOptions(
+            include_columns=self.wanted,
+            column_types={name: pa.float64() for name in self.wanted},
+        )
+        for data in self._csv_chunks():
+            try:
+                table = pcsv.read_csv(io.BytesIO(data), read, parse, convert)
+                batch = table.combine_chunks().to_batches()
+                fast = batch[0] if len(batch) == 1 else None
+            except (pa.ArrowInvalid, UnicodeDecodeError):
+                fast = None
+            block = self._fast(first_row, fast) if fast is not None else None
+            if block is None:
+                block = self._csv_slow(first_row, line, data)
+            if len(block):
+                yield block
+            first_row += len(block)
+            line += data.count(b"\n") if b"\n" in data else data.count(b"\r")
+
+    def _csv_chunks(self) -> Iterator[bytes]:
+        """The data lines after the header in pieces of about `block_bytes`, each ending at a
+        line end (the last one at the file's end)."""
+        with self.path.open("rb") as handle:
+            handle.seek(self._header_bytes)
+            rest = b""
+            while True:
+                data = handle.read(self.block_bytes)
+                if not data:
+                    break
+                data = rest + data
+                cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+                if cut == 0:
+                    if len(data) > MAX_LINE_BYTES:
+                        raise GdlabError(
+                            f"{self.path}: a line longer than {MAX_LINE_BYTES >> 20} MiB "
+                            f"without a line break; a CSV file has one row per line."
+                        )
+                    rest = data
+                    continue
+                rest = data[cut:]
+                if data[:cut].strip():
+                    yield data[:cut]
+            if rest.strip():
+                yield rest
+
+    def _csv_slow(self, first_row: int, line: int, data: bytes) -> Block:
+        """A block pyarrow's conversion refused (or found a missing value in), read as the
+        in-memory reader reads a whole file: field counts, then pandas, then the columns."""
+        import pandas as pd
+
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            bad_line = line + data[: error.start].count(b"\n")
+            raise GdlabError(
+                f"{self.path} is not UTF-8 text (line {bad_line}); save it as UTF-8 CSV."
+            ) from None
+        check_fields(self.path, text.splitlines(keepends=True), self.delimiter,
+                     first_line=line, header=self.columns)  # fmt: skip
+        try:
+            frame = pd.read_csv(io.StringIO(text), sep=self.delimiter, names=self.columns,
+                                header=None, skip_blank_lines=True)  # fmt: skip
+        except (pd.errors.ParserError, ValueError) as error:
+            raise GdlabError(
+                f"{self.path} could not be parsed as CSV: {error}".replace("\n", " ")
+            ) from None
+        return self._from_frame(first_row, frame)
+
+    def _checked(self, first: int, batch: pa.RecordBatch) -> Block:
+        block = self._fast(first, batch)
+        return block if block is not None else self._from_frame(first, batch.to_pandas())
+
+    def _fast(self, first: int, batch: pa.RecordBatch) -> Block | None:
+        """The block from numeric Arrow columns without nulls, all finite; else None."""
+        import pyarrow as pa
+
+        columns = [batch.column(name) for name in self.wanted]
+        for column in columns:
+            kind = column.type
+            if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                return None
+        values = np.empty((batch.num_rows, len(columns)))
+        for k, column in enumerate(columns):
+            values[:, k] = column.to_numpy(zero_copy_only=False)
+        if not np.isfinite(values).all():
+            return None
+        return Block(first, values[:, :-1], values[:, -1])
+
+    def _from_frame(self, first: int, frame: Any) -> Block:
+        """The checks of `gdlab.data.columns` on a block read by pandas, with file row numbers."""
+        hint = f"the columns are: {listed(self.columns)}"
+        X = feature_matrix(frame, self.source, self.features, hint=hint, first_row=first)
+        y = numeric_column(frame, self.target, self.source, first_row=first)
+        return Block(first, X.reshape(len(frame), len(self.features)), y)
+
+
+def held_out(first: int, count: int, fraction: float, seed: int) -> np.ndarray[Any, Any]:
+    """Which of the rows first..first+count-1 are validation rows: a splitmix64 hash of the
+    row number and the seed, below `fraction` of its range."""
+    if fraction <= 0:
+        return np.zeros(count, dtype=bool)
+    rows = np.arange(first, first + count, dtype=np.uint64)
+    key = _mix(np.array([seed], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        hashed = _mix(rows ^ key)
+    return hashed < np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
+
+
+def _mix(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """splitmix64's finalizer, element by element (uint64 arithmetic wraps)."""
+    with np.errstate(over="ignore"):
+        z = values + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _permuted(blocks: list[Block], rng: np.random.Generator) -> Block:
+    X = np.concatenate([block.X for block in blocks])
+    y = np.concatenate([block.y for block in blocks])
+    order = rng.permutation(len(y))
+    return Block(blocks[0].first, X[order], y[order])
