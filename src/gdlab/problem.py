@@ -21,7 +21,15 @@ from torch import nn
 from gdlab.analysis.curvature import ILL_CONDITIONED, Curvature, hessian_curvature
 from gdlab.analysis.separation import separable_training_rows
 from gdlab.config import FitOptions
-from gdlab.data.arrays import CHUNK_ROWS, FloatArray, IntArray, class_labels, fingerprint
+from gdlab.data.arrays import (
+    CHUNK_ROWS,
+    FloatArray,
+    IntArray,
+    as_matrix,
+    as_vector,
+    class_labels,
+    fingerprint,
+)
 from gdlab.data.passes import Sums, first_pass, standardized_gram, training_blocks
 from gdlab.data.rows import ArrayRows, RowSource, validation_split
 from gdlab.data.scaling import Scaler, constant_columns, expand_checked, power_names
@@ -42,6 +50,17 @@ CURVATURE_ROWS = 1 << 17
 
 def _on_gpu(opts: FitOptions) -> bool:
     return opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
+
+
+def given_data(
+    X: Any, y: Any, feature_names: list[str] | None
+) -> tuple[FloatArray | TableFile, FloatArray | None, list[str]]:
+    """(X, y, names) for a Problem: arrays checked (`data.arrays`), or a file to stream."""
+    if isinstance(X, TableFile):
+        return X, None, X.features
+    matrix, names = as_matrix(X)
+    names = list(feature_names) if feature_names is not None else names
+    return matrix, as_vector(y, len(matrix)), names
 
 
 class Problem:
@@ -70,6 +89,7 @@ class Problem:
         self.lr_choice = ""
         self.curvature: Curvature | None = None
         self.raw_condition: float | None = None
+        self.raw_curvature: Curvature | None = None  # of the loss in the data's own units
         self.statistics: LeastSquaresStatistics | None = None
         self.table: TableFile | None = None
         self.reading = "in memory"
@@ -125,6 +145,12 @@ class Problem:
         classify = opts.is_classifier and self.custom_model is None
         found = first_pass(table, prepare, held_out=held, gram=gram, classifier=classify)
         self.first_pass = found
+        saved = self.previous.fingerprint if self.previous is not None else None
+        if saved is not None and saved.startswith("stream:") and saved != found.fingerprint:
+            raise GdlabError(
+                f"{table.source} is not the data the run was trained on (its rows or values "
+                f"differ); resume with the original data, or start a new run."
+            )
         if found.train.n == 0 or (opts.val_fraction > 0 and found.validation.n == 0):
             raise GdlabError(
                 f"`val_fraction={opts.val_fraction:g}` of {found.rows} rows leaves no training "
@@ -133,8 +159,8 @@ class Problem:
         self.train_rows = StreamedRows(found.train.n)  # type: ignore[assignment]
         self.val_rows = StreamedRows(found.validation.n)  # type: ignore[assignment]
         if found.labels is not None:
-            known = self.previous.classes_ if self.previous is not None else classes
-            self._class_codes(np.asarray(found.labels, dtype=np.float64), known)
+            labels = self.previous.classes_ if self.previous is not None else classes
+            self._class_codes(np.asarray(found.labels, dtype=np.float64), labels)
         if opts.batch_size is not None and opts.batch_size > found.train.n:
             raise GdlabError(
                 f"`batch_size={opts.batch_size}` is above the {found.train.n} training rows; "
@@ -228,7 +254,8 @@ class Problem:
         self.curvature = hessian_curvature(2.0 * gram / n)
         raw = self._to_raw_units(opts.intercept)
         with np.errstate(over="ignore", invalid="ignore"):
-            self.raw_condition = hessian_curvature(2.0 * raw.T @ gram @ raw / n).condition_number
+            self.raw_curvature = hessian_curvature(2.0 * raw.T @ gram @ raw / n)
+        self.raw_condition = self.raw_curvature.condition_number
         if self.curvature.condition_number > ILL_CONDITIONED:
             self._warn(
                 f"the least-squares problem is ill-conditioned (condition number "

@@ -62,6 +62,7 @@ def summary(result: FitResult, out: Path, *, target: str, source: str) -> dict[s
         "classes": result.classes_,
         "options": result.options.to_dict(),
         "path": result.path,
+        "reading": result.reading,
     }
     if result.curvature is not None:
         data["curvature"] = {

@@ -180,9 +180,14 @@ def rebuild_problem(result: Any, state: dict[str, Any], data: str | None) -> Any
 
 
 def data_and_options(
-    data: str, target: str | None, features: str | None, raw: dict[str, Any]
+    data: str,
+    target: str | None,
+    features: str | None,
+    raw: dict[str, Any],
+    stream: bool | None = False,
 ) -> tuple[Any, Any, list[str], FitOptions]:
-    """Read DATA and select columns; a built-in set brings its model unless --model is given."""
+    """Read DATA and select columns; a built-in set brings its model unless --model is given.
+    With `stream` True or None (as `gdlab.data.open` decides), X may be the file to stream."""
     from gdlab.data.builtin import DATASETS
 
     context = click.get_current_context()
@@ -190,14 +195,8 @@ def data_and_options(
     if data in DATASETS and not model_given:
         raw["model"] = DATASETS[data].model
     options = make_options(**raw)
-    source, frame, default_target = load_data(data)
-    target = target or default_target
-    if target is None:
-        raise GdlabError(f"--target is required: name the column of {source} to predict.")
-    from gdlab.data.columns import select
-
     columns = None if features is None else [name.strip() for name in features.split(",")]
-    X, y, names = select(frame, source, target, columns)
+    _, X, y, names, _ = load_columns(data, target, columns, stream, options)
     return X, y, names, options
 
 
@@ -209,6 +208,48 @@ def load_data(data: str) -> tuple[str, Any, str | None]:
         dataset = DATASETS[data]
         return dataset.name, read_table(dataset.path), dataset.target
     return data, read_table(Path(data)), None
+
+
+stream_option = click.option(
+    "--stream/--no-stream",
+    default=None,
+    help="read a CSV or Parquet file a block at a time, never whole (default: when reading "
+    "it whole would not fit --memory-budget)",
+)
+STREAMED = "stream:"  # how a streamed run's data fingerprint begins (`gdlab.data.passes`)
+
+
+def load_columns(
+    data: str, target: str | None, features: list[str] | None, stream: bool | None, opts: Any
+) -> tuple[str, Any, Any, list[str], str]:
+    """(source, X, y, feature names, target) of a file or built-in set; X is the file to
+    stream (`gdlab.data.stream.TableFile`, y None) when it streams (`gdlab.data.open`)."""
+    from gdlab.data.builtin import DATASETS
+
+    builtin = data in DATASETS and not Path(data).exists()
+    chosen = target or (DATASETS[data].target if builtin else None)
+    if chosen is None:
+        raise GdlabError(f"--target is required: name the column of {data} to predict.")
+    if builtin:
+        if stream:
+            raise GdlabError(f"{data} is a built-in data set, held in memory; drop --stream.")
+        from gdlab.data.columns import select
+
+        source, frame, _ = load_data(data)
+        return (source, *select(frame, source, chosen, features), chosen)
+    from gdlab.data.open import open_data
+
+    opened = open_data(Path(data), chosen, features, stream=stream, budget=opts.memory_budget)
+    if isinstance(opened, tuple):
+        return (data, *opened, chosen)
+    return data, opened, None, opened.features, chosen
+
+
+def not_the_data(source: str, run_dir: Path) -> str:
+    return (
+        f"{source} is not the data {run_dir} was trained on (its rows or values differ); "
+        f"resume with the original data, or start a new run."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
 from gdlab.cli.app import (
     cli,
-    load_data,
+    stream_option,
 )
 from gdlab.errors import listed
 
@@ -31,7 +33,10 @@ def datasets() -> None:
 @click.argument("data")
 @click.option("--out", type=click.Path(path_type=Path), help="CSV file to write (default: stdout)")
 @click.option("--overwrite", is_flag=True, help="allow --out to replace an existing file")
-def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None:
+@stream_option
+def predict(
+    run_dir: Path, data: str, out: Path | None, overwrite: bool, stream: bool | None
+) -> None:
     """Predict with the model of RUN_DIR on DATA; classifiers add class probabilities."""
     from gdlab.outputs import check_not_input, check_out_file
     from gdlab.runs import RUN_FILES, load_run
@@ -41,28 +46,56 @@ def predict(run_dir: Path, data: str, out: Path | None, overwrite: bool) -> None
         check_not_input([out], [Path(data), *(run_dir / name for name in RUN_FILES)])
 
     result, _ = load_run(run_dir)
-    source, frame, _ = load_data(data)
-    from gdlab.data.columns import feature_matrix
-
-    trained_on = listed(result.feature_names)
-    X = feature_matrix(
-        frame, source, result.feature_names, hint=f"the model was trained on {trained_on}"
-    )
-    table = {"prediction": result.predict(X)}
+    blocks = _feature_blocks(data, result.feature_names, stream, result.options.memory_budget)
+    header = ["prediction"]
     if result.classes_ is not None:
-        probabilities = result.predict_proba(X)
-        table |= {f"proba_{c}": probabilities[:, k] for k, c in enumerate(result.classes_)}
-    lines = [",".join(table)] + [
-        ",".join(_cell(values[i]) for values in table.values()) for i in range(len(X))
-    ]
-    text = "\n".join(lines) + "\n"
-    if out is None:
-        click.echo(text, nl=False)
-    else:
-        from gdlab.atomic import write_text
+        header += [f"proba_{c}" for c in result.classes_]
 
-        write_text(out, text)
-        click.echo(f"wrote {len(X)} predictions to {out}", err=True)
+    def lines() -> Iterator[str]:
+        yield ",".join(header) + "\n"
+        for X in blocks:
+            table = [result.predict(X)]
+            if result.classes_ is not None:
+                probabilities = result.predict_proba(X)
+                table += [probabilities[:, k] for k in range(len(result.classes_))]
+            yield "".join(",".join(_cell(values[i]) for values in table) + "\n"
+                          for i in range(len(X)))  # fmt: skip
+
+    if out is None:
+        for text in lines():
+            click.echo(text, nl=False)
+        return
+    from gdlab.atomic import write_with
+
+    count = 0
+
+    def write(path: Path) -> None:  # into a temporary file, renamed when whole
+        nonlocal count
+        with path.open("w") as handle:
+            for text in lines():
+                handle.write(text)
+                count += text.count("\n")
+
+    write_with(out, write)
+    click.echo(f"wrote {count - 1} predictions to {out}", err=True)
+
+
+def _feature_blocks(
+    data: str, features: list[str], stream: bool | None, budget: float | None
+) -> Iterator[Any]:
+    """The model's feature columns of DATA: the whole matrix, or a streamed file's blocks."""
+    from gdlab.data.open import open_features
+
+    trained_on = listed(features)
+    opened = open_features(data, features, stream=stream, budget=budget)
+    if isinstance(opened, tuple):
+        from gdlab.data.columns import feature_matrix
+
+        source, frame = opened
+        yield feature_matrix(frame, source, features, hint=f"the model was trained on {trained_on}")
+        return
+    for block in opened.blocks():
+        yield block.X
 
 
 def _cell(value: float) -> str:

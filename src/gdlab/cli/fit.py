@@ -14,10 +14,13 @@ import click
 
 from gdlab.cli.app import (
     EXIT_DIVERGED,
+    STREAMED,
     as_flags,
     cli,
-    load_data,
+    load_columns,
+    not_the_data,
     run_folder,
+    stream_option,
     training_options,
     warn,
 )
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
 @click.option(
     "--json", "as_json", is_flag=True, help="print one JSON object on stdout, nothing else"
 )
+@stream_option
 def fit(
     data: str | None,
     target: str | None,
@@ -71,6 +75,7 @@ def fit(
     checkpoint_every: int,
     log_every: int,
     as_json: bool,
+    stream: bool | None,
     **raw: Any,
 ) -> None:
     """Fit a model to DATA (a CSV, Parquet, .npz or .npy file, or a built-in data set).
@@ -113,13 +118,7 @@ def fit(
     if out is not None:
         check_out_dir(out, overwrite=overwrite)
         check_not_input([out / name for name in RUN_FILES], [Path(data)])
-    source, frame, default_target = load_data(data)
-    target = target or default_target
-    if target is None:
-        raise GdlabError(f"--target is required: name the column of {source} to predict.")
-    from gdlab.data.columns import select
-
-    X, y, names = select(frame, source, target, columns)
+    source, X, y, names, target = load_columns(data, target, columns, stream, options)
     from gdlab.outputs import RunLock
 
     claimed = out is None
@@ -183,17 +182,16 @@ def _resume(
                 )
         data = data or state["data_path"] or state["data"]
         assert data is not None
-        source, frame, _ = load_data(data)
+        streamed = str(state["fingerprint"]).startswith(STREAMED)
+        source, X, y, names, _ = load_columns(
+            data, state["target"], state["features"], streamed, options
+        )
         from gdlab.data.arrays import as_matrix, as_vector, fingerprint
-        from gdlab.data.columns import select
 
-        X, y, names = select(frame, source, state["target"], state["features"])
-        matrix = as_matrix(X)[0]
-        if fingerprint(matrix, as_vector(y, len(matrix))) != state["fingerprint"]:
-            raise GdlabError(
-                f"{source} is not the data {run_dir} was trained on (its rows or values "
-                f"differ); resume with the original data, or start a new run."
-            )
+        if not streamed:  # (a stream's fingerprint is checked by its first pass)
+            matrix = as_matrix(X)[0]
+            if fingerprint(matrix, as_vector(y, len(matrix))) != state["fingerprint"]:
+                raise GdlabError(not_the_data(source, run_dir))
         for note in notes:
             warn(note)
         if not run.as_json:
@@ -267,6 +265,8 @@ def _train(
     done = len(previous.history) if previous is not None else 0
     budget = options.epochs if isinstance(options.epochs, int) else None  # auto: unknown yet
     progress = Progress(budget, done, log_every=run.log_every, quiet=run.as_json)
+    if hasattr(X, "on_read"):  # a streamed file: a bar of the rows read within a pass
+        X.on_read = progress.rows
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GdlabWarning)  # printed once, after the run
         try:

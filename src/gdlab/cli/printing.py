@@ -21,7 +21,8 @@ class Progress:
 
     def __init__(self, epochs: int | None, done: int, *, log_every: int, quiet: bool) -> None:
         self.log_every, self.quiet = log_every, quiet
-        self.bar = None
+        self.bar: Any = None
+        self.row_bar: Any = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -40,7 +41,23 @@ class Progress:
             else:
                 echo_visible(line, err=self.quiet)
 
+    def rows(self, count: int, total: int, unit: str) -> None:
+        """`count` more rows (or bytes) of a pass of `total` read from a streamed file: a
+        second bar, on a terminal, so that a long epoch shows where it is."""
+        if self.bar is None:
+            return
+        if self.row_bar is None:
+            from tqdm import tqdm
+
+            self.row_bar = tqdm(total=total, unit=unit, unit_scale=True, leave=False,
+                                file=sys.stderr, desc="rows", position=1)  # fmt: skip
+        self.row_bar.update(count)
+        if self.row_bar.n >= total:
+            self.row_bar.reset(total)
+
     def close(self) -> None:
+        if self.row_bar is not None:
+            self.row_bar.close()
         if self.bar is not None:
             self.bar.close()
 
@@ -63,6 +80,7 @@ def print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None:
         for measure in verdict.measures:
             echo_visible(f"  {measure}")
     echo_visible(f"path: {PATH_TEXT.get(result.path, result.path)}")
+    echo_visible(f"data: {result.reading}")
     kept = f" (the kept model, epoch {summary['kept_epoch']})" if "kept_epoch" in summary else ""
     if summary["loss"] is not None:
         echo_visible(f"train loss: {summary['loss']:.6g}{kept}")

@@ -16,6 +16,7 @@ from gdlab.cli.app import (
     model_options,
     optimizer_list,
     run_folder,
+    stream_option,
     training_options_without,
 )
 from gdlab.config import (
@@ -34,6 +35,7 @@ from gdlab.optim.kinds import kind_of
               help="range tests, one per initialisation seed")  # fmt: skip
 @run_folder("folder for lr.png and lr.json")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object, nothing else")
+@stream_option
 def lr_command(
     data: str,
     target: str | None,
@@ -42,10 +44,11 @@ def lr_command(
     out: Path | None,
     overwrite: bool,
     as_json: bool,
+    stream: bool | None,
     **raw: Any,
 ) -> None:
     """Predict good learning rates for a model on DATA, before training it."""
-    X, y, names, options = data_and_options(data, target, features, raw | {"lr": "auto"})
+    X, y, names, options = data_and_options(data, target, features, raw | {"lr": "auto"}, stream)
     from gdlab.outputs import check_not_input, check_out_dir, claim_default_out_dir
 
     if out is not None:
@@ -82,6 +85,7 @@ def lr_command(
 @training_options_without("lr", "optimizer")
 @run_folder("folder for sweep.csv and the figures")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object, nothing else")
+@stream_option
 def sweep_command(
     data: str,
     target: str | None,
@@ -91,13 +95,14 @@ def sweep_command(
     out: Path | None,
     overwrite: bool,
     as_json: bool,
+    stream: bool | None,
     **raw: Any,
 ) -> None:
     """Train many learning rates (and optimizers) at once, reading each batch once for all."""
     from gdlab.tools.sweep import parse_optimizers, parse_rates, sweep
 
     lrs, names = parse_rates(rates), parse_optimizers(optimizers)
-    X, y, columns, options = data_and_options(data, target, features, raw | {"lr": 1.0})
+    X, y, columns, options = data_and_options(data, target, features, raw | {"lr": 1.0}, stream)
     from gdlab.outputs import check_not_input, check_out_dir, claim_default_out_dir
 
     if out is not None:

@@ -76,7 +76,7 @@ class TableFile:
     def __init__(
         self,
         path: Path,
-        target: str,
+        target: str | None,
         features: list[str] | None = None,
         *,
         block_bytes: int = BLOCK_BYTES,
@@ -95,14 +95,23 @@ class TableFile:
         self.block_bytes, self.batch_rows, self.shuffle_rows = block_bytes, batch_rows, shuffle_rows
         self.columns = self._parquet_columns() if self.parquet else self._csv_header()
         self.target = target
-        self.features = choose(self.columns, self.source, target, features)
+        if target is None:  # features only (to predict): named by the caller
+            assert features is not None
+            self.features = list(features)
+        else:
+            self.features = choose(self.columns, self.source, target, features)
         missing = [name for name in self.features if name not in self.columns]
         if missing:
-            raise GdlabError(
-                f"{path}: feature column {missing[0]!r} not found; the columns are: "
-                f"{listed(self.columns)}."
+            hint = (
+                f"the columns are: {listed(self.columns)}"
+                if target is not None
+                else f"the model was trained on {listed(self.features)}"
             )
-        self.wanted = [*self.features, target]
+            raise GdlabError(f"{path}: feature column {missing[0]!r} not found; {hint}.")
+        self.wanted = [*self.features, *([] if target is None else [target])]
+        # called after each block read, with (amount, total, unit): rows of a Parquet file,
+        # bytes of a CSV file (its rows are not known before a pass), for a progress bar
+        self.on_read: Callable[[int, int, str], None] | None = None
 
     # -- what is known before reading the rows
 
@@ -172,11 +181,14 @@ class TableFile:
                     )
                 )
             first, start = 0, None
+            total = self._file.metadata.num_rows
             for group_start, batch in parts:
                 if groups is not None and group_start != start:
                     first = start = group_start
                 yield self._checked(first, batch)
                 first += batch.num_rows
+                if self.on_read is not None:
+                    self.on_read(batch.num_rows, total, "row")
         except GdlabError:
             raise
         except Exception as error:  # a damaged page deep in the file
@@ -226,6 +238,8 @@ class TableFile:
                 block = self._csv_slow(first_row, line, data)
             if len(block):
                 yield block
+            if self.on_read is not None:
+                self.on_read(len(data), self.path.stat().st_size - self._header_bytes, "B")
             first_row += len(block)
             line += data.count(b"\n") if b"\n" in data else data.count(b"\r")
 
@@ -296,13 +310,19 @@ class TableFile:
             values[:, k] = column.to_numpy(zero_copy_only=False)
         if not np.isfinite(values).all():
             return None
+        if self.target is None:
+            return Block(first, values, np.zeros(len(values)))
         return Block(first, values[:, :-1], values[:, -1])
 
     def _from_frame(self, first: int, frame: Any) -> Block:
         """The checks of `gdlab.data.columns` on a block read by pandas, with file row numbers."""
         hint = f"the columns are: {listed(self.columns)}"
         X = feature_matrix(frame, self.source, self.features, hint=hint, first_row=first)
-        y = numeric_column(frame, self.target, self.source, first_row=first)
+        y = (
+            np.zeros(len(frame))
+            if self.target is None
+            else numeric_column(frame, self.target, self.source, first_row=first)
+        )
         return Block(first, X.reshape(len(frame), len(self.features)), y)
 
 

@@ -23,10 +23,9 @@ from gdlab.analysis.curvature import Curvature, least_squares_curvature
 from gdlab.analysis.hessian import hessian_spectrum
 from gdlab.analysis.range_test import RangeTest, range_test
 from gdlab.config import make_options
-from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.optim.kinds import kind_of
 from gdlab.optim.registry import optimizer_for
-from gdlab.problem import Problem
+from gdlab.problem import Problem, given_data
 from gdlab.tools.recommend import predicted_epochs, recommend
 from gdlab.train.rules import quadratic_limit
 
@@ -125,9 +124,7 @@ def advise(
 ) -> RateAdvice:
     """Curvature at the initial point, stability limits, a range test and a recommendation."""
     opts = make_options(**{**options, "lr": "auto"})  # the rate is what is being chosen
-    matrix, names = as_matrix(X)
-    names = list(feature_names) if feature_names is not None else names
-    problem = Problem(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None)
+    problem = Problem(opts, *given_data(X, y, feature_names), custom_model=None)
     return advise_problem(problem, seeds=seeds, range_steps=range_steps)
 
 
@@ -140,12 +137,15 @@ def advise_problem(
     least_squares = problem.curvature is not None
     raw: Curvature | None
     if problem.curvature is not None:
-        raw_features, _ = problem.source.take(problem.train_rows)
         curvature = _with_decay(problem.curvature, opts.weight_decay)
-        raw = _with_decay(
-            least_squares_curvature(raw_features, intercept=opts.intercept), opts.weight_decay
-        )
-        method, n_parameters = "exact: eigenvalues of 2AᵀA/n", problem.source.width + opts.intercept
+        if problem.table is None:
+            raw_features, _ = problem.source.take(problem.train_rows)
+            unscaled_curvature = least_squares_curvature(raw_features, intercept=opts.intercept)
+        else:  # a stream keeps no rows: the same eigenvalues from XᵀX in the data's units
+            assert problem.raw_curvature is not None
+            unscaled_curvature = problem.raw_curvature
+        raw = _with_decay(unscaled_curvature, opts.weight_decay)
+        method, n_parameters = "exact: eigenvalues of 2AᵀA/n", problem.width + opts.intercept
     else:
         curvature, raw, method, n_parameters = _network_curvature(problem, unscaled)
     beta = opts.momentum if kind_of(opts.optimizer).momentum else 0.0
@@ -193,7 +193,9 @@ def _network_curvature(
     if spectrum.quality:
         method += f"; {spectrum.quality}"
     raw = None
-    if opts.standardize and unscaled:
+    if problem.table is not None:  # streamed: the first rows are the sample; no second problem
+        method += f"; on the first {len(X)} training rows of the stream"
+    elif opts.standardize and unscaled:
         without = Problem(
             dataclasses.replace(opts, standardize=False),
             problem.X,

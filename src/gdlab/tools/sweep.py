@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from gdlab.config import OPTIMIZERS, OPTIONS_BY_NAME, FitOptions, make_options
-from gdlab.data.arrays import as_matrix, as_vector
 from gdlab.errors import GdlabError
 from gdlab.optim.kinds import kind_of
 from gdlab.optim.schedules import make_schedule
-from gdlab.problem import Problem
+from gdlab.problem import Problem, given_data
 from gdlab.tools.stacked import StackedCopies, SweepRun, per_copy_loss
 from gdlab.train.analytic import LOSSES as ANALYTIC_LOSSES
 from gdlab.train.analytic import AnalyticGradient
@@ -104,9 +103,7 @@ def sweep(
     options.setdefault("epochs", SWEEP_EPOCHS)  # curves of a fixed length, compared
     _refuse_stop_options(options)
     opts = make_options(**{**options, "lr": 1.0})
-    matrix, names = as_matrix(X)
-    names = list(feature_names) if feature_names is not None else names
-    problem = Problem(opts, matrix, as_vector(y, len(matrix)), names, custom_model=None,
+    problem = Problem(opts, *given_data(X, y, feature_names), custom_model=None,
                       copies=len(lrs) * len(optimizers))  # fmt: skip
     net, loss_fn, data = problem.initial_problem()
     scale = problem.loss_scale()
@@ -114,7 +111,7 @@ def sweep(
         StackedCopies(net, dataclasses.replace(opts, optimizer=name), lrs) for name in optimizers
     ]
     factor = make_schedule(opts.schedule, 1.0, opts.budget)  # the schedule's rate at lr = 1
-    n = data.X.shape[0]
+    n = len(problem.train_rows)
     size = n if opts.batch_size is None else opts.batch_size
     linear = problem.fast_linear(net) is not None
     stats = problem.statistics
@@ -123,6 +120,12 @@ def sweep(
         validation = problem.least_squares(problem.val_rows) if validating else None
         for group in groups:  # full-batch least squares: no pass over the rows at all
             _least_squares(group, stats, validation, opts, scale, factor)
+    elif problem.table is not None:
+        raise GdlabError(
+            f"{problem.table.source}: a streamed sweep trains full-batch least squares only "
+            f"(from XᵀX, no pass per epoch); for this model read the file in memory "
+            f"(--no-stream), or run `gdlab fit --stream` once per rate."
+        )
     else:
         _iterate(groups, problem, data, loss_fn, factor, linear)
     runs = [run for group in groups for run in group.runs]
