@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from gdlab.data.columns import select
 from gdlab.data.files import NumericTable, read_table
+from gdlab.data.stream import TableFile
 from gdlab.errors import GdlabError
 from tests.conftest import CliRun
 
@@ -190,3 +191,40 @@ def test_the_command_line_answers_every_malformed_file_with_one_line_or_a_run(
             assert (path.parent / "run" / "model.pt").is_file()
 
     with_file(data, suffix, check)
+
+
+def streams_as_it_loads(path: Path) -> None:
+    """The streaming reader (`gdlab.data.stream`), in blocks of a few bytes or rows so that
+    a file of a few lines spans several: it refuses, with one line naming the file, every
+    file the in-memory reader refuses, and reads the same numbers from every file that
+    reader loads, unless two columns share a name or one has none (pandas renames them
+    x.1 or Unnamed: 1; a stream refuses them by name)."""
+    loaded = load_and_select(path)
+    target = str(loaded[0].columns[-1]) if loaded is not None else "c0"
+    try:
+        table = TableFile(path, target, None, block_bytes=16, batch_rows=2)
+        blocks = list(table.blocks())
+    except GdlabError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+        if loaded is not None:
+            assert "repeats" in str(error) or "has no name" in str(error), str(error)
+            event("stream refused the names of a file memory loads")
+        return
+    assert loaded is not None, "the stream read a file that the in-memory reader refuses"
+    event("streamed")
+    _, X, y = loaded
+    np.testing.assert_array_equal(np.concatenate([b.X for b in blocks]), X)
+    np.testing.assert_array_equal(np.concatenate([b.y for b in blocks]), y)
+    assert [b.first for b in blocks] == np.cumsum([0] + [len(b) for b in blocks[:-1]]).tolist()
+
+
+@given(delimited_files())
+@settings(max_examples=300)
+def test_a_malformed_csv_streams_as_it_loads_or_is_refused(data: bytes) -> None:
+    with_file(data, ".csv", streams_as_it_loads)
+
+
+@given(parquet_files())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_a_malformed_parquet_file_streams_as_it_loads_or_is_refused(data: bytes) -> None:
+    with_file(data, ".parquet", streams_as_it_loads)

@@ -227,10 +227,19 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
     try:
         return pd.read_parquet(path)
+    except MemoryError:  # pyarrow's ArrowMemoryError is one
+        raise GdlabError(out_of_memory(path)) from None
     except Exception as error:  # pyarrow raises several unrelated types for a bad file
         raise GdlabError(
             f"{path} is not a readable Parquet file ({type(error).__name__})."
         ) from None
+
+
+def out_of_memory(path: Path) -> str:
+    return (
+        f"{path} does not fit in the memory this process may use; stream it (--stream, "
+        f"or stream=True), or free memory."
+    )
 
 
 def _read_npy(path: Path) -> pd.DataFrame:

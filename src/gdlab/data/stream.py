@@ -94,6 +94,13 @@ class TableFile:
         self.delimiter = delimiter_of(suffix)
         self.block_bytes, self.batch_rows, self.shuffle_rows = block_bytes, batch_rows, shuffle_rows
         self.columns = self._parquet_columns() if self.parquet else self._csv_header()
+        repeated = sorted({name for name in self.columns if self.columns.count(name) > 1})
+        if repeated or not all(name.strip() for name in self.columns):
+            what = f"column name {repeated[0]!r} repeats" if repeated else "a column has no name"
+            raise GdlabError(
+                f"{path}: {what}; a streamed file needs a distinct name for every column "
+                f"(rename it in the header)."
+            )
         self.target = target
         if target is None:  # features only (to predict): named by the caller
             assert features is not None
@@ -119,7 +126,9 @@ class TableFile:
         import pyarrow.parquet as pq
 
         try:
-            self._file = pq.ParquetFile(self.path)
+            # pre_buffer (pyarrow's default) reads ahead every row group that iter_batches
+            # will visit, the whole file: measured, 344 MB held for a 290 MB file
+            self._file = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
         except Exception as error:  # pyarrow raises several unrelated types for a bad file
             raise GdlabError(
                 f"{self.path} is not a readable Parquet file ({type(error).__name__})."
@@ -127,8 +136,17 @@ class TableFile:
         return [str(name) for name in self._file.schema_arrow.names]
 
     def _csv_header(self) -> list[str]:
-        with self.path.open("rb") as handle:
-            first = handle.readline(MAX_LINE_BYTES + 1)
+        first = b""
+        with self.path.open("rb") as handle:  # the first line, ended by \n, \r\n or \r
+            while len(first) <= MAX_LINE_BYTES and (data := handle.read(1 << 16)):
+                first += data
+                ends = [at for at in (first.find(b"\n"), first.find(b"\r")) if at >= 0]
+                if ends:
+                    end = min(ends) + 1
+                    if first[end - 1 : end + 1] == b"\r\n":
+                        end += 1
+                    first = first[:end]
+                    break
         if len(first) > MAX_LINE_BYTES:
             raise GdlabError(
                 f"{self.path}, line 1: longer than {MAX_LINE_BYTES >> 20} MiB without a line "
@@ -163,10 +181,15 @@ class TableFile:
 
     def blocks(self, groups: list[int] | None = None) -> Iterator[Block]:
         """Every row in order, a block at a time; with `groups`, those Parquet row groups in
-        that order."""
-        if not self.parquet:
-            yield from self._csv_blocks()
-            return
+        that order. A file without data rows is refused when the pass ends."""
+        rows = 0
+        for block in self._csv_blocks() if not self.parquet else self._parquet_blocks(groups):
+            rows += len(block)
+            yield block
+        if not rows:
+            raise GdlabError(f"{self.path} has a header but no data rows; add rows of data.")
+
+    def _parquet_blocks(self, groups: list[int] | None) -> Iterator[Block]:
         starts = np.concatenate([[0], np.cumsum(self.row_groups)]).astype(np.int64).tolist()
         try:
             if groups is None:
@@ -191,6 +214,11 @@ class TableFile:
                     self.on_read(batch.num_rows, total, "row")
         except GdlabError:
             raise
+        except MemoryError:  # pyarrow's ArrowMemoryError is one
+            raise GdlabError(
+                f"{self.path}: out of memory reading a block of {self.batch_rows} rows; free "
+                f"memory for the process."
+            ) from None
         except Exception as error:  # a damaged page deep in the file
             reason = str(error).splitlines()[0] if str(error) else ""
             raise GdlabError(
