@@ -20,6 +20,7 @@ from tests.conftest import CliRun
 README = Path(__file__).resolve().parents[1] / "README.md"
 FILES = {  # what the examples read besides the built-in data sets
     "data.csv": "size,price\n1,2\nabc,3\n",
+    "plane.csv": "x1,x2,y\n1,2,5.1\n2,1,3.9\n3,4,11.2\n4,3,9.8\n5,6,17.1\n6,5,14.9\n",
 }
 NOT_RUN = {  # commands that need a person at the keyboard, with where they are tested instead
     "gdlab fit big.csv": "stopped with Ctrl-C by hand; tests/test_signals.py and test_resume.py",
