@@ -75,6 +75,15 @@ def read_parquet(path: str) -> dict:
     return {"rows": rows}
 
 
+def read_parquet_unbuffered(path: str) -> dict:
+    """pyarrow's read with the settings gdlab reads with: no pre_buffer, 1 MiB buffers (on a
+    local file several times faster than the default)."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    return {"rows": sum(batch.num_rows for batch in file.iter_batches(1 << 16))}
+
+
 def read_csv(path: str) -> dict:
     import pyarrow.csv as pcsv
 
@@ -144,6 +153,7 @@ def gdlab_logistic(path: str, batch_size: int | None, epochs: int) -> dict:
 
 WORKERS = {
     "read-parquet": read_parquet,
+    "read-parquet-unbuffered": read_parquet_unbuffered,
     "read-csv": read_csv,
     "sklearn": sklearn_partial_fit,
     "numpy": numpy_reference,
@@ -198,7 +208,13 @@ def main() -> None:
     for path, rows, reader in ((parquet, args.rows, "read-parquet"),
                                (csv, args.csv_rows, "read-csv")):  # fmt: skip
         kind = path.suffix[1:]
+        run(reader, path)  # from the page cache from now on, for every case alike
         read = run(reader, path)
+        if kind == "parquet":  # the faster of pyarrow's two ways is the baseline
+            unbuffered = run("read-parquet-unbuffered", path)
+            print(f"  pyarrow reads the file in {read['seconds']:.3g} s with its defaults, "
+                  f"{unbuffered['seconds']:.3g} s without pre_buffer")  # fmt: skip
+            read = min(read, unbuffered, key=lambda answer: answer["seconds"])
         ours, reference = run("least-squares", path), run("numpy", path)
         table.add(f"{kind}: least squares, 1000 epochs", "pyarrow reads it once",
                   read["seconds"], ours["seconds"], 1.5, higher_is_better=False)  # fmt: skip

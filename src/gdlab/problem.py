@@ -135,6 +135,8 @@ class Problem:
         self.names = table.features
 
         def prepare(block: Block) -> Block:
+            if degree == 1:
+                return block
             return Block(block.first, expand_checked(block.X, self.names, degree), block.y)
 
         def held(block: Block) -> np.ndarray[Any, Any]:

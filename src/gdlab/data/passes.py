@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gdlab.data.arrays import CHUNK_ROWS, FloatArray
+from gdlab.data.arrays import FloatArray
 from gdlab.data.scaling import Scaler
 from gdlab.data.stream import Block, TableFile
 from gdlab.errors import GdlabError
@@ -41,24 +41,26 @@ class Sums:
     low: FloatArray | None = None
     high: FloatArray | None = None
 
-    def add(self, values: FloatArray, gram: bool) -> None:
-        """`values`: the block's [x - c, y - c_y]."""
+    def add(self, values: FloatArray, gram: bool, sums: FloatArray | None = None) -> None:
+        """`values`: the block's [x - c, y - c_y]; `sums` its column sums when known."""
         if not len(values):
             return
         self.n += len(values)
         low, high = values.min(axis=0), values.max(axis=0)
         self.low = low if self.low is None else np.minimum(self.low, low)
         self.high = high if self.high is None else np.maximum(self.high, high)
-        if gram:
+        linear = values.sum(axis=0) if sums is None else sums
+        if gram:  # K of [u, 1, v] from VᵀV (BLAS syrk) and the sums: no copy of the block
             width = values.shape[1] - 1
-            for begin in range(0, len(values), CHUNK_ROWS):
-                part = values[begin : begin + CHUNK_ROWS]
-                full = np.empty((len(part), width + 2))
-                full[:, :width], full[:, width], full[:, width + 1] = part[:, :-1], 1.0, part[:, -1]
-                block = full.T @ full  # BLAS syrk
-                self.gram = block if self.gram is None else self.gram + block
+            inner = values.T @ values
+            block = np.empty((width + 2, width + 2))
+            index = [*range(width), width + 1]
+            block[np.ix_(index, index)] = inner
+            block[width, index] = block[index, width] = linear
+            block[width, width] = len(values)
+            self.gram = block if self.gram is None else self.gram + block
         else:
-            linear, squares = values.sum(axis=0), np.square(values).sum(axis=0)
+            squares = np.einsum("ij,ij->j", values, values)
             self.linear = linear if self.linear is None else self.linear + linear
             self.squares = squares if self.squares is None else self.squares + squares
 
@@ -122,18 +124,22 @@ def first_pass(
     rows = 0
     for raw in table.blocks():
         block = prepare(raw)
-        values = np.column_stack([block.X, block.y])
+        if classifier:
+            labels |= _labels(block, table.source)
+        values = block.matrix()  # changed in place below: the block is not read again
         if centre is None:
             centre = values.mean(axis=0)
         np.subtract(values, centre, out=values)
-        if classifier:
-            labels |= _labels(block, table.source)
         # the digest: the pass's own numbers, with a row-weighted sum so that order counts
         weights = np.arange(rows, rows + len(values), dtype=np.float64) % 9973.0
-        digest.update(values.sum(axis=0).tobytes() + (weights @ values).tobytes())
+        sums = values.sum(axis=0)
+        digest.update(sums.tobytes() + (weights @ values).tobytes())
         mask = held_out(raw)
-        validation.add(values[mask], gram)
-        train.add(values[~mask] if mask.any() else values, gram)
+        if mask.any():
+            validation.add(values[mask], gram)
+            train.add(values[~mask], gram)
+        else:
+            train.add(values, gram, sums)
         rows += len(values)
     if centre is None:
         raise GdlabError(f"{table.source} has a header but no data rows; add rows of data.")

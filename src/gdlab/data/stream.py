@@ -61,9 +61,17 @@ class Block:
     first: int  # the file's row number (from 0) of the first row
     X: FloatArray
     y: FloatArray
+    values: FloatArray | None = None  # [X, y], when X and y are its views (column-major)
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def matrix(self) -> FloatArray:
+        """[X, y] as one (rows, d + 1) array: `values` itself (a pass may change it in
+        place), else a new array."""
+        if self.values is not None:
+            return self.values
+        return np.column_stack([self.X, self.y])
 
     def where(self, keep: np.ndarray[Any, Any]) -> Block:
         """The rows where `keep` is true, with `first` kept (they are no longer consecutive)."""
@@ -333,14 +341,14 @@ class TableFile:
             kind = column.type
             if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
                 return None
-        values = np.empty((batch.num_rows, len(columns)))
+        values = np.empty((batch.num_rows, len(columns)), order="F")  # columns contiguous
         for k, column in enumerate(columns):
             values[:, k] = column.to_numpy(zero_copy_only=False)
-        if not np.isfinite(values).all():
-            return None
+        if not np.isfinite(values.sum(axis=0)).all() and not np.isfinite(values).all():
+            return None  # (a finite sum is the common case: one pass, no boolean copy)
         if self.target is None:
             return Block(first, values, np.zeros(len(values)))
-        return Block(first, values[:, :-1], values[:, -1])
+        return Block(first, values[:, :-1], values[:, -1], values)
 
     def _from_frame(self, first: int, frame: Any) -> Block:
         """The checks of `gdlab.data.columns` on a block read by pandas, with file row numbers."""
