@@ -25,7 +25,11 @@ holds rows of the same window only.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import io
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +106,8 @@ class TableFile:
         self.delimiter = delimiter_of(suffix)
         self.block_bytes, self.batch_rows, self.shuffle_rows = block_bytes, batch_rows, shuffle_rows
         self.columns = self._parquet_columns() if self.parquet else self._csv_header()
-        repeated = sorted({name for name in self.columns if self.columns.count(name) > 1})
+        counts = collections.Counter(self.columns)  # (a file may have 10^6 columns)
+        repeated = sorted(name for name, count in counts.items() if count > 1)
         if repeated or not all(name.strip() for name in self.columns):
             what = f"column name {repeated[0]!r} repeats" if repeated else "a column has no name"
             raise GdlabError(
@@ -115,7 +120,7 @@ class TableFile:
             self.features = list(features)
         else:
             self.features = choose(self.columns, self.source, target, features)
-        missing = [name for name in self.features if name not in self.columns]
+        missing = [name for name in self.features if name not in counts]
         if missing:
             hint = (
                 f"the columns are: {listed(self.columns)}"
@@ -191,7 +196,8 @@ class TableFile:
         """Every row in order, a block at a time; with `groups`, those Parquet row groups in
         that order. A file without data rows is refused when the pass ends."""
         rows = 0
-        for block in self._csv_blocks() if not self.parquet else self._parquet_blocks(groups):
+        reader = self._csv_blocks() if not self.parquet else self._parquet_blocks(groups)
+        for block in read_ahead(reader):
             rows += len(block)
             yield block
         if not rows:
@@ -360,6 +366,50 @@ class TableFile:
             else numeric_column(frame, self.target, self.source, first_row=first)
         )
         return Block(first, X.reshape(len(frame), len(self.features)), y)
+
+
+AHEAD = 2  # blocks read ahead while the caller works on the last
+
+
+def read_ahead(blocks: Iterator[Block]) -> Iterator[Block]:
+    """`blocks`, read and checked by a thread of their own up to AHEAD blocks ahead, so that
+    reading the file (pyarrow, and numpy's conversions, release the GIL) goes on while the
+    caller computes. An error in the reader is raised here, in order; a caller that stops
+    early stops the reader."""
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(AHEAD)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for block in blocks:
+                while not stop.is_set():
+                    try:
+                        ready.put(("block", block), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(("end", None))
+        except BaseException as error:  # handed to the caller, who raises it
+            ready.put(("error", error))
+
+    reader = threading.Thread(target=read, daemon=True, name="gdlab-read-ahead")
+    reader.start()
+    try:
+        while True:
+            kind, item = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():  # let a reader blocked on a full queue see the stop
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)
+        reader.join()
 
 
 def held_out(first: int, count: int, fraction: float, seed: int) -> np.ndarray[Any, Any]:
