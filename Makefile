@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.sweep
 	$(BIN)/python -m benchmarks.explore
+	$(BIN)/python -m benchmarks.stream
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
