@@ -304,8 +304,8 @@ def test_lr_advice_from_a_stream_equals_in_memory_for_least_squares(files) -> No
 @pytest.mark.slow
 def test_a_stream_trains_under_a_memory_limit_well_below_the_data(tmp_path: Path) -> None:
     """A child process limits its address space (RLIMIT_AS) to what it holds after its
-    imports plus 250 MiB, then fits least squares (1000 epochs) and one mini-batch epoch on
-    a file of 4,000,000 x 9 float64 (288 MB of rows, twice that to read whole); reading it
+    imports plus 400 MiB, then fits least squares (1000 epochs) and one mini-batch epoch on
+    a file of 6,000,000 x 9 float64 (432 MB of rows, twice that to read whole); reading it
     whole under the same limit is refused, in one line."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -314,7 +314,7 @@ def test_a_stream_trains_under_a_memory_limit_well_below_the_data(tmp_path: Path
     rng = np.random.default_rng(0)
     schema = pa.schema([(f"x{i}", pa.float64()) for i in range(8)] + [("y", pa.float64())])
     with pq.ParquetWriter(path, schema) as writer:
-        for _ in range(40):
+        for _ in range(60):
             block = rng.standard_normal((100_000, 9))
             writer.write_table(pa.table(dict(zip(schema.names, block.T, strict=True))))
     script = textwrap.dedent(f"""
@@ -323,7 +323,7 @@ def test_a_stream_trains_under_a_memory_limit_well_below_the_data(tmp_path: Path
         warnings.simplefilter("ignore")
         size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
                     if line.startswith("VmSize"))
-        resource.setrlimit(resource.RLIMIT_AS, (size + (250 << 20),) * 2)
+        resource.setrlimit(resource.RLIMIT_AS, (size + (400 << 20),) * 2)
         try:
             if sys.argv[1] == "memory":
                 gdlab.fit("{path}", "y", stream=False, epochs=10)
