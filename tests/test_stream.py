@@ -342,3 +342,20 @@ def test_a_stream_trains_under_a_memory_limit_well_below_the_data(tmp_path: Path
         run = subprocess.run([sys.executable, "-c", script, mode], capture_output=True,
                              text=True, env=env, timeout=300)  # fmt: skip
         assert expected in run.stdout, (mode, run.stdout, run.stderr[-2000:])
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: 19417088 bytes")],
+)
+def test_running_out_of_memory_is_one_line(
+    gdlab: Callable[..., CliRun], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error
+) -> None:
+    from gdlab.training import Training
+
+    def exhausted(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(Training, "run", exhausted)
+    run = gdlab("fit", "noisy-plane", "--out", str(tmp_path / "run"))
+    assert run.code == 2 and run.err.count("\n") == 1 and "out of memory; stream" in run.err

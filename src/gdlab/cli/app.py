@@ -252,6 +252,12 @@ def not_the_data(source: str, run_dir: Path) -> str:
     )
 
 
+OUT_OF_MEMORY = (
+    "out of memory; stream the file (--stream), or use a smaller --batch-size, model or "
+    "--memory-budget; a run folder keeps its last checkpoint."
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: input mistakes become one line on stderr and exit status 2."""
     compile_guards.skip = True  # this process never compiles: see gdlab/compile_guards.py
@@ -263,6 +269,12 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{error.format_message()} See `gdlab {_command(argv)} --help`.")
     except click.UsageError as error:
         fail(error.format_message().replace("\n", " "))
+    except MemoryError:
+        fail(OUT_OF_MEMORY)
+    except RuntimeError as error:  # torch's allocator reports running out this way
+        if "allocate memory" not in str(error):
+            raise
+        fail(OUT_OF_MEMORY)
     except OSError as error:  # a disk that is full, read-only or gone: the old files are intact
         where = f" {error.filename}" if error.filename else ""
         fail(f"could not read or write{where}: {error.strerror or error}; nothing was replaced.")
