@@ -269,12 +269,6 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{error.format_message()} See `gdlab {_command(argv)} --help`.")
     except click.UsageError as error:
         fail(error.format_message().replace("\n", " "))
-    except MemoryError:
-        fail(OUT_OF_MEMORY)
-    except RuntimeError as error:  # torch's allocator reports running out this way
-        if "allocate memory" not in str(error):
-            raise
-        fail(OUT_OF_MEMORY)
     except OSError as error:  # a disk that is full, read-only or gone: the old files are intact
         where = f" {error.filename}" if error.filename else ""
         fail(f"could not read or write{where}: {error.strerror or error}; nothing was replaced.")
@@ -282,6 +276,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("gdlab: interrupted; nothing was written", err=True)
         cause = error.__context__ if isinstance(error, click.exceptions.Abort) else error
         sys.exit(128 + cause.number if isinstance(cause, Interrupted) else EXIT_INTERRUPTED)
+    except MemoryError:
+        fail(OUT_OF_MEMORY)
+    except RuntimeError as error:  # torch's allocator (after click's Abort, a RuntimeError too)
+        if "allocate memory" not in str(error):
+            raise
+        fail(OUT_OF_MEMORY)
 
 
 def _command(argv: list[str] | None) -> str:
