@@ -359,3 +359,16 @@ def test_running_out_of_memory_is_one_line(
     monkeypatch.setattr(Training, "run", exhausted)
     run = gdlab("fit", "noisy-plane", "--out", str(tmp_path / "run"))
     assert run.code == 2 and run.err.count("\n") == 1 and "out of memory; stream" in run.err
+
+
+def test_the_choice_to_stream_reads_no_columns_so_a_file_read_whole_keeps_its_checks(
+    gdlab: Callable[..., CliRun], tmp_path: Path
+) -> None:
+    """Under the budget a file is read whole, by the whole-file reader alone: repeated names
+    (which pandas renames x.1, and a stream refuses) load as they always did."""
+    path = tmp_path / "repeated.csv"
+    path.write_text("x,x,y\n1,2,3\n2,3,5\n3,5,8\n4,4,8\n")
+    run = gdlab("fit", str(path), "--target", "y", "--out", str(tmp_path / "run"))
+    assert run.code == 0 and "x.1" in run.out and "data: in memory" in run.out
+    refused = gdlab("fit", str(path), "--target", "y", "--stream", "--out", str(tmp_path / "s"))
+    assert refused.code == 2 and "column name 'x' repeats" in refused.err

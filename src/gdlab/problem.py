@@ -30,7 +30,7 @@ from gdlab.data.arrays import (
     class_labels,
     fingerprint,
 )
-from gdlab.data.passes import Sums, first_pass, standardized_gram, training_blocks
+from gdlab.data.passes import STREAMED, Sums, first_pass, standardized_gram
 from gdlab.data.rows import ArrayRows, RowSource, validation_split
 from gdlab.data.scaling import Scaler, constant_columns, expand_checked, power_names
 from gdlab.data.stream import SHUFFLE_ROWS, Block, TableFile, held_out
@@ -92,9 +92,7 @@ class Problem:
         self.raw_curvature: Curvature | None = None  # of the loss in the data's own units
         self.statistics: LeastSquaresStatistics | None = None
         self.table: TableFile | None = None
-        self.reading = "in memory"
         if isinstance(X, TableFile):
-            self.reading = f"streamed from {X.source}"
             self._prepare_stream(X, classes, copies)
             return
         assert y is not None
@@ -148,7 +146,7 @@ class Problem:
         found = first_pass(table, prepare, held_out=held, gram=gram, classifier=classify)
         self.first_pass = found
         saved = self.previous.fingerprint if self.previous is not None else None
-        if saved is not None and saved.startswith("stream:") and saved != found.fingerprint:
+        if saved is not None and saved.startswith(STREAMED) and saved != found.fingerprint:
             raise GdlabError(
                 f"{table.source} is not the data the run was trained on (its rows or values "
                 f"differ); resume with the original data, or start a new run."
@@ -186,18 +184,30 @@ class Problem:
             self.statistics = self._streamed_statistics(found.train, solve=opts.batch_size is None)
             self._least_squares_curvature()
 
+    @property
+    def reading(self) -> str:
+        """How the data were read, in the words of the summary."""
+        return "in memory" if self.table is None else f"streamed from {self.table.source}"
+
+    def _part(self, validation: bool) -> Callable[[Block], Block]:
+        """A streamed file's block -> its training (or validation) rows, as the model's
+        features (the hashed split, then poly:K)."""
+        held, prepare = self.held, self.prepare
+
+        def keep(raw: Block) -> Block:
+            mask = held(raw)
+            return prepare(raw.where(mask if validation else ~mask))
+
+        return keep
+
     def _streamed_statistics(self, sums: Sums, *, solve: bool) -> LeastSquaresStatistics:
         """Least-squares statistics of the training or validation rows from the first pass."""
         assert self.table is not None and self.first_pass is not None
-        table, validation = self.table, sums is self.first_pass.validation
+        table, keep = self.table, self._part(sums is self.first_pass.validation)
         full = standardized_gram(self.first_pass, sums, self.x_scaler, self.y_scaler)
 
-        def keep(block: Block) -> Block:
-            mask = self.held(block)
-            return block.where(mask if validation else ~mask)
-
         def blocks() -> Iterator[tuple[FloatArray, FloatArray]]:
-            for block in training_blocks(table, self.prepare, keep):
+            for block in map(keep, table.blocks()):
                 yield block.X, self.y_scaler.transform(block.y[:, None])[:, 0]
 
         scaler = None if self.x_scaler.is_identity else self.x_scaler
@@ -364,15 +374,10 @@ class Problem:
     ) -> TensorStream:
         """The training (or validation) rows of a streamed file as tensors, block by block."""
         assert self.table is not None
-        held, prepare = self.held, self.prepare
         x_scaler, y_scaler = self.x_scaler, self.y_scaler
         classes = np.asarray(self.classes) if self.classes is not None else None
         dtype = getattr(torch, self.opts.dtype)
         long_target = wants_class_indices(loss)
-
-        def keep(raw: Block) -> Block:
-            mask = held(raw)
-            return prepare(raw.where(mask if validation else ~mask))
 
         def tensors(block: Block) -> tuple[torch.Tensor, torch.Tensor]:
             X = torch.from_numpy(x_scaler.transform(block.X)).to(device=device, dtype=dtype)
@@ -383,7 +388,7 @@ class Problem:
             return X, torch.as_tensor(target, dtype=dtype, device=device)
 
         rows = self.val_rows if validation else self.train_rows
-        return TensorStream(self.table, keep, tensors, len(rows))
+        return TensorStream(self.table, self._part(validation), tensors, len(rows))
 
     def _split(self, loss: LossFunction, device: torch.device, *, shapes_only: bool) -> Split:
         """The training (and validation) tensors; with `shapes_only` (the exact path, which

@@ -21,12 +21,14 @@ import torch
 from torch import nn
 
 from gdlab import shortcut
-from gdlab.analysis.gradients import ROWS, diagnose, initial_layer_gradients
+from gdlab.analysis.gradients import ROWS as GRADIENT_ROWS
+from gdlab.analysis.gradients import diagnose, initial_layer_gradients
 from gdlab.analysis.outcome import explain_outcome
 from gdlab.analysis.separation import separates
+from gdlab.analysis.sharpness import ROWS as SHARPNESS_ROWS
 from gdlab.analysis.sharpness import SharpnessTracker, tracking_interval
 from gdlab.config import make_options
-from gdlab.data.arrays import CHUNK_ROWS, FloatArray, as_matrix, as_vector
+from gdlab.data.arrays import CHUNK_ROWS
 from gdlab.data.open import open_data
 from gdlab.data.stream import TableFile
 from gdlab.errors import GdlabError
@@ -37,7 +39,7 @@ from gdlab.losses import make_loss
 from gdlab.optim.kinds import kind_of
 from gdlab.optim.registry import optimizer_for
 from gdlab.optim.schedules import make_schedule
-from gdlab.problem import Problem
+from gdlab.problem import Problem, given_data
 from gdlab.recording import recorder, result_of
 from gdlab.result import FitResult
 from gdlab.stops import epoch_budget, stable_limit, stopping_for
@@ -98,19 +100,13 @@ def fit(
     opts = make_options(
         model="linear" if custom else model, loss=loss if isinstance(loss, str) else None, **options
     )
-    matrix: FloatArray | TableFile
-    target: FloatArray | None
     if isinstance(X, (str, os.PathLike)):
         if not isinstance(y, str):
             raise GdlabError("fit(PATH, TARGET): with a file, y names the target column.")
         X = open_data(Path(X), y, feature_names, stream=stream, budget=opts.memory_budget)
-        X, y, feature_names = (X, None, None) if isinstance(X, TableFile) else X
-    if isinstance(X, TableFile):
-        matrix, target, names = X, None, X.features
-    else:
-        matrix, names = as_matrix(X)
-        names = list(feature_names) if feature_names is not None else names
-        target = as_vector(y, len(matrix))
+        if not isinstance(X, TableFile):
+            X, y, feature_names = X
+    matrix, target, names = given_data(X, y, feature_names)
     if resume is not None and resume.custom_model != custom:
         raise GdlabError("resume: give the same kind of model (named or nn.Module) as before.")
     training = Training(
@@ -173,7 +169,7 @@ class Training(Problem):
             on_epoch = both(tracker, on_epoch)
         deep = self.spec.kind == "mlp" and len(self.spec.hidden) >= 2  # depth is the question
         fresh = deep and not len(history)
-        initial = initial_layer_gradients(net, loss_fn, *split.head(ROWS)) if fresh else {}
+        initial = initial_layer_gradients(net, loss_fn, *split.head(GRADIENT_ROWS)) if fresh else {}
         if exact is not None and shortcut.applies(self, state, history):
             outcome = shortcut.closed_form_outcome(self, exact, scale, net)
         if outcome is not None:
@@ -220,7 +216,7 @@ class Training(Problem):
         if not every:
             return None
         bounded = opts.track_sharpness == "auto"  # at most a share of the run's time
-        return SharpnessTracker(net, loss_fn, *split.head(ROWS), every, bounded=bounded)
+        return SharpnessTracker(net, loss_fn, *split.head(SHARPNESS_ROWS), every, bounded=bounded)
 
     def _explain_end(
         self, outcome: Outcome, scale: float, initial: dict[str, tuple[float, float]]

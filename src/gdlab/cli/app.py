@@ -216,7 +216,6 @@ stream_option = click.option(
     help="read a CSV or Parquet file a block at a time, never whole (default: when reading "
     "it whole would not fit --memory-budget)",
 )
-STREAMED = "stream:"  # how a streamed run's data fingerprint begins (`gdlab.data.passes`)
 
 
 def load_columns(

@@ -11,6 +11,7 @@ import click
 
 from gdlab.cli.app import (
     cli,
+    load_data,
     stream_option,
 )
 from gdlab.errors import listed
@@ -84,18 +85,21 @@ def _feature_blocks(
     data: str, features: list[str], stream: bool | None, budget: float | None
 ) -> Iterator[Any]:
     """The model's feature columns of DATA: the whole matrix, or a streamed file's blocks."""
-    from gdlab.data.open import open_features
+    from gdlab.data.builtin import DATASETS
+    from gdlab.data.open import streamed
 
-    trained_on = listed(features)
-    opened = open_features(data, features, stream=stream, budget=budget)
-    if isinstance(opened, tuple):
-        from gdlab.data.columns import feature_matrix
-
-        source, frame = opened
-        yield feature_matrix(frame, source, features, hint=f"the model was trained on {trained_on}")
+    builtin = data in DATASETS and not Path(data).exists()
+    table = None if builtin else streamed(Path(data), None, features, stream=stream,
+                                          budget=budget)  # fmt: skip
+    if table is not None:
+        yield from (block.X for block in table.blocks())
         return
-    for block in opened.blocks():
-        yield block.X
+    from gdlab.data.columns import feature_matrix
+
+    source, frame, _ = load_data(data)
+    yield feature_matrix(
+        frame, source, features, hint=f"the model was trained on {listed(features)}"
+    )
 
 
 def _cell(value: float) -> str:

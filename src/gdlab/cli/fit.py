@@ -14,7 +14,6 @@ import click
 
 from gdlab.cli.app import (
     EXIT_DIVERGED,
-    STREAMED,
     as_flags,
     cli,
     load_columns,
@@ -182,6 +181,8 @@ def _resume(
                 )
         data = data or state["data_path"] or state["data"]
         assert data is not None
+        from gdlab.data.passes import STREAMED
+
         streamed = str(state["fingerprint"]).startswith(STREAMED)
         source, X, y, names, _ = load_columns(
             data, state["target"], state["features"], streamed, options

@@ -8,10 +8,9 @@ MEMORY_FRACTION of the available memory). Every other file, and a built-in set, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from gdlab.data.arrays import FloatArray
-from gdlab.data.stream import STREAMABLE, TableFile
+from gdlab.data.stream import STREAMABLE, TableFile, in_memory_bytes
 from gdlab.memory import MEMORY_FRACTION, available_bytes
 
 
@@ -24,7 +23,7 @@ def open_data(
     budget: float | None,
 ) -> tuple[FloatArray, FloatArray, list[str]] | TableFile:
     """(X, y, feature names) read whole, or the file to stream."""
-    table = _streamed(path, target, features, stream, budget)
+    table = streamed(path, target, features, stream=stream, budget=budget)
     if table is not None:
         return table
     from gdlab.data.columns import select
@@ -33,30 +32,22 @@ def open_data(
     return select(read_table(path), str(path), target, features)
 
 
-def open_features(
-    data: str, features: list[str], *, stream: bool | None, budget: float | None
-) -> tuple[str, Any] | TableFile:
-    """(source, table) of a file or built-in set read whole, or the file to stream (its
-    `features` only: predictions need no target)."""
-    from gdlab.data.builtin import DATASETS
-    from gdlab.data.files import read_table
-
-    if data in DATASETS and not Path(data).exists():
-        return DATASETS[data].name, read_table(DATASETS[data].path)
-    table = _streamed(Path(data), None, features, stream, budget)
-    return table if table is not None else (data, read_table(Path(data)))
-
-
-def _streamed(
+def streamed(
     path: Path,
     target: str | None,
     features: list[str] | None,
+    *,
     stream: bool | None,
     budget: float | None,
 ) -> TableFile | None:
-    """The file to stream, or None where it is read whole (see the module docstring)."""
+    """The file to stream, or None where it is read whole (see the module docstring). The
+    choice comes from the file's size, before its columns are read: a file read whole is
+    checked by the whole-file reader alone."""
     if stream is False or (stream is None and path.suffix.lower() not in STREAMABLE):
         return None
-    table = TableFile(path, target, features)
-    limit = budget if budget is not None else MEMORY_FRACTION * available_bytes()
-    return table if stream or table.in_memory_bytes() > limit else None
+    if stream is None:
+        needed = in_memory_bytes(path)
+        limit = budget if budget is not None else MEMORY_FRACTION * available_bytes()
+        if needed is None or needed <= limit:
+            return None
+    return TableFile(path, target, features)

@@ -16,8 +16,8 @@ sums of squares per column instead.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from gdlab.data.stream import Block, TableFile
 from gdlab.errors import GdlabError
 
 Prepare = Callable[[Block], Block]  # raw file columns -> the model's features (poly:K)
+STREAMED = "stream:"  # how a streamed run's data fingerprint begins
 
 
 @dataclass
@@ -84,7 +85,6 @@ class FirstPass:
     labels: list[int] | None
     fingerprint: str
     rows: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def scaler(self, *, center: bool, enabled: bool, target: bool) -> Scaler:
         """The scaler `Scaler.fit` finds on the training rows, from the moments."""
@@ -141,11 +141,10 @@ def first_pass(
         else:
             train.add(values, gram, sums)
         rows += len(values)
-    if centre is None:
-        raise GdlabError(f"{table.source} has a header but no data rows; add rows of data.")
+    assert centre is not None, "TableFile.blocks refuses a file without rows"
     digest.update(str(rows).encode())
     return FirstPass(centre, train, validation, sorted(labels) if classifier else None,
-                     "stream:" + digest.hexdigest(), rows)  # fmt: skip
+                     STREAMED + digest.hexdigest(), rows)  # fmt: skip
 
 
 def _labels(block: Block, source: str) -> set[int]:
@@ -175,13 +174,3 @@ def standardized_gram(
     T[width + 1, width + 1] = 1.0 / y_scaler.scale[0]
     T[width, width + 1] = (centre_y - y_scaler.shift[0]) / y_scaler.scale[0]
     return T.T @ sums.gram @ T
-
-
-def training_blocks(
-    table: TableFile, prepare: Prepare, keep: Callable[[Block], Block]
-) -> Iterator[Block]:
-    """The model's raw features and target of the rows `keep` keeps, in file order."""
-    for raw in table.blocks():
-        block = keep(prepare(raw))
-        if len(block):
-            yield block

@@ -149,17 +149,19 @@ class TableFile:
         return [str(name) for name in self._file.schema_arrow.names]
 
     def _csv_header(self) -> list[str]:
-        first = b""
+        parts: list[bytes] = []
+        read = 0
         with self.path.open("rb") as handle:  # the first line, ended by \n, \r\n or \r
-            while len(first) <= MAX_LINE_BYTES and (data := handle.read(1 << 16)):
-                first += data
-                ends = [at for at in (first.find(b"\n"), first.find(b"\r")) if at >= 0]
-                if ends:
+            while read <= MAX_LINE_BYTES and (data := handle.read(1 << 16)):
+                ends = [at for at in (data.find(b"\n"), data.find(b"\r")) if at >= 0]
+                if ends:  # (a \r\n split between two reads leaves a blank line: skipped)
                     end = min(ends) + 1
-                    if first[end - 1 : end + 1] == b"\r\n":
-                        end += 1
-                    first = first[:end]
+                    end += data[end - 1 : end + 1] == b"\r\n"
+                    parts.append(data[:end])
                     break
+                parts.append(data)
+                read += len(data)
+        first = b"".join(parts)
         if len(first) > MAX_LINE_BYTES:
             raise GdlabError(
                 f"{self.path}, line 1: longer than {MAX_LINE_BYTES >> 20} MiB without a line "
@@ -182,14 +184,6 @@ class TableFile:
         metadata = self._file.metadata
         return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
 
-    def in_memory_bytes(self) -> float:
-        """About what reading the file whole would take: the table as pandas holds it and
-        the float64 matrix made of it (Parquet: from its metadata; CSV: from its size, at
-        about one byte per byte of text for each)."""
-        if self.parquet:
-            return float(self._file.metadata.num_rows) * len(self.wanted) * 8 * 2
-        return float(self.path.stat().st_size) * 2
-
     # -- the rows
 
     def blocks(self, groups: list[int] | None = None) -> Iterator[Block]:
@@ -204,26 +198,10 @@ class TableFile:
             raise GdlabError(f"{self.path} has a header but no data rows; add rows of data.")
 
     def _parquet_blocks(self, groups: list[int] | None) -> Iterator[Block]:
-        starts = np.concatenate([[0], np.cumsum(self.row_groups)]).astype(np.int64).tolist()
+        total = self._file.metadata.num_rows
         try:
-            if groups is None:
-                parts: Iterator[tuple[int, Any]] = ((0, batch) for batch in self._file.iter_batches(
-                    batch_size=self.batch_rows, columns=self.wanted))  # fmt: skip
-            else:
-                parts = (
-                    (starts[group], batch)
-                    for group in groups
-                    for batch in self._file.read_row_group(group, columns=self.wanted).to_batches(
-                        self.batch_rows
-                    )
-                )
-            first, start = 0, None
-            total = self._file.metadata.num_rows
-            for group_start, batch in parts:
-                if groups is not None and group_start != start:
-                    first = start = group_start
+            for first, batch in self._numbered_batches(groups):
                 yield self._checked(first, batch)
-                first += batch.num_rows
                 if self.on_read is not None:
                     self.on_read(batch.num_rows, total, "row")
         except GdlabError:
@@ -238,6 +216,22 @@ class TableFile:
             raise GdlabError(
                 f"{self.path} is not a readable Parquet file ({type(error).__name__}: {reason})."
             ) from None
+
+    def _numbered_batches(self, groups: list[int] | None) -> Iterator[tuple[int, Any]]:
+        """(file row number of its first row, record batch), in file order or by row group."""
+        if groups is None:
+            first = 0
+            for batch in self._file.iter_batches(batch_size=self.batch_rows, columns=self.wanted):
+                yield first, batch
+                first += batch.num_rows
+            return
+        starts = np.cumsum([0, *self.row_groups]).tolist()
+        for group in groups:
+            first = starts[group]
+            table = self._file.read_row_group(group, columns=self.wanted)
+            for batch in table.to_batches(self.batch_rows):
+                yield first, batch
+                first += batch.num_rows
 
     def shuffled(self, seed: int, keep: Callable[[Block], Block]) -> Iterator[Block]:
         """The rows `keep` keeps of each block, once each, in the order of a shuffled epoch
@@ -268,6 +262,7 @@ class TableFile:
             include_columns=self.wanted,
             column_types={name: pa.float64() for name in self.wanted},
         )
+        size = self.path.stat().st_size - self._header_bytes
         for data in self._csv_chunks():
             try:
                 table = pcsv.read_csv(io.BytesIO(data), read, parse, convert)
@@ -281,7 +276,7 @@ class TableFile:
             if len(block):
                 yield block
             if self.on_read is not None:
-                self.on_read(len(data), self.path.stat().st_size - self._header_bytes, "B")
+                self.on_read(len(data), size, "B")
             first_row += len(block)
             line += data.count(b"\n") if b"\n" in data else data.count(b"\r")
 
@@ -368,6 +363,22 @@ class TableFile:
         return Block(first, X.reshape(len(frame), len(self.features)), y)
 
 
+def in_memory_bytes(path: Path) -> float | None:
+    """About what reading a CSV or Parquet file whole would take, from its size alone: the
+    table as pandas holds it and the float64 matrix made of it (Parquet: every column of
+    every row, from its metadata; CSV: about one byte per byte of text for each). None where
+    the file cannot tell (missing, damaged): the reader that reads it whole says why."""
+    try:
+        if path.suffix.lower() in PARQUET:
+            import pyarrow.parquet as pq
+
+            metadata = pq.read_metadata(path)
+            return float(metadata.num_rows * metadata.num_columns * 8 * 2)
+        return float(path.stat().st_size) * 2
+    except Exception:  # pyarrow raises several unrelated types for a bad file
+        return None
+
+
 AHEAD = 2  # blocks read ahead while the caller works on the last
 
 
@@ -419,9 +430,7 @@ def held_out(first: int, count: int, fraction: float, seed: int) -> np.ndarray[A
         return np.zeros(count, dtype=bool)
     rows = np.arange(first, first + count, dtype=np.uint64)
     key = _mix(np.array([seed], dtype=np.uint64))[0]
-    with np.errstate(over="ignore"):
-        hashed = _mix(rows ^ key)
-    return hashed < np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
+    return _mix(rows ^ key) < np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
 
 
 def _mix(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

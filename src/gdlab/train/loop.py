@@ -336,7 +336,7 @@ class Loop:
             if data.val_stream is None:
                 return float(self.loss_fn(self.model(data.X_val), data.y_val).item())
             total = 0.0
-            for X, y in data.blocks(0, validation=True):
+            for X, y in data.blocks(validation=True):
                 total += float(self.loss_fn(self.model(X), y)) * len(X)
             return total / len(data.val_stream)
 

@@ -63,9 +63,10 @@ class Split:
     val_stream: TensorStream | None = None
 
     def blocks(
-        self, rows: int, *, validation: bool = False
+        self, rows: int | None = None, *, validation: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The training (or validation) rows in blocks of at most `rows` (a stream: its own)."""
+        """The training (or validation) rows in blocks of at most `rows` (None: one block of
+        them all; a stream: its own blocks)."""
         stream = self.val_stream if validation else self.stream
         if stream is not None:
             yield from stream.blocks()
@@ -73,8 +74,9 @@ class Split:
         X, y = (self.X_val, self.y_val) if validation else (self.X, self.y)
         if X is None or y is None:
             return
-        for begin in range(0, len(X), rows):
-            yield X[begin : begin + rows], y[begin : begin + rows]
+        step = rows or len(X)
+        for begin in range(0, len(X), step):
+            yield X[begin : begin + step], y[begin : begin + step]
 
     def head(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `rows` training rows, as tensors that hold them."""
