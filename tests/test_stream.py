@@ -372,3 +372,18 @@ def test_the_choice_to_stream_reads_no_columns_so_a_file_read_whole_keeps_its_ch
     assert run.code == 0 and "x.1" in run.out and "data: in memory" in run.out
     refused = gdlab("fit", str(path), "--target", "y", "--stream", "--out", str(tmp_path / "s"))
     assert refused.code == 2 and "column name 'x' repeats" in refused.err
+
+
+def test_predict_checks_the_columns_before_it_prints_a_line(
+    gdlab: Callable[..., CliRun], tmp_path: Path
+) -> None:
+    path = tmp_path / "data.csv"
+    frame().to_csv(path, index=False)
+    run_dir = tmp_path / "run"
+    assert gdlab("fit", str(path), "--target", "y", "--features", "a,b,c", "--out",
+                 str(run_dir), "--epochs", "5").code == 0  # fmt: skip
+    other = tmp_path / "other.csv"
+    frame()[["a", "b"]].to_csv(other, index=False)
+    for flag in ("--stream", "--no-stream"):
+        run = gdlab("predict", str(run_dir), str(other), flag)
+        assert run.code == 2 and run.out == "" and "feature column 'c' not found" in run.err

@@ -84,7 +84,8 @@ def predict(
 def _feature_blocks(
     data: str, features: list[str], stream: bool | None, budget: float | None
 ) -> Iterator[Any]:
-    """The model's feature columns of DATA: the whole matrix, or a streamed file's blocks."""
+    """The model's feature columns of DATA: the whole matrix, or a streamed file's blocks.
+    The file is opened and its columns checked now, before any line is printed."""
     from gdlab.data.builtin import DATASETS
     from gdlab.data.open import streamed
 
@@ -92,14 +93,12 @@ def _feature_blocks(
     table = None if builtin else streamed(Path(data), None, features, stream=stream,
                                           budget=budget)  # fmt: skip
     if table is not None:
-        yield from (block.X for block in table.blocks())
-        return
+        return (block.X for block in table.blocks())
     from gdlab.data.columns import feature_matrix
 
     source, frame, _ = load_data(data)
-    yield feature_matrix(
-        frame, source, features, hint=f"the model was trained on {listed(features)}"
-    )
+    hint = f"the model was trained on {listed(features)}"
+    return iter([feature_matrix(frame, source, features, hint=hint)])
 
 
 def _cell(value: float) -> str:
