@@ -224,9 +224,10 @@ def test_the_reduction_hook_sees_every_source_before_the_step(
               "dtype": "float64", "gtol": 0, "xtol": 0, "tol": 0, "patience": 10**6}  # fmt: skip
     half = gdlab.fit(X, y, lr=0.01, **common)
 
-    def halve(params: list[torch.Tensor]) -> None:
+    def halve(params: list[torch.Tensor], value: float, seen: int) -> tuple[float, int]:
         for p in params:
             p.grad.mul_(0.5)
+        return value, seen
 
     monkeypatch.setattr(training, "Loop", functools.partial(training.Loop, reduction=halve))
     reduced = gdlab.fit(X, y, lr=0.02, **common)

@@ -40,6 +40,7 @@ from gdlab.memory import check_problem_fits
 from gdlab.models import ModelSpec, build_model
 from gdlab.recording import recorder
 from gdlab.result import FitResult
+from gdlab.train import parallel
 from gdlab.train.exact import LeastSquaresStatistics, residual_squares
 from gdlab.train.state import LossFunction, Split
 from gdlab.train.streamed import StreamedRows, TensorStream
@@ -143,7 +144,12 @@ class Problem:
         self.prepare, self.held = prepare, held
         gram = self._least_squares_statistics_fit(len(self.names))
         classify = opts.is_classifier and self.custom_model is None
-        found = first_pass(table, prepare, held_out=held, gram=gram, classifier=classify)
+        world = parallel.current()
+        if world.parallel:
+            self._share_out(table, world)
+        found = first_pass(
+            table, prepare, held_out=held, gram=gram, classifier=classify, world=world
+        )
         self.first_pass = found
         saved = self.previous.fingerprint if self.previous is not None else None
         if saved is not None and saved.startswith(STREAMED) and saved != found.fingerprint:
@@ -183,6 +189,25 @@ class Problem:
         if gram:
             self.statistics = self._streamed_statistics(found.train, solve=opts.batch_size is None)
             self._least_squares_curvature()
+
+    @staticmethod
+    def _share_out(table: TableFile, world: parallel.World) -> None:
+        """Give this rank its row groups of a Parquet file (a CSV file's rows are found
+        only by reading it in order, so it cannot be shared out)."""
+        if not table.parquet:
+            raise GdlabError(
+                f"{table.source}: a streamed CSV file cannot be shared out among "
+                f"{world.size} ranks (its rows are found only by reading it in order); "
+                f"convert it to Parquet, or let it load in memory (--no-stream)."
+            )
+        groups = len(table.row_groups)
+        if groups < world.size:
+            raise GdlabError(
+                f"{table.source} has {groups} row group(s) for {world.size} ranks; write it "
+                f"with at least {world.size} (pyarrow.parquet.write_table(..., "
+                f"row_group_size=ROWS)), or start fewer ranks."
+            )
+        table.share = (world.rank, world.size)
 
     @property
     def reading(self) -> str:
@@ -260,7 +285,7 @@ class Problem:
         if self.table is None:
             if opts.batch_size is not None and len(rows) > CURVATURE_ROWS:
                 rows = rows[:: -(-len(rows) // CURVATURE_ROWS)]
-            self.statistics = self.least_squares(rows, solve=opts.batch_size is None)
+            self.statistics = self.least_squares(rows, solve=opts.batch_size is None, shared=True)
         assert self.statistics is not None
         gram, n = self.statistics.gram.numpy(), self.statistics.n
         self.curvature = hessian_curvature(2.0 * gram / n)
@@ -304,13 +329,21 @@ class Problem:
             return self.first_pass.fingerprint
         return fingerprint(self.X, self.y_given)
 
-    def least_squares(self, rows: IntArray, *, solve: bool = True) -> LeastSquaresStatistics:
-        """XᵀX, Xᵀy and the optimum of those rows in training space, block by block."""
+    def least_squares(
+        self, rows: IntArray, *, solve: bool = True, shared: bool = False
+    ) -> LeastSquaresStatistics:
+        """XᵀX, Xᵀy and the optimum of those rows in training space, block by block; `shared`
+        (every rank calls it) sums each rank's share of the rows over the ranks of a
+        data-parallel run (`train/parallel.py`)."""
         if isinstance(rows, StreamedRows):
             assert self.statistics is not None
             if rows is self.train_rows:
                 return self.statistics
             return self._streamed_statistics(self.first_pass.validation, solve=solve)
+        world = parallel.current()
+        total = world.sum if shared and world.parallel else None
+        if total is not None:
+            rows = rows[world.share(len(rows))]
         features, target = self.source.features(rows), self.source.target(rows)
 
         def blocks() -> Iterator[tuple[FloatArray, FloatArray]]:
@@ -319,8 +352,9 @@ class Problem:
 
         scaler = None if self.x_scaler.is_identity else self.x_scaler
         return LeastSquaresStatistics.from_blocks(
-            blocks, intercept=self.opts.intercept, scaler=scaler, solve=solve
-        )
+            blocks, intercept=self.opts.intercept, scaler=scaler, solve=solve, total=total,
+            width=self.source.width,
+        )  # fmt: skip
 
     def _to_raw_units(self, intercept: bool) -> FloatArray:
         """M with [x, 1] = [z, 1] M: the Gram matrix in the data's own units is Mᵀ G M."""
@@ -339,11 +373,14 @@ class Problem:
         warnings.warn(message, GdlabWarning, stacklevel=caller_level())
 
     def _device(self) -> torch.device:
+        """The training device; CUDA is the rank's own GPU in a data-parallel run."""
         wanted = self.opts.device
         if wanted == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            wanted = "cuda" if torch.cuda.is_available() else "cpu"
         if wanted == "cuda" and not torch.cuda.is_available():
             raise GdlabError("`device=cuda`, but no CUDA device is available; use cpu or auto.")
+        if wanted == "cuda" and parallel.current().parallel:
+            return torch.device("cuda", parallel.current().local_rank)
         return torch.device(wanted)
 
     def tensors(
@@ -387,8 +424,10 @@ class Problem:
                 return X, torch.as_tensor(target[:, 0], dtype=torch.long, device=device)
             return X, torch.as_tensor(target, dtype=dtype, device=device)
 
-        rows = self.val_rows if validation else self.train_rows
-        return TensorStream(self.table, self._part(validation), tensors, len(rows))
+        train, held = self.first_pass.local if parallel.current().parallel else (
+            len(self.train_rows), len(self.val_rows))  # fmt: skip
+        rows = held if validation else train  # (this rank's, in a data-parallel run)
+        return TensorStream(self.table, self._part(validation), tensors, rows, self.table.share)
 
     def _split(self, loss: LossFunction, device: torch.device, *, shapes_only: bool) -> Split:
         """The training (and validation) tensors; with `shapes_only` (the exact path, which

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,7 +29,7 @@ from gdlab.analysis.separation import separates
 from gdlab.analysis.sharpness import ROWS as SHARPNESS_ROWS
 from gdlab.analysis.sharpness import SharpnessTracker, tracking_interval
 from gdlab.config import make_options
-from gdlab.data.arrays import CHUNK_ROWS
+from gdlab.data.arrays import CHUNK_ROWS, fingerprint
 from gdlab.data.open import open_data
 from gdlab.data.stream import TableFile
 from gdlab.errors import GdlabError
@@ -43,6 +44,7 @@ from gdlab.problem import Problem, given_data
 from gdlab.recording import recorder, result_of
 from gdlab.result import FitResult
 from gdlab.stops import epoch_budget, stable_limit, stopping_for
+from gdlab.train import parallel
 from gdlab.train.analytic import LOSSES as ANALYTIC_LOSSES
 from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient
@@ -146,15 +148,27 @@ class Training(Problem):
         *,
         on_step: Callable[[dict[str, float]], None] | None = None,
     ) -> FitResult:
-        if isinstance(self.opts.lr, str):
-            self._choose_rate()
-        if isinstance(self.opts.epochs, str):
-            self.opts = dataclasses.replace(self.opts, epochs=epoch_budget(self))
+        world = parallel.current()
+        if world.leader:  # one estimate of the rate and budget, broadcast to every rank
+            if isinstance(self.opts.lr, str):
+                self._choose_rate()
+            if isinstance(self.opts.epochs, str):
+                self.opts = dataclasses.replace(self.opts, epochs=epoch_budget(self))
+        self.opts, self.lr_choice = world.broadcast((self.opts, self.lr_choice))
+        world.agree(self.digest())
         opts, device = self.opts, self._device()
         loss_fn = custom_loss if custom_loss is not None else make_loss(opts.resolved_loss)
         net, optimizer, generator, state, history = self._start(device)
         scale = self.loss_scale()
         path, exact, analytic, split = self.gradient_sources(net, loss_fn, device)
+        sharded = (
+            world.parallel and exact is None and (opts.batch_size is None or bool(split.stream))
+        )
+        reduction = parallel.Reduction(world, stop, replicated=exact is not None)
+        parallel_loop: dict[str, Any] = {}  # (one process: the loop's own defaults)
+        if world.parallel:
+            stop = reduction.stop  # every rank stops at the same step
+            parallel_loop = {"reduction": reduction, "world": world}
         result = functools.partial(
             result_of, self, net, optimizer, generator, keep_fingerprint=checkpoint is not None
         )
@@ -182,7 +196,7 @@ class Training(Problem):
                 optimizer,
                 make_schedule(opts.schedule, opts.rate, opts.budget),
                 split,
-                stopping_for(self, exact, net, functools.partial(separates, net, split)),
+                stopping_for(self, exact, net, self._separated(net, split, sharded)),
                 batch_size=opts.batch_size,
                 generator=generator,
                 l1=opts.l1,
@@ -198,11 +212,12 @@ class Training(Problem):
                 exact=exact,
                 analytic=analytic,
                 track_updates=deep,
+                **parallel_loop,
             ).run()
         message = self._explain_end(outcome, scale, initial)
         return dataclasses.replace(
             result(path, outcome.verdict, outcome.state, outcome.history, message),
-            loss=self._final_loss(net, loss_fn, split, exact) * scale,
+            loss=self._final_loss(net, loss_fn, split, exact, sharded) * scale,
             sharpness=tracker.note(len(split.X)) if tracker is not None else "",
         )
 
@@ -254,17 +269,43 @@ class Training(Problem):
         optimizer = optimizer_for(opts, net.parameters())
         return net, optimizer, torch.Generator().manual_seed(opts.seed), LoopState(), History()
 
+    def digest(self) -> dict[str, Any]:
+        """What every rank of a data-parallel run must share: options, columns, row counts
+        and a sample of the values (`train/parallel.py`, World.agree)."""
+        sample = self.table.source if self.table is not None else fingerprint(
+            self.X[:: max(1, len(self.X) // 1000)], self.y_given[:: max(1, len(self.X) // 1000)]
+        )  # fmt: skip
+        return {"options": self.opts.to_dict(), "columns": self.names, "data": sample,
+                "rows": (len(self.train_rows), len(self.val_rows))}  # fmt: skip
+
+    @staticmethod
+    def _separated(net: nn.Module, split: Split, sharded: bool) -> Callable[[], bool]:
+        """Whether the classifier separates the training rows: every rank's share, when the
+        rows are shared out."""
+        if not sharded:
+            return functools.partial(separates, net, split)
+        world = parallel.current()
+        return lambda: world.sum(np.array([float(not separates(net, split))]))[0] == 0
+
     @torch.no_grad()
     def _final_loss(
-        self, net: nn.Module, loss_fn: LossFunction, split: Split, exact: ExactGradient | None
+        self,
+        net: nn.Module,
+        loss_fn: LossFunction,
+        split: Split,
+        exact: ExactGradient | None,
+        sharded: bool = False,
     ) -> float:
         """The training loss of the model the run keeps (history rows hold each epoch's loss
-        before its step): from XᵀX on the exact path, else one pass over the rows in blocks."""
+        before its step): from XᵀX on the exact path, else one pass over the rows in blocks
+        (over every rank's share, when `sharded`)."""
         if exact is not None:
             return exact.train.loss(exact.theta())
-        n, total = len(split.X), 0.0
+        n, total = len(split.stream) if split.stream else len(split.X), 0.0
         for X, y in split.blocks(CHUNK_ROWS):
             total += float(loss_fn(net(X), y)) * len(X)
+        if sharded:
+            total, n = parallel.current().sum(np.array([total, n]))
         return total / n if n else math.nan
 
     def explain(self, outcome: Outcome, scale: float) -> str:
@@ -291,9 +332,13 @@ class Training(Problem):
         linear, batch, loss = self.fast_linear(net), self.opts.batch_size, self.opts.resolved_loss
         exact = None
         if linear is not None and self.statistics is not None and batch is None:
-            validation = self.least_squares(self.val_rows) if len(self.val_rows) else None
+            rows = self.val_rows
+            validation = self.least_squares(rows, shared=True) if len(rows) else None
             exact = ExactGradient(linear, self.statistics, validation)
         split = self._split(loss_fn, device, shapes_only=exact is not None)
+        world = parallel.current()
+        if world.parallel and exact is None:
+            self._share_rows(split, world, batch)
         analytic = None
         mini_batch = batch is not None and batch < len(split.X)
         if linear is not None and mini_batch and loss in ANALYTIC_LOSSES and not split.stream:
@@ -301,6 +346,25 @@ class Training(Problem):
             analytic = AnalyticGradient.of(linear, split.X, split.y, loss, batch)
         path = "exact" if exact else "analytic" if analytic else "autograd"
         return path, exact, analytic, split
+
+    @staticmethod
+    def _share_rows(split: Split, world: parallel.World, batch: int | None) -> None:
+        """Each rank's rows of a data-parallel run (`train/parallel.py`). In memory, full
+        batch: its contiguous share (a mini-batch run keeps every row: its ranks slice each
+        global batch). Streamed, each reads its row groups: the loop counts this rank's rows
+        for a full batch, and for mini-batches the longest rank's batches times the global
+        batch, so that every rank steps as often and reads all its rows each epoch."""
+        if split.stream is None:
+            if batch is None:
+                share = world.share(len(split.X))
+                split.X, split.y = split.X[share], split.y[share]
+            return
+        rows = len(split.stream)
+        if batch is not None:
+            steps = max(world.gather(-(-rows // batch)))
+            rows = steps * batch * world.size
+        split.X = torch.empty(rows, split.X.shape[1], device="meta")
+        split.y = torch.empty(rows, 1, device="meta")
 
     def _choose_rate(self) -> None:
         """lr='auto': the curvature's rate for least squares, else the range test's (capped)."""

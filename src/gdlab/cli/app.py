@@ -62,6 +62,10 @@ def as_flags(message: str) -> str:
 
 
 def fail(message: str) -> NoReturn:
+    parallel = sys.modules.get("gdlab.train.parallel")  # (loaded only by a run that uses it)
+    world = parallel.current() if parallel is not None else None
+    if world is not None and world.parallel and not message.startswith("rank "):
+        message = f"rank {world.rank} of {world.size}: {message}"
     click.echo(f"gdlab: error: {visible(as_flags(message))}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -281,6 +285,10 @@ def main(argv: list[str] | None = None) -> None:
         if "allocate memory" not in str(error):
             raise
         fail(OUT_OF_MEMORY)
+    finally:
+        parallel = sys.modules.get("gdlab.train.parallel")
+        if parallel is not None:  # a data-parallel run closes its process group
+            parallel.leave()
 
 
 def _command(argv: list[str] | None) -> str:

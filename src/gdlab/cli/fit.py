@@ -97,7 +97,10 @@ def fit(
         if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
     }
     columns = None if features is None else [name.strip() for name in features.split(",")]
-    run = _RunSettings(checkpoint_every, log_every, as_json)
+    world = _join(raw.get("device", "auto"))
+    run = _RunSettings(checkpoint_every, log_every, as_json or not world.leader)
+    if world.restarts and out is not None and (out / "model.pt").exists():
+        resume, out = out, None  # torchrun --max-restarts: continue from the last checkpoint
     if resume is not None:
         _resume(resume, data, target, columns, given, out, run)
         return
@@ -121,11 +124,30 @@ def fit(
     from gdlab.outputs import RunLock
 
     claimed = out is None
-    out = out or claim_default_out_dir()
-    with RunLock(out, created=claimed):
-        check_out_dir(out, overwrite=overwrite)  # another process may have filled it meanwhile
+    if world.leader:
+        out = out or claim_default_out_dir()
+    out = world.broadcast(out)  # the other ranks of a data-parallel run write nothing
+    assert out is not None
+    with _locked(world, RunLock(out, created=claimed)):
+        if world.leader:  # another process may have filled it meanwhile
+            check_out_dir(out, overwrite=overwrite)
         saved = _SavedRun(out, target, source, _data_path(data))
         _run(X, y, names, options, saved, run, previous=None)
+
+
+def _join(device: str) -> Any:
+    """The data-parallel world when torchrun started this process, else a world of one
+    (`train/parallel.py`)."""
+    from gdlab.train import parallel
+
+    return parallel.join(device)
+
+
+def _locked(world: Any, lock: Any) -> Any:
+    """The run folder's lock, held by rank 0 alone (the others never write)."""
+    import contextlib
+
+    return lock if world.leader else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -170,7 +192,8 @@ def _resume(
 
     if not run_dir.is_dir():
         raise GdlabError(f"--resume {run_dir}: no such run folder.")
-    with RunLock(run_dir):
+    world = _join("auto")
+    with _locked(world, RunLock(run_dir)):
         previous, state = load_run(run_dir)
         options, notes = resume_options(state, given, run_dir / MODEL_FILE)
         for name, value, saved in (("target", target, state["target"]),
@@ -195,7 +218,7 @@ def _resume(
                 raise GdlabError(not_the_data(source, run_dir))
         for note in notes:
             warn(note)
-        if not run.as_json:
+        if not run.as_json and world.leader:
             click.echo(
                 f"resuming {run_dir} after epoch {len(previous.history)} of {options.epochs}"
             )
@@ -216,7 +239,11 @@ def _run(
     from gdlab.interrupts import Interrupts
     from gdlab.runs import save_run
 
+    world = _join("auto")
+
     def save(result: FitResult) -> dict[str, Any]:
+        if not world.leader:  # rank 0 alone writes the run folder
+            return {}
         return save_run(
             result, saved.out, target=saved.target, source=saved.source, data_path=saved.data_path
         )
@@ -227,6 +254,8 @@ def _run(
         summary = save(result)
         if result.status == "interrupted":
             interrupts.ignore_from_now()  # the process ends below; nothing left to interrupt
+    if not world.leader:
+        sys.exit(EXIT_DIVERGED if result.status == "diverged" else 0)
     if result.lr_choice:
         click.echo(f"gdlab: {result.lr_choice}", err=True)
     if result.sharpness:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from gdlab.data.arrays import FloatArray
 from gdlab.data.scaling import Scaler
 from gdlab.data.stream import Block, TableFile
 from gdlab.errors import GdlabError
+
+if TYPE_CHECKING:
+    from gdlab.train.parallel import World
 
 Prepare = Callable[[Block], Block]  # raw file columns -> the model's features (poly:K)
 STREAMED = "stream:"  # how a streamed run's data fingerprint begins
@@ -65,6 +68,24 @@ class Sums:
             self.linear = linear if self.linear is None else self.linear + linear
             self.squares = squares if self.squares is None else self.squares + squares
 
+    def merged(self, other: Sums) -> Sums:
+        """The sums of both parts' rows (another rank's, in a data-parallel run)."""
+
+        def plus(a: FloatArray | None, b: FloatArray | None) -> FloatArray | None:
+            return b if a is None else a if b is None else a + b
+
+        def extreme(a: FloatArray | None, b: FloatArray | None, pick: Any) -> FloatArray | None:
+            return b if a is None else a if b is None else pick(a, b)
+
+        return Sums(
+            self.n + other.n,
+            plus(self.gram, other.gram),
+            plus(self.linear, other.linear),
+            plus(self.squares, other.squares),
+            extreme(self.low, other.low, np.minimum),
+            extreme(self.high, other.high, np.maximum),
+        )
+
     def moments(self) -> tuple[FloatArray, FloatArray]:
         """(Σ (v - c), Σ (v - c)²) of every column, features then target."""
         if self.gram is not None:
@@ -85,6 +106,7 @@ class FirstPass:
     labels: list[int] | None
     fingerprint: str
     rows: int = 0
+    local: tuple[int, int] = (0, 0)  # this rank's (training, validation) rows
 
     def scaler(self, *, center: bool, enabled: bool, target: bool) -> Scaler:
         """The scaler `Scaler.fit` finds on the training rows, from the moments."""
@@ -114,14 +136,20 @@ def first_pass(
     held_out: Callable[[Block], np.ndarray[Any, Any]],
     gram: bool,
     classifier: bool,
+    world: World | None = None,
 ) -> FirstPass:
     """One pass over `table` (see the module docstring). `held_out(block)` marks the
-    validation rows of a block; `classifier` collects the target's integer labels."""
-    digest = hashlib.sha256(b"gdlab stream 1")
+    validation rows of a block; `classifier` collects the target's integer labels.
+
+    In a data-parallel run (`world`, the table reading this rank's row groups) every rank
+    takes its sums about rank 0's centre, the first block of the file, and the ranks' sums
+    are then added in rank order, so every rank holds the same numbers, and the fingerprint,
+    taken block by block in the file's order, is the one a single process finds."""
     train, validation = Sums(), Sums()
     centre: FloatArray | None = None
     labels: set[int] = set()
     rows = 0
+    parts: list[tuple[int, bytes]] = []  # (first row, the block's digest input)
     for raw in table.blocks():
         block = prepare(raw)
         if classifier:
@@ -129,11 +157,14 @@ def first_pass(
         values = block.matrix()  # changed in place below: the block is not read again
         if centre is None:
             centre = values.mean(axis=0)
+            if world is not None:
+                centre = world.broadcast(centre)
         np.subtract(values, centre, out=values)
         # the digest: the pass's own numbers, with a row-weighted sum so that order counts
-        weights = np.arange(rows, rows + len(values), dtype=np.float64) % 9973.0
+        first = block.first
+        weights = np.arange(first, first + len(values), dtype=np.float64) % 9973.0
         sums = values.sum(axis=0)
-        digest.update(sums.tobytes() + (weights @ values).tobytes())
+        parts.append((first, sums.tobytes() + (weights @ values).tobytes()))
         mask = held_out(raw)
         if mask.any():
             validation.add(values[mask], gram)
@@ -142,9 +173,31 @@ def first_pass(
             train.add(values, gram, sums)
         rows += len(values)
     assert centre is not None, "TableFile.blocks refuses a file without rows"
+    local = (train.n, validation.n)
+    if world is not None and world.parallel:
+        train, validation, rows, every, parts = _combined(
+            world.gather((train, validation, rows, labels, parts))
+        )
+        labels = set().union(*every)
+    digest = hashlib.sha256(b"gdlab stream 1")
+    for _, part in sorted(parts, key=lambda item: item[0]):
+        digest.update(part)
     digest.update(str(rows).encode())
     return FirstPass(centre, train, validation, sorted(labels) if classifier else None,
-                     STREAMED + digest.hexdigest(), rows)  # fmt: skip
+                     STREAMED + digest.hexdigest(), rows, local)  # fmt: skip
+
+
+def _combined(
+    ranks: list[tuple[Sums, Sums, int, set[int], list[tuple[int, bytes]]]],
+) -> tuple[Sums, Sums, int, list[set[int]], list[tuple[int, bytes]]]:
+    """Every rank's sums added in rank order: the same numbers on every rank."""
+    train, validation, rows, labels, parts = Sums(), Sums(), 0, [], []
+    for rank_train, rank_validation, rank_rows, rank_labels, rank_parts in ranks:
+        train, validation = train.merged(rank_train), validation.merged(rank_validation)
+        rows += rank_rows
+        labels.append(rank_labels)
+        parts.extend(rank_parts)
+    return train, validation, rows, labels, parts
 
 
 def _labels(block: Block, source: str) -> set[int]:

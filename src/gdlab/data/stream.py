@@ -129,6 +129,8 @@ class TableFile:
             )
             raise GdlabError(f"{path}: feature column {missing[0]!r} not found; {hint}.")
         self.wanted = [*self.features, *([] if target is None else [target])]
+        # (rank, ranks) of a data-parallel run: this rank reads row groups rank, rank + ranks, ...
+        self.share = (0, 1)
         # called after each block read, with (amount, total, unit): rows of a Parquet file,
         # bytes of a CSV file (its rows are not known before a pass), for a progress bar
         self.on_read: Callable[[int, int, str], None] | None = None
@@ -190,6 +192,9 @@ class TableFile:
         """Every row in order, a block at a time; with `groups`, those Parquet row groups in
         that order. A file without data rows is refused when the pass ends."""
         rows = 0
+        rank, ranks = self.share
+        if groups is None and ranks > 1:
+            groups = list(range(rank, len(self.row_groups), ranks))
         reader = self._csv_blocks() if not self.parquet else self._parquet_blocks(groups)
         for block in read_ahead(reader):
             rows += len(block)
@@ -238,6 +243,9 @@ class TableFile:
         (see the module docstring): one block of permuted rows per window."""
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(self.row_groups)).tolist() if self.parquet else None
+        rank, ranks = self.share
+        if order is not None and ranks > 1:  # each rank its own row groups, in that order
+            order = [group for group in order if group % ranks == rank]
         held: list[Block] = []
         rows = 0
         for block in self.blocks(order):

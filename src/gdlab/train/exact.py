@@ -46,37 +46,47 @@ class LeastSquaresStatistics:
         intercept: bool,
         scaler: Scaler | None = None,
         solve: bool = True,
+        total: Callable[[FloatArray], FloatArray] | None = None,
+        width: int | None = None,
     ) -> LeastSquaresStatistics:
         """One pass over `blocks()`, pairs (features, target) with the target in training
         units and the features raw: the model sees scaler.transform(features). Each block is
         written once into a buffer [z, 1, y] whose Gram matrix (BLAS syrk via numpy) holds
         ZᵀZ, the column sums, Zᵀy, n and yᵀy together. loss* = (yᵀy - θ*ᵀh)/n unless that
         difference is too small to trust (a near-perfect fit), when a second pass sums the
-        residuals. Without `solve` (the curvature needs G alone) θ* and loss* are NaN."""
-        width: int | None = None
+        residuals. Without `solve` (the curvature needs G alone) θ* and loss* are NaN.
+        With `total` (a sum over the ranks of a data-parallel run, each passing its share of
+        the rows as `blocks`, `width` features wide) the sums are those of every rank's rows."""
         full: FloatArray | None = None
-        buffer, n = np.empty(0), 0
+        buffer, n, columns = np.empty(0), 0, width or 0
         for raw, y in blocks():
-            if width is None:
-                width = raw.shape[1]
-                buffer = np.empty((CHUNK_ROWS, width + 2))
-                buffer[:, width] = 1.0
+            if not len(buffer):
+                columns = raw.shape[1]
+                buffer = np.empty((CHUNK_ROWS, columns + 2))
+                buffer[:, columns] = 1.0
             for begin in range(0, len(raw), CHUNK_ROWS):
                 rows = raw[begin : begin + CHUNK_ROWS]
                 part = buffer[: len(rows)]
-                features = part[:, :width]
+                features = part[:, :columns]
                 if scaler is not None:
                     scaler.transform_into(rows, features)
                 else:
                     features[...] = rows
-                part[:, width + 1] = y[begin : begin + CHUNK_ROWS]
+                part[:, columns + 1] = y[begin : begin + CHUNK_ROWS]
                 block = part.T @ part  # numpy sees AᵀA and calls BLAS syrk: half a GEMM
                 full = block if full is None else full + block
                 n += len(rows)
-        assert full is not None and width is not None, "no rows"
-        return cls.from_full(full, n, intercept=intercept, solve=solve,
-                             residuals=lambda theta: residual_squares(blocks, theta, intercept,
-                                                                       scaler))  # fmt: skip
+
+        def residuals(theta: FloatArray) -> float:
+            squared = residual_squares(blocks, theta, intercept, scaler)
+            return squared if total is None else float(total(np.array([squared]))[0])
+
+        if total is not None:
+            assert columns, "the width of a rank's share, which may hold no rows"
+            full = total(full if full is not None else np.zeros((columns + 2, columns + 2)))
+            n = round(float(full[columns, columns]))  # the ones column's square: the row count
+        assert full is not None, "no rows"
+        return cls.from_full(full, n, intercept=intercept, solve=solve, residuals=residuals)
 
     @classmethod
     def from_full(

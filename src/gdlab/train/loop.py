@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch._utils import _unflatten_dense_tensors
@@ -24,6 +25,7 @@ from gdlab.optim.schedules import Schedule
 from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient
 from gdlab.train.norms import EpochNorms, Norms, full_gradient_norm, penalized_norm
+from gdlab.train.parallel import World
 from gdlab.train.record import RawRecord
 from gdlab.train.rules import (
     RISE_WINDOW,
@@ -56,7 +58,10 @@ class Loop:
     the gradients come from sufficient statistics instead of a pass over the rows; with
     `analytic` (linear and logistic models) mini-batch gradients come from closed formulas
     instead of autograd (`train/sources.py`); `reduction` is applied to the parameters'
-    gradients before every step (identity in one process). With `track_updates` each epoch
+    gradients before every step (identity in one process); with a data-parallel `world`
+    a mini-batch step takes this rank's slice of a global batch of world.size x
+    `batch_size` rows, and a full-batch step the rows of `data` (the rank's share). With
+    `track_updates` each epoch
     also records every tensor's update ratio ‖Δθ‖/‖θ‖ (what the depth diagnosis reads).
     """
 
@@ -84,6 +89,7 @@ class Loop:
         exact: ExactGradient | None = None,
         analytic: AnalyticGradient | None = None,
         reduction: Reduce = no_reduction,
+        world: World | None = None,
         track_updates: bool = False,
     ) -> None:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
@@ -112,7 +118,9 @@ class Loop:
         if self.validating and state.best_params is None:
             state.best_params = [p.clone() for p in self.values]
         self.n = data.X.shape[0]
-        self.size = self.n if batch_size is None else batch_size
+        self.world = world = world or World()  # a global batch is world.size x batch_size
+        self.rank, self.ranks = world.rank, world.size
+        self.size = self.n if batch_size is None else batch_size * self.ranks
         self.mini_batch = self.size < self.n
         self.source: GradientSource = (
             exact
@@ -188,16 +196,21 @@ class Loop:
             begin = state.position
             order = state.order
             rows = None if order is None else self.batch(order, begin, size)
-            value = self.source.step_gradient(rows)
+            seen = n if rows is None else len(rows)
+            if seen:
+                value = self.source.step_gradient(rows)
+            else:  # a rank whose share of the last global batch is empty
+                value = 0.0
+                for p in self.params:
+                    p.grad = torch.zeros_like(p)
             if self.l1:
                 add_l1_gradient(self.model, self.l1)
-            self.reduction(self.params)
+            value, seen = self.reduction(self.params, value, seen)
             self.step()
             if self.on_step is not None:
                 self.on_step()
             if not math.isfinite(value):
                 return self._diverged(epoch + 1, value, "not_finite")
-            seen = n if rows is None else len(rows)
             state.total += value * seen
             state.seen += seen
             state.position = min(begin + size, n)
@@ -207,7 +220,13 @@ class Loop:
         return None
 
     def _rows(self, order: torch.Tensor, begin: int, size: int) -> torch.Tensor:
-        return order[begin : begin + size].to(self.data.X.device)
+        """The batch's rows on this rank: all of them in one process; in a data-parallel run
+        the rank's slice of the global batch (`train/parallel.py`)."""
+        end = min(begin + size, self.n)
+        if self.ranks > 1:
+            share = size // self.ranks
+            begin, end = begin + self.rank * share, min(begin + (self.rank + 1) * share, end)
+        return order[begin:end].to(self.data.X.device)
 
     def _row(self, norms: Norms) -> dict[str, float] | None:
         """The recorded parameters (small models): from the entries the norms copied when
@@ -324,9 +343,11 @@ class Loop:
         return list(_unflatten_dense_tensors(self.copied, self.values))  # type: ignore[no-untyped-call]
 
     def _full_gradient(self) -> float:
+        data, shared = self.data, self.world.parallel and self.data.stream is not None
         return full_gradient_norm(
-            self.model, self.loss_fn, self.data, self.params, self.l1, self.stopping.weight_decay
-        )
+            self.model, self.loss_fn, data, self.params, self.l1, self.stopping.weight_decay,
+            total=self.world.sum if shared else None,
+        )  # fmt: skip
 
     def _evaluate(self) -> float:
         data = self.data
@@ -335,10 +356,11 @@ class Loop:
         with torch.no_grad():
             if data.val_stream is None:
                 return float(self.loss_fn(self.model(data.X_val), data.y_val).item())
-            total = 0.0
+            total, rows = 0.0, len(data.val_stream)
             for X, y in data.blocks(validation=True):
                 total += float(self.loss_fn(self.model(X), y)) * len(X)
-            return total / len(data.val_stream)
+            total, rows = self.world.sum(np.array([total, rows]))  # (every rank's share)
+            return float(total / rows)
 
 
 def _test_of(measure: Measure) -> str:

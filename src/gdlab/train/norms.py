@@ -4,8 +4,10 @@ penalty, and over the full batch for mini-batch runs."""
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 from torch._utils import _flatten_dense_tensors
@@ -103,15 +105,26 @@ def full_gradient_norm(
     params: list[torch.Tensor],
     l1: float,
     weight_decay: float,
+    total: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None = None,
 ) -> float:
     """The norm of the full-batch gradient at the current parameters, in chunks of rows, for
-    mini-batch runs whose recorded gradient is one batch's. `.grad` is left as it was."""
+    mini-batch runs whose recorded gradient is one batch's. `.grad` is left as it was. With
+    `total` (a sum over the ranks, each holding its share of a stream's rows) the gradient is
+    the mean over every rank's rows."""
     saved = [None if p.grad is None else p.grad.clone() for p in params]
-    n = data.X.shape[0]
+    n = len(data.stream) if data.stream is not None else data.X.shape[0]
     for p in params:
-        p.grad = None
+        p.grad = torch.zeros_like(p)
     for X, y in data.blocks(FULL_GRADIENT_ROWS):
         (loss_fn(model(X), y) * (len(X) / n)).backward()  # type: ignore[no-untyped-call]
+    if total is not None:  # Σ n_r g_r / Σ n_r
+        flat = torch.cat([p.grad.reshape(-1).double() * n for p in params])  # type: ignore[union-attr]
+        summed = total(np.append(flat.cpu().numpy(), n))
+        mean = torch.from_numpy(summed[:-1] / summed[-1])
+        begin = 0
+        for p in params:
+            p.grad = mean[begin : begin + p.numel()].view_as(p).to(p)
+            begin += p.numel()
     if l1:
         add_l1_gradient(model, l1)
     norm = penalized_norm(params, weight_decay)

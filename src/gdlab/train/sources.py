@@ -24,7 +24,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-Reduce = Callable[[list[torch.Tensor]], None]  # acts on the .grad of the parameters given
+# (the parameters, the batch's mean loss on this rank, its rows here) -> the same over all
+# ranks; it leaves the all-ranks mean gradient in the parameters' .grad
+Reduce = Callable[[list[torch.Tensor], float, int], tuple[float, int]]
 
 
 class GradientSource(Protocol):
@@ -34,8 +36,9 @@ class GradientSource(Protocol):
         ...
 
 
-def no_reduction(params: list[torch.Tensor]) -> None:
+def no_reduction(params: list[torch.Tensor], value: float, seen: int) -> tuple[float, int]:
     """One process: the gradients are already the whole batch's."""
+    return value, seen
 
 
 class AutogradGradient:

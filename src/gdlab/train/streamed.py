@@ -52,10 +52,17 @@ class TensorStream:
     the model's features), made tensors by `convert` (see the module docstring)."""
 
     def __init__(
-        self, table: TableFile, keep: Callable[[Block], Block], convert: Convert, rows: int
+        self,
+        table: TableFile,
+        keep: Callable[[Block], Block],
+        convert: Convert,
+        rows: int,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         self.table, self.keep, self.convert, self.rows = table, keep, convert, rows
-        self._epoch: tuple[int, int, Iterator[Batch]] | None = None  # (seed, next row, batches)
+        self.ranks = share[1]  # a data-parallel run's ranks: each reads its share of the rows
+        self._epoch: tuple[int, int, Iterator[Batch]] | None = None  # (seed, next step, batches)
+        self._last: Batch  # the latest batch: an empty one has its shapes
 
     def __len__(self) -> int:
         return self.rows
@@ -86,15 +93,20 @@ class TensorStream:
         return torch.randint(SEEDS, (1,), generator=generator)
 
     def batch(self, order: torch.Tensor, begin: int, size: int) -> Batch:
-        """The batch of the epoch `order` that starts at row `begin` of it."""
-        seed = int(order[0])
-        if self._epoch is None or self._epoch[:2] != (seed, begin):
+        """The batch of the epoch `order` that starts at row `begin` of it; in a
+        data-parallel run, this rank's size / ranks rows of the global batch (none when its
+        share of the epoch has run out before the longest rank's)."""
+        seed, step, size = int(order[0]), begin // size, size // self.ranks
+        if self._epoch is None or self._epoch[:2] != (seed, step):
             batches = self._batches(seed, size)
-            for _ in range(begin // size):  # a resumed epoch: read up to where it stopped
-                next(batches)
-            self._epoch = (seed, begin, batches)
-        batch = next(self._epoch[2])
-        self._epoch = (seed, begin + len(batch), self._epoch[2])
+            for _ in range(step):  # a resumed epoch: read up to where it stopped
+                next(batches, None)
+            self._epoch = (seed, step, batches)
+        batch = next(self._epoch[2], None)
+        self._epoch = (seed, step + 1, self._epoch[2])
+        if batch is None:
+            return Batch(self._last.X[:0], self._last.y[:0])
+        self._last = batch
         return batch
 
     def _batches(self, seed: int, size: int) -> Iterator[Batch]:
