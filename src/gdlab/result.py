@@ -49,6 +49,7 @@ class FitResult:
     verdict: Verdict | None = None  # the stop test that ended the run, with its measures
     loss: float = math.nan  # the kept model's training loss, in the target's units
     reading: str = "in memory"  # or "streamed from FILE": how the data were read
+    ranks: dict[str, Any] | None = None  # a data-parallel run's ranks and costs (train/parallel)
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable: a torch.Generator is stored as its state tensor."""

@@ -64,6 +64,8 @@ def summary(result: FitResult, out: Path, *, target: str, source: str) -> dict[s
         "path": result.path,
         "reading": result.reading,
     }
+    if result.ranks is not None:
+        data["parallel"] = result.ranks
     if result.curvature is not None:
         data["curvature"] = {
             "lambda_max": result.curvature.lambda_max,
@@ -136,6 +138,7 @@ def save_run(
         "loop_state": loop,
         "history": result.history.to_dict(),
         "fingerprint": result.fingerprint,
+        "ranks": result.ranks["ranks"] if result.ranks else 1,
         "data": source,
         "data_path": data_path,
     }

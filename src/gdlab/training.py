@@ -149,13 +149,13 @@ class Training(Problem):
         on_step: Callable[[dict[str, float]], None] | None = None,
     ) -> FitResult:
         world = parallel.current()
+        world.agree(self.digest())
         if world.leader:  # one estimate of the rate and budget, broadcast to every rank
             if isinstance(self.opts.lr, str):
                 self._choose_rate()
             if isinstance(self.opts.epochs, str):
                 self.opts = dataclasses.replace(self.opts, epochs=epoch_budget(self))
         self.opts, self.lr_choice = world.broadcast((self.opts, self.lr_choice))
-        world.agree(self.digest())
         opts, device = self.opts, self._device()
         loss_fn = custom_loss if custom_loss is not None else make_loss(opts.resolved_loss)
         net, optimizer, generator, state, history = self._start(device)
@@ -190,6 +190,7 @@ class Training(Problem):
             path = CLOSED_FORM
             outcome.history = replayed(outcome.history, on_epoch, on_step)
         else:
+            began = time.perf_counter()
             outcome = Loop(
                 net,
                 loss_fn,
@@ -215,10 +216,18 @@ class Training(Problem):
                 **parallel_loop,
             ).run()
         message = self._explain_end(outcome, scale, initial)
+        ranks = None
+        if world.parallel and path != CLOSED_FORM:
+            ranks, warning = parallel.scaling(
+                world, time.perf_counter() - began, replicated=exact is not None
+            )
+            if warning:
+                self._warn(warning)
         return dataclasses.replace(
             result(path, outcome.verdict, outcome.state, outcome.history, message),
             loss=self._final_loss(net, loss_fn, split, exact, sharded) * scale,
             sharpness=tracker.note(len(split.X)) if tracker is not None else "",
+            ranks=ranks,
         )
 
     def _tracker(

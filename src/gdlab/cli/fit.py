@@ -202,6 +202,14 @@ def _resume(
                 raise GdlabError(
                     f"{run_dir} was trained with --{name} {saved}; drop --{name} to resume."
                 )
+        ranks = int(state.get("ranks", 1))
+        if options.batch_size is not None and ranks != world.size:
+            raise GdlabError(
+                f"{run_dir} is a mini-batch run of {ranks} rank(s): its epoch's order and "
+                f"position are those of a global batch of {ranks} x {options.batch_size} rows "
+                f"(and, streamed, of each rank's row groups); resume it on {ranks} "
+                f"(torchrun --nproc-per-node {ranks}). A full-batch run resumes on any number."
+            )
         data = data or state["data_path"] or state["data"]
         assert data is not None
         from gdlab.data.passes import STREAMED

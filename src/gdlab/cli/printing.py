@@ -81,6 +81,13 @@ def print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None:
             echo_visible(f"  {measure}")
     echo_visible(f"path: {PATH_TEXT.get(result.path, result.path)}")
     echo_visible(f"data: {result.reading}")
+    if result.ranks is not None:
+        ranks = result.ranks
+        echo_visible(
+            f"ranks: {ranks['ranks']} ({ranks['backend']}); training {ranks['seconds']:.3g} s, "
+            f"all-reduce {ranks['all_reduce_seconds']:.3g} s; one process: about "
+            f"{ranks['one_process_seconds']:.3g} s"
+        )
     kept = f" (the kept model, epoch {summary['kept_epoch']})" if "kept_epoch" in summary else ""
     if summary["loss"] is not None:
         echo_visible(f"train loss: {summary['loss']:.6g}{kept}")

@@ -184,8 +184,9 @@ def join(device: str) -> World:
             )
         torch.cuda.set_device(local_rank)
         where = torch.device("cuda", local_rank)
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     try:
-        dist.init_process_group(backend, timeout=TIMEOUT)
+        dist.init_process_group(backend, timeout=TIMEOUT, **_attempt_store(restarts))
     except (RuntimeError, ValueError, ConnectionError) as error:
         raise GdlabError(
             f"torch.distributed could not start ({str(error).splitlines()[0]}); check "
@@ -196,10 +197,30 @@ def join(device: str) -> World:
         size=dist.get_world_size(),
         local_rank=local_rank,
         backend=backend,
-        restarts=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+        restarts=restarts,
         _device=where,
     )
     return _world
+
+
+def _attempt_store(restarts: int) -> dict[str, Any]:
+    """Under torchrun's agent store, one key space per restart: the store outlives the
+    workers, and a restarted group that reads the killed workers' gloo addresses from it
+    fails to connect ("Connection refused"). The first attempt uses torchrun's own set-up."""
+    if not restarts or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    import torch.distributed as dist
+
+    size = int(os.environ["WORLD_SIZE"])
+    client = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size, is_master=False,
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    return {
+        "store": dist.PrefixStore(f"gdlab/attempt/{restarts}", client),
+        "rank": int(os.environ["RANK"]),
+        "world_size": size,
+    }
 
 
 def leave() -> None:
@@ -261,3 +282,37 @@ class Reduction:
     def _timed(self, began: float) -> None:
         self.world.reduce_seconds += time.perf_counter() - began
         self.world.reductions += 1
+
+
+def scaling(world: World, seconds: float, *, replicated: bool) -> tuple[dict[str, Any], str]:
+    """What the ranks cost and whether one process would have been faster: the summary's
+    figures and a warning ('' when scaling paid).
+
+    The model, from this run's own measurements: of the loop's `seconds`, R went to the
+    all-reduce (waiting for the slowest rank included) and the rest computed on 1/N of the
+    rows, so one process would take about N (seconds - R); on the exact path each rank runs
+    the same O(d²) epochs, so one process takes about seconds - R (only the pass over the
+    data is shared out)."""
+    reduce = min(world.reduce_seconds, seconds)
+    compute = seconds - reduce
+    alone = compute if replicated else world.size * compute
+    figures = {
+        "ranks": world.size,
+        "backend": world.backend,
+        "seconds": seconds,
+        "all_reduce_seconds": reduce,
+        "all_reduces": world.reductions,
+        "one_process_seconds": alone,
+    }
+    if alone >= seconds or seconds < 1.0:  # (a second or less: not worth a warning)
+        return figures, ""
+    why = (
+        "the exact path repeats the same O(d²) epochs on every rank"
+        if replicated
+        else f"the all-reduce took {reduce / seconds:.0%} of it"
+    )
+    return figures, (
+        f"{world.size} ranks trained in {seconds:.3g} s, but one process would take about "
+        f"{alone:.3g} s ({why}): for data this size run one process, or give each rank more "
+        f"rows per step (a larger batch_size)."
+    )
