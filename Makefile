@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.sweep
 	$(BIN)/python -m benchmarks.explore
 	$(BIN)/python -m benchmarks.stream
+	$(BIN)/python -m benchmarks.parallel
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

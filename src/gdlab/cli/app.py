@@ -6,6 +6,7 @@ Training options come from `gdlab.config.OPTIONS`; torch loads lazily, inside th
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import warnings
@@ -265,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: input mistakes become one line on stderr and exit status 2."""
     compile_guards.skip = True  # this process never compiles: see gdlab/compile_guards.py
     try:
+        _refuse_parallel(argv)
         cli.main(args=argv, prog_name="gdlab", standalone_mode=False)
     except GdlabError as error:
         fail(str(error))
@@ -289,6 +291,21 @@ def main(argv: list[str] | None = None) -> None:
         parallel = sys.modules.get("gdlab.train.parallel")
         if parallel is not None:  # a data-parallel run closes its process group
             parallel.leave()
+
+
+PARALLEL_COMMANDS = {"fit", ""}
+
+
+def _refuse_parallel(argv: list[str] | None) -> None:
+    """Only `fit` shares its rows among torchrun's ranks; any other command started as one
+    of several would run N copies that race for the same output."""
+    size = os.environ.get("WORLD_SIZE", "1")
+    command = _command(argv)
+    if size.isdigit() and int(size) > 1 and command not in PARALLEL_COMMANDS:
+        raise GdlabError(
+            f"`gdlab {command}` does not run data-parallel (WORLD_SIZE={size}); only "
+            f"`gdlab fit` does: run `gdlab {command}` in one process, without torchrun."
+        )
 
 
 def _command(argv: list[str] | None) -> str:

@@ -98,7 +98,7 @@ def fit(
     }
     columns = None if features is None else [name.strip() for name in features.split(",")]
     world = _join(raw.get("device", "auto"))
-    run = _RunSettings(checkpoint_every, log_every, as_json or not world.leader)
+    run = _RunSettings(checkpoint_every, log_every, as_json or not world.leader, not world.leader)
     if world.restarts and out is not None and (out / "model.pt").exists():
         resume, out = out, None  # torchrun --max-restarts: continue from the last checkpoint
     if resume is not None:
@@ -155,6 +155,7 @@ class _RunSettings:
     checkpoint_every: int
     log_every: int
     as_json: bool
+    silent: bool = False  # a rank other than 0 prints nothing, not even progress
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,7 @@ def _train(
 
     done = len(previous.history) if previous is not None else 0
     budget = options.epochs if isinstance(options.epochs, int) else None  # auto: unknown yet
-    progress = Progress(budget, done, log_every=run.log_every, quiet=run.as_json)
+    progress = Progress(budget, done, log_every=run.log_every, quiet=run.as_json, silent=run.silent)
     if hasattr(X, "on_read"):  # a streamed file: a bar of the rows read within a pass
         X.on_read = progress.rows
     with warnings.catch_warnings():

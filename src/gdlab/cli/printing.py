@@ -17,13 +17,16 @@ MAX_PRINTED_COEFFICIENTS = 50  # the rest are in summary.json
 
 
 class Progress:
-    """Log lines every N epochs on stdout (stderr with --json); a bar on a terminal."""
+    """Log lines every N epochs on stdout (stderr with --json); a bar on a terminal; nothing
+    at all when `silent` (a data-parallel rank other than 0)."""
 
-    def __init__(self, epochs: int | None, done: int, *, log_every: int, quiet: bool) -> None:
-        self.log_every, self.quiet = log_every, quiet
+    def __init__(
+        self, epochs: int | None, done: int, *, log_every: int, quiet: bool, silent: bool = False
+    ) -> None:
+        self.log_every, self.quiet, self.silent = log_every, quiet, silent
         self.bar: Any = None
         self.row_bar: Any = None
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and not silent:
             from tqdm import tqdm
 
             self.bar = tqdm(total=epochs, initial=done, unit="epoch", leave=False, file=sys.stderr)
@@ -33,7 +36,7 @@ class Progress:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        if epoch % self.log_every == 0:
+        if epoch % self.log_every == 0 and not self.silent:
             values = "  ".join(f"{k}={v[-1]:.6g}" for k, v in list(history.params.items())[:6])
             line = f"epoch {epoch:>6}  loss={loss:.6g}  {values}".rstrip()
             if self.bar is not None:

@@ -1,0 +1,160 @@
+"""The curvature a watcher measures on the user's probe batch, without changing training.
+
+The sharpness (the loss Hessian's largest eigenvalue λmax) comes from warm-started power
+iteration on Hessian-vector products: by double backward (Pearlmutter's trick) where the model
+supports it, and by central differences of gradients, (g(θ + εv) - g(θ - εv)) / 2ε, where it
+does not (a kernel without a second derivative). The residual ‖Hv - λv‖ / |λ| of the last
+iterate is the estimate's quality.
+
+`untouched` is the promise that a probe never changes the run: it saves and restores the
+global RNG states (CPU and CUDA), every module's train/eval mode (the probe runs in eval
+mode, so dropout draws nothing and BatchNorm neither uses nor updates batch statistics),
+every buffer (running statistics) and every `.grad`; the parameters are restored from a copy
+after finite differences, so they are bit-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+STEPS = 20  # Hessian-vector products an estimate (warm-started, so a few suffice later)
+EPSILON = 1e-3  # the finite-difference step, relative to ‖θ‖ (in float32: ~sqrt of eps)
+
+
+@dataclass(frozen=True)
+class Sharpness:
+    value: float  # λmax estimate (the Rayleigh quotient of the last iterate)
+    residual: float  # ‖Hv - λv‖ / |λ|: 0 for an exact eigenvector
+    method: str  # "double backward" or "finite differences"
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module, params: list[torch.Tensor]) -> Iterator[None]:
+    """Everything a probe could change, put back as it was (see the module's docstring)."""
+    modes = [(module, module.training) for module in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    grads = [p.grad for p in params]
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        for p, grad in zip(params, grads, strict=True):
+            p.grad = grad
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def gradient_of(
+    probe: Callable[[], torch.Tensor], params: list[torch.Tensor], *, graph: bool
+) -> list[torch.Tensor]:
+    loss = probe()
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise TypeError("the probe must return the loss as a one-element tensor")
+    return list(torch.autograd.grad(loss, params, create_graph=graph, allow_unused=True))
+
+
+def sharpness(
+    probe: Callable[[], torch.Tensor],
+    params: list[torch.Tensor],
+    start: list[torch.Tensor] | None,
+    *,
+    steps: int = STEPS,
+    method: str = "double backward",
+) -> tuple[Sharpness, list[torch.Tensor]]:
+    """λmax on the probe by power iteration from `start` (random the first time), and the
+    last iterate to warm-start the next estimate. The caller holds `untouched`."""
+    vector = start if start is not None else [torch.randn_like(p) for p in params]
+    vector = _normalised(vector)
+    if method == "double backward":
+        grads = [
+            g if g is not None else torch.zeros_like(p)
+            for g, p in zip(gradient_of(probe, params, graph=True), params, strict=True)
+        ]
+        if not any(g.requires_grad for g in grads):
+            raise RuntimeError("the probe's gradient has no second derivative")
+
+        def product(v: list[torch.Tensor]) -> list[torch.Tensor]:
+            out = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True,
+                                      allow_unused=True)  # fmt: skip
+            return [o.detach() if o is not None else torch.zeros_like(p)
+                    for o, p in zip(out, params, strict=True)]  # fmt: skip
+    else:
+        product = _finite_differences(probe, params)
+    value, residual = math.nan, math.nan
+    for _ in range(steps):
+        image = product(vector)
+        value = float(sum((v * i).sum() for v, i in zip(vector, image, strict=True)))
+        residual = _norm([i - value * v for i, v in zip(image, vector, strict=True)])
+        residual = residual / abs(value) if value else math.inf
+        norm = _norm(image)
+        if not (norm > 0 and math.isfinite(norm)):
+            break
+        vector = [i / norm for i in image]
+    return Sharpness(value, residual, method), vector
+
+
+def _finite_differences(
+    probe: Callable[[], torch.Tensor], params: list[torch.Tensor]
+) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+    saved = [p.detach().clone() for p in params]
+    size = max(_norm(saved), 1.0)
+
+    def gradient() -> list[torch.Tensor]:
+        found = gradient_of(probe, params, graph=False)
+        return [g if g is not None else torch.zeros_like(p)
+                for g, p in zip(found, params, strict=True)]  # fmt: skip
+
+    def product(v: list[torch.Tensor]) -> list[torch.Tensor]:
+        step = EPSILON * size
+        try:
+            with torch.no_grad():
+                torch._foreach_add_([p.data for p in params], v, alpha=step)
+            plus = gradient()
+            with torch.no_grad():
+                torch._foreach_add_([p.data for p in params], v, alpha=-2 * step)
+            minus = gradient()
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved, strict=True):
+                    p.data.copy_(s)  # bit-identical: never θ + εv - εv
+        return [(a - b) / (2 * step) for a, b in zip(plus, minus, strict=True)]
+
+    return product
+
+
+def _norm(tensors: list[torch.Tensor]) -> float:
+    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors))
+
+
+def _normalised(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    norm = _norm(tensors)
+    return [t / norm for t in tensors] if norm > 0 else tensors
+
+
+def threshold(optimizer: torch.optim.Optimizer) -> tuple[float, str]:
+    """The largest sharpness at which the optimizer's step is stable on a quadratic, for its
+    first parameter group: 2/lr (SGD), 2(1+β)/lr (heavy-ball momentum β); for Adam the raw
+    sharpness has no such bound (its steps are preconditioned), so nan with the reason."""
+    group = optimizer.param_groups[0]
+    lr = float(group["lr"])
+    name = type(optimizer).__name__
+    if name == "SGD":
+        beta = float(group.get("momentum", 0.0))
+        if group.get("nesterov"):
+            return 2 * (1 + beta) / (lr * (1 + 2 * beta)), f"2(1+β)/((1+2β)lr), β={beta:g}"
+        return (2 * (1 + beta) / lr, f"2(1+β)/lr, β={beta:g}") if beta else (2 / lr, "2/lr")
+    return math.nan, f"{name}: no threshold on the raw sharpness (its steps are preconditioned)"
