@@ -285,13 +285,13 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.parametrize("command", ["lr", "sweep", "descend"])
-def test_commands_other_than_fit_refuse_to_run_as_several_ranks(
-    data: Path, command: str
-) -> None:
+def test_commands_other_than_fit_refuse_to_run_as_several_ranks(data: Path, command: str) -> None:
     """N copies of `gdlab sweep` would race for one output: refused before anything runs."""
     env = dict(os.environ, WORLD_SIZE="2", RANK="1")
-    done = subprocess.run([sys.executable, "-m", "gdlab", command, "d.csv", "--target", "y"],
-                          cwd=data, env=env, text=True, capture_output=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "gdlab", command, "d.csv", "--target", "y"],
+        cwd=data, env=env, text=True, capture_output=True, timeout=60,
+    )  # fmt: skip
     assert done.returncode == 2
     assert f"`gdlab {command}` does not run data-parallel" in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
