@@ -23,6 +23,7 @@ __all__ = [
     "GdlabError",
     "GdlabWarning",
     "fit",
+    "watch",
 ]
 __version__ = "0.1.0"
 
@@ -32,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from gdlab.training import fit
 
         return fit
+    if name in ("watch", "Watcher"):
+        from gdlab import watching
+
+        return getattr(watching, name)
     if name == "FitResult":
         from gdlab.result import FitResult
 

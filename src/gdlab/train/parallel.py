@@ -212,12 +212,12 @@ def _attempt_store(restarts: int) -> dict[str, Any]:
     import torch.distributed as dist
 
     size = int(os.environ["WORLD_SIZE"])
-    client = dist.TCPStore(
+    client = dist.TCPStore(  # type: ignore[attr-defined]
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size, is_master=False,
         timeout=TIMEOUT,
     )  # fmt: skip
     return {
-        "store": dist.PrefixStore(f"gdlab/attempt/{restarts}", client),
+        "store": dist.PrefixStore(f"gdlab/attempt/{restarts}", client),  # type: ignore[attr-defined]
         "rank": int(os.environ["RANK"]),
         "world_size": size,
     }

@@ -40,8 +40,10 @@ def untouched(model: nn.Module, params: list[torch.Tensor]) -> Iterator[None]:
     modes = [(module, module.training) for module in model.modules()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     grads = [p.grad for p in params]
+    for p in params:  # a probe that calls backward() accumulates into fresh tensors
+        p.grad = None
     cpu = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
     model.eval()
     try:
         yield
@@ -79,6 +81,7 @@ def sharpness(
     last iterate to warm-start the next estimate. The caller holds `untouched`."""
     vector = start if start is not None else [torch.randn_like(p) for p in params]
     vector = _normalised(vector)
+    product: Callable[[list[torch.Tensor]], list[torch.Tensor]]
     if method == "double backward":
         grads = [
             g if g is not None else torch.zeros_like(p)
@@ -87,11 +90,15 @@ def sharpness(
         if not any(g.requires_grad for g in grads):
             raise RuntimeError("the probe's gradient has no second derivative")
 
-        def product(v: list[torch.Tensor]) -> list[torch.Tensor]:
+        def second(v: list[torch.Tensor]) -> list[torch.Tensor]:
             out = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True,
                                       allow_unused=True)  # fmt: skip
+            if all(o is None for o in out):  # a once-differentiable kernel cuts the graph
+                raise RuntimeError("the probe's gradient has no second derivative")
             return [o.detach() if o is not None else torch.zeros_like(p)
                     for o, p in zip(out, params, strict=True)]  # fmt: skip
+
+        product = second
     else:
         product = _finite_differences(probe, params)
     value, residual = math.nan, math.nan

@@ -1,0 +1,350 @@
+"""`gdlab.watch`: measure and explain the descent of a user's own PyTorch training loop.
+
+Each step costs a few fused calls on the model's device and no host synchronisation: the
+optimizer's step pre-hook measures every gradient's norm (the final gradient, the one the
+step uses: all-reduced under DistributedDataParallel, unscaled under a GradScaler) and copies
+the parameters into one buffer; `step(loss)`, after the optimizer's step, turns that buffer into
+the update Δθ in place and measures it and the weights. The per-layer squares are summed on the
+device into one row of a block; a full block (BLOCK steps) is copied to the host at once, and
+the diagnoses (`watching.diagnoses`) read the host copy. Every `every` steps, with a `probe`, the
+sharpness on the probe batch is estimated (`watching.probe`) within a time budget: when probes
+have taken more than BUDGET of the time since the first step (and more than FLOOR seconds),
+they are spaced twice as far apart.
+
+Memory: one copy of the trainable parameters (the update buffer); a probe step adds the power
+iteration's vector and, every `every` steps, the previous update for the cosine between
+successive updates.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gdlab.atomic import write_text
+from gdlab.errors import GdlabError, GdlabWarning
+from gdlab.watching import diagnoses as rules
+from gdlab.watching.probe import sharpness, threshold, untouched
+
+BLOCK = 64  # steps recorded on the device between copies to the host
+EVERY = 50  # steps between probes
+BUDGET = 0.05  # the most of the training time probes may take...
+FLOOR = 0.25  # ...once they have taken this many seconds (a tiny model's probes are free)
+
+
+class Watcher:
+    """What `gdlab.watch` returns; use it as a context manager and call `step(loss)` after
+    each optimizer step."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        out: str | Path | None = None,
+        probe: Callable[[], torch.Tensor] | None = None,
+        every: int = EVERY,
+        scaler: Any = None,
+        block: int = BLOCK,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise GdlabError(f"watch: model must be a torch.nn.Module, not {type(model).__name__}.")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise GdlabError(
+                f"watch: optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}."
+            )
+        if not (isinstance(every, int) and every >= 1 and isinstance(block, int) and block >= 1):
+            raise GdlabError("watch: `every` and `block` must be whole numbers of steps >= 1.")
+        if probe is not None and not callable(probe):
+            raise GdlabError("watch: probe must be a function of no arguments returning a loss.")
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise GdlabError("watch: the model has no trainable parameters.")
+        self.model, self.optimizer, self.probe, self.every = model, optimizer, probe, every
+        self.scaler, self.block = scaler, block
+        self.out = Path(out) if out is not None else None
+        self.params: list[torch.Tensor] = [p for _, p in named]
+        self.layers: list[str] = []
+        weighted: dict[str, bool] = {}
+        index = []
+        for name, p in named:
+            layer = name.rsplit(".", 1)[0] if "." in name else name
+            if layer not in weighted:
+                self.layers.append(layer)
+                weighted[layer] = False
+            weighted[layer] |= p.ndim >= 2
+            index.append(self.layers.index(layer))
+        self.weighted = [weighted[layer] for layer in self.layers]
+        device = self.params[0].device
+        self._index = torch.tensor(index, device=device)
+        width = len(self.layers)
+        self._buffer = torch.full((block, 1 + 3 * width), math.nan, device=device)
+        self._filled = 0
+        self._snapshot: list[torch.Tensor] | None = None
+        self._grad_sq: torch.Tensor | None = None
+        self._weight_sq: torch.Tensor | None = None
+        self._previous_update: list[torch.Tensor] | None = None
+        self._vector: list[torch.Tensor] | None = None
+        self._method = "double backward"
+        self._hook: Any = None
+        self.steps = 0
+        self.host: list[np.ndarray] = []
+        self.rates: list[tuple[float, float]] = []  # the first group's (lr, momentum) a step
+        self.probes: list[dict[str, Any]] = []
+        self.skipped: list[str] = [] if probe else [
+            "sharpness and the stability threshold: no probe given (watch(..., probe=lambda: "
+            "loss_fn(model(xb), yb)) on a fixed batch)"
+        ]  # fmt: skip
+        self.diagnoses: list[rules.Diagnosis] = []
+        self._started: float | None = None
+        self._probe_seconds = 0.0
+
+    # -- the loop's side -------------------------------------------------------------------
+
+    def __enter__(self) -> Watcher:
+        self._hook = self.optimizer.register_step_pre_hook(self._before_step)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._flush()
+        self.write()
+
+    def step(self, loss: torch.Tensor | float) -> None:
+        """Record the step just taken (call it after `optimizer.step()`)."""
+        if self._hook is None:
+            raise GdlabError("watch: call step() inside `with gdlab.watch(...) as w:`.")
+        if self._started is None:
+            self._started = time.perf_counter()
+        with torch.no_grad():
+            if self._grad_sq is not None:  # the optimizer stepped: its pre-hook measured
+                grad_sq, weight_sq = self._grad_sq, self._weight_sq
+                assert self._snapshot is not None and weight_sq is not None
+                torch._foreach_sub_(self._snapshot, self.params)  # θ_before - θ_after: -Δθ
+                update_sq = self._squares(self._snapshot)
+            else:  # no step (a GradScaler skipped it): the gradient and weights as they are
+                grad_sq, weight_sq = self._squares(self._grads()), self._squares(self.params)
+                update_sq = torch.full_like(grad_sq, math.nan)
+            value = loss.detach().reshape(1) if isinstance(loss, torch.Tensor) else (
+                torch.tensor([float(loss)]))  # fmt: skip
+            row = torch.cat([value.to(grad_sq), grad_sq, weight_sq, update_sq])
+            self._buffer[self._filled].copy_(row, non_blocking=True)
+        self._grad_sq = None
+        self._filled += 1
+        self.steps += 1
+        group = self.optimizer.param_groups[0]
+        betas = group.get("betas")
+        momentum = float(betas[0]) if betas is not None else float(group.get("momentum", 0.0))
+        self.rates.append((float(group["lr"]), momentum))
+        if self.probe is not None and self.steps % self.every == self.every - 1:
+            self._keep_update()
+        if self.probe is not None and self.steps % self.every == 0:
+            self._run_probe()
+        if self._filled == self.block:
+            self._flush()
+
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        with torch.no_grad():
+            self._grad_sq = self._squares(self._grads())
+            if self.scaler is not None and _scaled(self.scaler, optimizer):
+                self._grad_sq /= self.scaler._scale.to(self._grad_sq) ** 2
+            self._weight_sq = self._squares(self.params)  # θ before the step
+            if self._snapshot is None:
+                self._snapshot = [p.detach().clone() for p in self.params]
+            else:
+                torch._foreach_copy_(self._snapshot, [p.detach() for p in self.params])
+
+    def _grads(self) -> list[torch.Tensor]:
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+
+    def _squares(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The sum of squares of each layer's tensors, on the device: one fused norm call."""
+        norms = torch.stack(torch._foreach_norm(tensors)).float()
+        sums = torch.zeros(len(self.layers), device=norms.device)
+        return sums.index_add_(0, self._index, norms * norms)
+
+    # -- probes ----------------------------------------------------------------------------
+
+    def _keep_update(self) -> None:
+        if self._snapshot is not None:
+            self._previous_update = [s.clone() for s in self._snapshot]
+
+    def _run_probe(self) -> None:
+        assert self.probe is not None and self._started is not None
+        began = time.perf_counter()
+        elapsed = began - self._started - self._probe_seconds
+        if self._probe_seconds > max(BUDGET * elapsed, FLOOR):
+            self.every *= 2  # over its budget: probe half as often
+            return
+        try:
+            with untouched(self.model, self.params):
+                found, self._vector = self._estimate()
+        except Exception as error:  # the user's probe: say why and keep training
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            self.skipped.append(f"sharpness: the probe failed ({reason})")
+            self.probe = None
+            return
+        limit, rule = threshold(self.optimizer)
+        self.probes.append({
+            "step": self.steps, "sharpness": found.value, "residual": found.residual,
+            "method": found.method, "threshold": limit, "rule": rule,
+            "lr": float(self.optimizer.param_groups[0]["lr"]), "cosine": self._cosine(),
+        })  # fmt: skip
+        self._probe_seconds += time.perf_counter() - began
+        said = rules.sharpness(self.probes)
+        if said is not None:
+            self._say(said)
+
+    def _estimate(self) -> Any:
+        if self._method == "double backward":
+            try:
+                return sharpness(self.probe, self.params, self._vector)  # type: ignore[arg-type]
+            except RuntimeError as error:
+                if "derivative" not in str(error) and "grad" not in str(error):
+                    raise
+                self._method = "finite differences"
+        return sharpness(self.probe, self.params, self._vector, method=self._method)  # type: ignore[arg-type]
+
+    def _cosine(self) -> float:
+        """cos(Δθ_t, Δθ_t-1) of the last two updates (-1: they oscillate, +1: they agree)."""
+        if self._previous_update is None or self._snapshot is None:
+            return math.nan
+        a, b = self._previous_update, self._snapshot
+        dot = sum(float((x.double() * y.double()).sum()) for x, y in zip(a, b, strict=True))
+        norms = math.sqrt(sum(float(x.double().pow(2).sum()) for x in a)) * math.sqrt(
+            sum(float(y.double().pow(2).sum()) for y in b)
+        )
+        self._previous_update = None
+        return dot / norms if norms > 0 else math.nan
+
+    # -- the host side ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self._filled:
+            return
+        block = self._buffer[: self._filled].double().cpu().numpy().copy()
+        self._buffer.fill_(math.nan)
+        self._filled = 0
+        self.host.append(block)
+        self._diagnose()
+
+    def recorded(self) -> rules.Steps:
+        rows = np.concatenate(self.host) if self.host else np.empty((0, 1 + 3 * len(self.layers)))
+        k = len(self.layers)
+        with np.errstate(invalid="ignore"):
+            roots = np.sqrt(rows[:, 1:])
+        return rules.Steps(
+            step=np.arange(1, len(rows) + 1), loss=rows[:, 0], grad=roots[:, :k],
+            weight=roots[:, k : 2 * k], update=roots[:, 2 * k :], layers=self.layers,
+            weighted=self.weighted,
+        )  # fmt: skip
+
+    def _diagnose(self) -> None:
+        steps = self.recorded()
+        lr = self.rates[-1][0] if self.rates else math.nan
+        found = [rules.non_finite(steps), rules.depth(steps, lr), rules.plateau(steps)]
+        named = {d.layer for d in self.diagnoses if d.kind in ("vanishing", "exploding")}
+        if not any(d and d.kind == "non_finite" for d in found):
+            found += rules.update_ratios(steps, skip={n for n in named if n})
+        for diagnosis in found:
+            if diagnosis is not None:
+                self._say(diagnosis)
+
+    def _say(self, diagnosis: rules.Diagnosis) -> None:
+        for said in self.diagnoses:
+            if said.kind == diagnosis.kind and (
+                diagnosis.kind != "update_ratio" or said.layer == diagnosis.layer
+            ):
+                return
+        self.diagnoses.append(diagnosis)
+        warnings.warn(f"gdlab watch: {diagnosis.message}", GdlabWarning, stacklevel=3)
+
+    def summary(self) -> dict[str, Any]:
+        """The run so far: steps, layers, diagnoses (kind, step, layer, message), probes and
+        the measures that were skipped, with why."""
+        self._flush()
+        steps = self.recorded()
+        last = {name: float(steps.grad[-1, i]) for i, name in enumerate(self.layers)} if len(
+            steps.loss) else {}  # fmt: skip
+        return {
+            "steps": self.steps,
+            "layers": self.layers,
+            "loss": float(steps.loss[-1]) if len(steps.loss) else math.nan,
+            "grad_norm": last,
+            "diagnoses": [d.as_dict() for d in self.diagnoses],
+            "probes": self.probes,
+            "skipped": self.skipped,
+            "probe_seconds": self._probe_seconds,
+        }
+
+    def write(self) -> None:
+        """history.csv (a row a step, per-layer columns) and summary.json into `out`, atomically;
+        rank 0 alone in a torch.distributed run."""
+        if self.out is None or not _leader():
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        steps = self.recorded()
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["step", "loss", "grad_norm", "lr", "momentum",
+                         *(f"grad_norm:{n}" for n in self.layers),
+                         *(f"update_ratio:{n}" for n in self.layers)])  # fmt: skip
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = np.sqrt((steps.grad**2).sum(1))
+            ratio = steps.update / steps.weight
+        for i in range(len(steps.loss)):
+            lr, momentum = self.rates[i]
+            writer.writerow([int(steps.step[i]), f"{steps.loss[i]:.9g}", f"{total[i]:.9g}",
+                             f"{lr:.9g}", f"{momentum:.9g}",
+                             *(f"{v:.6g}" for v in steps.grad[i]),
+                             *(f"{v:.6g}" for v in ratio[i])])  # fmt: skip
+        write_text(self.out / "history.csv", text.getvalue())
+        write_text(self.out / "summary.json", json.dumps(self.summary(), indent=2, default=str))
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        summary = self.summary()
+        items = (
+            "".join(
+                f"<li><b>{escape(d['kind'])}</b> (step {d['step']}): {escape(d['message'])}</li>"
+                for d in summary["diagnoses"]
+            )
+            or "<li>nothing wrong found</li>"
+        )
+        return (
+            f"<div><b>gdlab watch</b>: {summary['steps']} steps, {len(self.layers)} layers, "
+            f"loss {summary['loss']:.4g}<ul>{items}</ul></div>"
+        )
+
+
+def _scaled(scaler: Any, optimizer: Any) -> bool:
+    """Whether the gradients still carry the GradScaler's scale (not yet `unscale_`d)."""
+    states = getattr(scaler, "_per_optimizer_states", {})
+    stage = states.get(id(optimizer), {}).get("stage")
+    return getattr(stage, "name", "") != "UNSCALED" and getattr(scaler, "_scale", None) is not None
+
+
+def _leader() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def watch(model: nn.Module, optimizer: torch.optim.Optimizer, **options: Any) -> Watcher:
+    """`with gdlab.watch(model, optimizer, out=..., probe=...) as w:` then `w.step(loss)`
+    after each optimizer step; `w.summary()["diagnoses"]` says what is wrong."""
+    return Watcher(model, optimizer, **options)

@@ -1,0 +1,370 @@
+"""`gdlab.watch` on a user's own training loop, against references computed by hand:
+`torch.linalg.vector_norm` over `.grad`, the exact Hessian's largest eigenvalue, and the same
+loop run without the watcher."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gdlab
+from gdlab.errors import GdlabError, GdlabWarning
+from gdlab.watching.probe import sharpness, untouched
+
+pytestmark = pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning")
+
+
+def mlp(depth: int = 3, width: int = 8, activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth - 1):
+        layers += [nn.Linear(4 if i == 0 else width, width), activation()]
+    return nn.Sequential(*layers, nn.Linear(width, 1))
+
+
+def batches(steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        x = torch.randn(32, 4, generator=g)
+        out.append((x, x.sum(1, keepdim=True).sin()))
+    return out
+
+
+def train(model, optimizer, data, watcher=None, scaler=None):
+    loss_fn = nn.MSELoss()
+    for x, y in data:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if watcher is not None:
+            watcher.step(loss)
+    return loss
+
+
+def test_norms_equal_the_norms_of_the_gradients_by_hand() -> None:
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    expected = []
+    with gdlab.watch(model, optimizer, block=4) as w:
+        for x, y in batches(10):
+            loss = nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            by_layer = {}
+            for name, p in model.named_parameters():
+                layer = name.rsplit(".", 1)[0]
+                by_layer[layer] = by_layer.get(layer, 0.0) + float(p.grad.double().norm()) ** 2
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            optimizer.step()
+            moved = {}
+            for name, p in model.named_parameters():
+                layer = name.rsplit(".", 1)[0]
+                change = float((p.detach() - before[name]).double().norm())
+                moved[layer] = moved.get(layer, 0.0) + change**2
+            expected.append((float(loss.detach()), by_layer, moved))
+            w.step(loss)
+    steps = w.recorded()
+    assert w.layers == ["0", "2", "4"]
+    for i, (loss, by_layer, moved) in enumerate(expected):
+        assert steps.loss[i] == pytest.approx(loss, rel=1e-6)
+        for j, layer in enumerate(w.layers):
+            assert steps.grad[i, j] == pytest.approx(math.sqrt(by_layer[layer]), rel=1e-5)
+            assert steps.update[i, j] == pytest.approx(math.sqrt(moved[layer]), rel=1e-4)
+
+
+def test_under_a_grad_scaler_the_norms_are_the_unscaled_ones() -> None:
+    runs = []
+    for scaled in (False, True):
+        torch.manual_seed(0)
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, enabled=scaled)
+        with gdlab.watch(model, optimizer, scaler=scaler) as w:
+            for x, y in batches(5):
+                loss = nn.functional.mse_loss(model(x), y)
+                optimizer.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                w.step(loss)
+        runs.append(w.recorded().grad)
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6)
+
+
+def exact_lambda_max(model: nn.Module, loss_of) -> float:
+    params = list(model.parameters())
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).double()
+
+    def loss_at(vector: torch.Tensor) -> torch.Tensor:
+        pieces = torch.split(vector, sizes)
+        values = {name: piece.reshape(shape) for (name, _), piece, shape in
+                  zip(model.named_parameters(), pieces, shapes, strict=True)}  # fmt: skip
+        return loss_of(lambda x: torch.func.functional_call(model, values, (x,)))
+
+    hessian = torch.autograd.functional.hessian(loss_at, flat)
+    return float(torch.linalg.eigvalsh(hessian)[-1])
+
+
+@pytest.mark.parametrize("method", ["double backward", "finite differences"])
+def test_sharpness_is_within_two_percent_of_the_exact_eigenvalue(method: str) -> None:
+    torch.manual_seed(1)
+    model = mlp(depth=2, width=4).double()
+    x = torch.randn(64, 4, dtype=torch.float64)
+    y = x.sum(1, keepdim=True).sin()
+
+    def loss_of(forward):
+        return nn.functional.mse_loss(forward(x), y)
+
+    exact = exact_lambda_max(model, loss_of)
+    params = list(model.parameters())
+    found, vector = sharpness(lambda: loss_of(model), params, None, steps=100, method=method)
+    assert found.value == pytest.approx(exact, rel=0.02)
+    assert found.residual < 0.1
+    warm, _ = sharpness(lambda: loss_of(model), params, vector, steps=5, method=method)
+    assert warm.value == pytest.approx(exact, rel=0.02)  # warm-started: a few products suffice
+
+
+def test_a_deep_sigmoid_network_is_diagnosed_vanishing_naming_its_first_layer() -> None:
+    torch.manual_seed(0)
+    model = mlp(depth=10, width=16, activation=nn.Sigmoid)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gdlab.watch(model, optimizer, block=8) as w:
+        train(model, optimizer, batches(16), w)
+    kinds = {d["kind"]: d for d in w.summary()["diagnoses"]}
+    assert "vanishing" in kinds and kinds["vanishing"]["layer"] == "0"
+    assert "orders of magnitude" in kinds["vanishing"]["message"]
+
+
+def test_a_large_initialisation_is_diagnosed_exploding() -> None:
+    torch.manual_seed(0)
+    model = mlp(depth=4, width=32, activation=nn.ReLU)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(6.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with gdlab.watch(model, optimizer, block=4) as w:
+        train(model, optimizer, batches(4), w)
+    assert "exploding" in [d["kind"] for d in w.summary()["diagnoses"]]
+
+
+def test_a_healthy_run_has_no_depth_or_stability_diagnosis() -> None:
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = batches(1)[0]
+    with gdlab.watch(model, optimizer, probe=lambda: nn.functional.mse_loss(model(x), y),
+                     every=10) as w:  # fmt: skip
+        train(model, optimizer, batches(60), w)
+    kinds = {d["kind"] for d in w.summary()["diagnoses"]}
+    assert not kinds & {"vanishing", "exploding", "lr_above_threshold", "non_finite"}
+    assert len(w.probes) == 6  # tiny probes: under the FLOOR of the budget, none skipped
+    assert all(p["sharpness"] < p["threshold"] for p in w.probes)
+
+
+def test_sgd_above_two_over_lambda_is_diagnosed_before_the_loss_is_non_finite() -> None:
+    torch.manual_seed(0)
+    X = torch.randn(100, 3)
+    y = X @ torch.tensor([[1.0], [-2.0], [0.5]])
+    model = nn.Linear(3, 1, bias=False)
+    hessian = 2 * X.T @ X / len(X)  # mean squared error: the exact Hessian
+    lr = 1.1 * 2 / float(torch.linalg.eigvalsh(hessian)[-1])
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+
+    def loss() -> torch.Tensor:
+        return nn.functional.mse_loss(model(X), y)
+
+    first_bad = None
+    with gdlab.watch(model, optimizer, probe=loss, every=5) as w:
+        for step in range(1, 400):
+            value = loss()
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            w.step(value)
+            if first_bad is None and not math.isfinite(float(value.detach())):
+                first_bad = step
+    said = [d for d in w.summary()["diagnoses"] if d["kind"] == "lr_above_threshold"]
+    assert first_bad is not None and said and said[0]["step"] < first_bad
+    assert w.probes[0]["threshold"] == pytest.approx(2 / lr)
+    assert w.probes[0]["sharpness"] == pytest.approx(float(torch.linalg.eigvalsh(hessian)[-1]),
+                                                     rel=0.02)  # fmt: skip
+
+
+def test_a_nan_injected_into_one_layer_is_named_with_its_step() -> None:
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with gdlab.watch(model, optimizer, block=4) as w:
+        for step, (x, y) in enumerate(batches(12), start=1):
+            if step == 7:
+                with torch.no_grad():
+                    model[2].weight[0, 0] = math.nan
+            loss = nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            w.step(loss)
+    found = [d for d in w.summary()["diagnoses"] if d["kind"] == "non_finite"]
+    assert found and found[0]["layer"] == "2" and found[0]["step"] == 7
+
+
+class Noisy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3),
+                                  nn.Linear(16, 1))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _two_hundred_steps(watched: bool) -> tuple[list[torch.Tensor], int]:
+    torch.manual_seed(0)
+    model = Noisy()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    probe_x = torch.randn(64, 4)
+    probe_y = probe_x.sum(1, keepdim=True)
+
+    def probe() -> torch.Tensor:
+        return nn.functional.mse_loss(model(probe_x), probe_y)
+
+    watcher = gdlab.watch(model, optimizer, every=10, probe=probe)
+    with watcher if watched else contextlib.nullcontext():
+        for _ in range(200):
+            x = torch.randn(32, 4)  # batches drawn from the global RNG
+            loss = nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if watched:
+                watcher.step(loss)
+    kept = [t.detach().clone() for t in [*model.parameters(), *model.buffers()]]
+    return kept, len(watcher.probes)
+
+
+@pytest.mark.slow
+def test_two_hundred_steps_are_bit_identical_with_and_without_the_watcher() -> None:
+    plain, _ = _two_hundred_steps(watched=False)
+    watched, probes = _two_hundred_steps(watched=True)
+    assert probes >= 5
+    for a, b in zip(plain, watched, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_probe_restores_modes_buffers_grads_and_rng() -> None:
+    torch.manual_seed(0)
+    model = Noisy().train()
+    model(torch.randn(8, 4)).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    buffers = [b.clone() for b in model.buffers()]
+    state = torch.get_rng_state()
+    params = list(model.parameters())
+    with untouched(model, params):
+        model.train()
+        model(torch.randn(8, 4)).sum().backward()
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(a, p.grad) for a, p in zip(grads, params, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers(), strict=True))
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_the_run_folder_holds_history_and_diagnoses(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = mlp(depth=10, width=16, activation=nn.Sigmoid)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gdlab.watch(model, optimizer, out=tmp_path / "mine") as w:
+        train(model, optimizer, batches(20), w)
+    summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
+    assert summary["steps"] == 20
+    assert {"kind", "step", "layer", "message"} <= set(summary["diagnoses"][0])
+    lines = (tmp_path / "mine" / "history.csv").read_text().splitlines()
+    assert len(lines) == 21 and "grad_norm:0" in lines[0] and "update_ratio:18" in lines[0]
+    assert "sharpness" in " ".join(summary["skipped"])  # no probe: said, with why
+    assert "vanishing" in w._repr_html_()
+
+
+def test_a_probe_that_fails_is_skipped_with_its_reason_and_training_goes_on() -> None:
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    def broken() -> torch.Tensor:
+        raise ValueError("no batch here")
+
+    with gdlab.watch(model, optimizer, probe=broken, every=2) as w:
+        train(model, optimizer, batches(6), w)
+    summary = w.summary()
+    assert summary["steps"] == 6 and not summary["probes"]
+    assert any("no batch here" in s for s in summary["skipped"])
+
+
+def test_a_model_without_second_derivatives_falls_back_to_finite_differences() -> None:
+    class Clamp(torch.autograd.Function):  # a kernel with a first derivative only
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.clamp(min=0) ** 2
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * 2 * x.clamp(min=0)
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    x, y = batches(1)[0]
+
+    def loss() -> torch.Tensor:
+        return nn.functional.mse_loss(Clamp.apply(model(x)), y)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with gdlab.watch(model, optimizer, probe=loss, every=2) as w:
+        for _ in range(4):
+            value = loss()
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            w.step(value)
+    assert [p["method"] for p in w.probes] == ["finite differences"] * 2
+    assert all(math.isfinite(p["sharpness"]) for p in w.probes)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (dict(model="not a model"), "torch.nn.Module"),
+        (dict(optimizer=3), "torch.optim.Optimizer"),
+        (dict(every=0), "whole numbers"),
+        (dict(probe=5), "probe must be a function"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(args: dict, message: str) -> None:
+    model = mlp()
+    given = {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1), **args}
+    with pytest.raises(GdlabError, match=message) as error:
+        gdlab.watch(given.pop("model"), given.pop("optimizer"), **given)
+    assert "\n" not in str(error.value)
+
+
+def test_a_diagnosis_is_also_a_warning_when_it_is_found() -> None:
+    torch.manual_seed(0)
+    model = mlp(depth=10, width=16, activation=nn.Sigmoid)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with gdlab.watch(model, optimizer, block=4) as w:
+            train(model, optimizer, batches(4), w)
+    said = [str(c.message) for c in caught if issubclass(c.category, GdlabWarning)]
+    assert any(s.startswith("gdlab watch: vanishing gradients") for s in said)
