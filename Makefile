@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.explore
 	$(BIN)/python -m benchmarks.stream
 	$(BIN)/python -m benchmarks.parallel
+	$(BIN)/python -m benchmarks.watch
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -164,11 +164,11 @@ def test_a_healthy_run_has_no_depth_or_stability_diagnosis() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = batches(1)[0]
     with gdlab.watch(model, optimizer, probe=lambda: nn.functional.mse_loss(model(x), y),
-                     every=10) as w:  # fmt: skip
+                     every=10, budget=None) as w:  # fmt: skip
         train(model, optimizer, batches(60), w)
     kinds = {d["kind"] for d in w.summary()["diagnoses"]}
     assert not kinds & {"vanishing", "exploding", "lr_above_threshold", "non_finite"}
-    assert len(w.probes) == 6  # tiny probes: under the FLOOR of the budget, none skipped
+    assert len(w.probes) == 6
     assert all(p["sharpness"] < p["threshold"] for p in w.probes)
 
 
@@ -185,7 +185,7 @@ def test_sgd_above_two_over_lambda_is_diagnosed_before_the_loss_is_non_finite() 
         return nn.functional.mse_loss(model(X), y)
 
     first_bad = None
-    with gdlab.watch(model, optimizer, probe=loss, every=5) as w:
+    with gdlab.watch(model, optimizer, probe=loss, every=5, budget=None) as w:
         for step in range(1, 400):
             value = loss()
             optimizer.zero_grad()
@@ -239,7 +239,7 @@ def _two_hundred_steps(watched: bool) -> tuple[list[torch.Tensor], int]:
     def probe() -> torch.Tensor:
         return nn.functional.mse_loss(model(probe_x), probe_y)
 
-    watcher = gdlab.watch(model, optimizer, every=10, probe=probe)
+    watcher = gdlab.watch(model, optimizer, every=10, probe=probe, budget=None)
     with watcher if watched else contextlib.nullcontext():
         for _ in range(200):
             x = torch.randn(32, 4)  # batches drawn from the global RNG
@@ -330,7 +330,7 @@ def test_a_model_without_second_derivatives_falls_back_to_finite_differences() -
         return nn.functional.mse_loss(Clamp.apply(model(x)), y)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    with gdlab.watch(model, optimizer, probe=loss, every=2) as w:
+    with gdlab.watch(model, optimizer, probe=loss, every=2, budget=None) as w:
         for _ in range(4):
             value = loss()
             optimizer.zero_grad()
@@ -348,6 +348,7 @@ def test_a_model_without_second_derivatives_falls_back_to_finite_differences() -
         (dict(optimizer=3), "torch.optim.Optimizer"),
         (dict(every=0), "whole numbers"),
         (dict(probe=5), "probe must be a function"),
+        (dict(budget=2.0), "share of the training time"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args: dict, message: str) -> None:
@@ -368,3 +369,71 @@ def test_a_diagnosis_is_also_a_warning_when_it_is_found() -> None:
             train(model, optimizer, batches(4), w)
     said = [str(c.message) for c in caught if issubclass(c.category, GdlabWarning)]
     assert any(s.startswith("gdlab watch: vanishing gradients") for s in said)
+
+
+DDP_SCRIPT = """
+import json, os, sys
+import torch, torch.distributed as dist
+from torch import nn
+import gdlab
+
+ranks = int(os.environ.get("WORLD_SIZE", "1"))
+if ranks > 1:
+    dist.init_process_group("gloo")
+rank = dist.get_rank() if ranks > 1 else 0
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+if ranks > 1:
+    model = nn.parallel.DistributedDataParallel(model)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+g = torch.Generator().manual_seed(1)
+with gdlab.watch(model, optimizer, out=sys.argv[1]) as w:
+    for _ in range(5):
+        x = torch.randn(64, 4, generator=g, dtype=torch.float64)
+        y = x.sum(1, keepdim=True).sin()
+        share = slice(rank * 64 // ranks, (rank + 1) * 64 // ranks)
+        loss = nn.functional.mse_loss(model(x[share]), y[share])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        w.step(loss)
+print(json.dumps(w.recorded().grad.tolist()))
+if ranks > 1:
+    dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_zero_alone_writes_and_the_norms_are_the_global_batch_ones(
+    tmp_path,
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    script = tmp_path / "loop.py"
+    script.write_text(DDP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    alone = subprocess.run([sys.executable, str(script), str(tmp_path / "alone")], env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ranked = [dict(env, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port)) for rank in range(2)]  # fmt: skip
+    command = [sys.executable, str(script)]
+    workers = []
+    for rank in range(2):
+        out = str(tmp_path / f"rank{rank}")
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        workers.append(subprocess.Popen([*command, out], env=ranked[rank], text=True, **pipes))
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), outputs[1][1][-2000:]
+    assert (tmp_path / "rank0" / "summary.json").exists()
+    assert not (tmp_path / "rank1").exists()
+    expected = np.array(json.loads(alone.stdout))
+    for out, _ in outputs:
+        np.testing.assert_allclose(np.array(json.loads(out)), expected, rtol=1e-5)

@@ -9,7 +9,7 @@ device into one row of a block; a full block (BLOCK steps) is copied to the host
 the diagnoses (`watching.diagnoses`) read the host copy. Every `every` steps, with a `probe`, the
 sharpness on the probe batch is estimated (`watching.probe`) within a time budget: when probes
 have taken more than BUDGET of the time since the first step (and more than FLOOR seconds),
-they are spaced twice as far apart.
+they are spaced twice as far apart (`budget=None`: every `every` steps whatever they cost).
 
 Memory: one copy of the trainable parameters (the update buffer); a probe step adds the power
 iteration's vector and, every `every` steps, the previous update for the cosine between
@@ -57,6 +57,7 @@ class Watcher:
         every: int = EVERY,
         scaler: Any = None,
         block: int = BLOCK,
+        budget: float | None = BUDGET,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GdlabError(f"watch: model must be a torch.nn.Module, not {type(model).__name__}.")
@@ -66,13 +67,15 @@ class Watcher:
             )
         if not (isinstance(every, int) and every >= 1 and isinstance(block, int) and block >= 1):
             raise GdlabError("watch: `every` and `block` must be whole numbers of steps >= 1.")
+        if budget is not None and not (isinstance(budget, float | int) and 0 < budget <= 1):
+            raise GdlabError("watch: budget is a share of the training time in (0, 1], or None.")
         if probe is not None and not callable(probe):
             raise GdlabError("watch: probe must be a function of no arguments returning a loss.")
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise GdlabError("watch: the model has no trainable parameters.")
         self.model, self.optimizer, self.probe, self.every = model, optimizer, probe, every
-        self.scaler, self.block = scaler, block
+        self.scaler, self.block, self.budget = scaler, block, budget
         self.out = Path(out) if out is not None else None
         self.params: list[torch.Tensor] = [p for _, p in named]
         self.layers: list[str] = []
@@ -186,7 +189,7 @@ class Watcher:
         assert self.probe is not None and self._started is not None
         began = time.perf_counter()
         elapsed = began - self._started - self._probe_seconds
-        if self._probe_seconds > max(BUDGET * elapsed, FLOOR):
+        if self.budget is not None and self._probe_seconds > max(self.budget * elapsed, FLOOR):
             self.every *= 2  # over its budget: probe half as often
             return
         try:

@@ -1,0 +1,141 @@
+"""`gdlab.watch` on three plain PyTorch loops: the median time of a step with the watcher at its
+defaults (with and without a probe) against the same loop without it, turn about.
+
+- MLP 784-256-128-10 on 60,000 x 784 inputs (random, MNIST-sized), batch 128, cross-entropy;
+- a small CNN: 3 conv layers (3-16-32-64 channels, 3x3) on 32x32x3 images, batch 64;
+- a 2-layer transformer encoder (d_model 64, 4 heads, LayerNorm, the fused
+  scaled_dot_product_attention inside nn.TransformerEncoderLayer), sequences of 32, batch 32.
+
+The loops are identical apart from `w.step(loss)`; each repeat times STEPS steps of each turn
+about (`benchmarks.common.interleaved_medians`), so that a probe every 50 steps falls in it.
+The memory column is what the watcher holds: its copy of the parameters (the update buffer)
+and its block of rows, against the parameters' own size.
+
+    python -m benchmarks.watch [--steps N] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import gdlab
+from benchmarks.common import Table, interleaved_medians, machine
+
+STEPS = 100
+
+
+def mlp() -> tuple[nn.Module, Callable[[int], tuple[torch.Tensor, torch.Tensor]]]:
+    X = torch.randn(60_000, 784)
+    y = torch.randint(0, 10, (60_000,))
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                          nn.Linear(128, 10))  # fmt: skip
+
+    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = (i * 128) % (60_000 - 128)
+        return X[start : start + 128], y[start : start + 128]
+
+    return model, batch
+
+
+def cnn() -> tuple[nn.Module, Callable[[int], tuple[torch.Tensor, torch.Tensor]]]:
+    X = torch.randn(1024, 3, 32, 32)
+    y = torch.randint(0, 10, (1024,))
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(64, 10),
+    )  # fmt: skip
+
+    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = (i * 64) % (1024 - 64)
+        return X[start : start + 64], y[start : start + 64]
+
+    return model, batch
+
+
+class Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(16, 64)
+        layer = nn.TransformerEncoderLayer(64, 4, dim_feedforward=128, batch_first=True,
+                                           dropout=0.0, norm_first=True)  # fmt: skip
+        self.body = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.embed(x)).mean(1))
+
+
+def transformer() -> tuple[nn.Module, Callable[[int], tuple[torch.Tensor, torch.Tensor]]]:
+    X = torch.randn(1024, 32, 16)
+    y = torch.randint(0, 10, (1024,))
+
+    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = (i * 32) % (1024 - 32)
+        return X[start : start + 32], y[start : start + 32]
+
+    return Encoder(), batch
+
+
+def loop(model: nn.Module, batch: Callable, steps: int, *, watched: bool, probe: bool):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    xb, yb = batch(0)
+    options = {"probe": (lambda: loss_fn(model(xb), yb))} if probe else {}
+    watcher = gdlab.watch(model, optimizer, **options) if watched else None
+    counter = [0]
+
+    def run() -> None:
+        for _ in range(steps):
+            x, y = batch(counter[0])
+            counter[0] += 1
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if watcher is not None:
+                watcher.step(loss)
+
+    return run, watcher
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--repeats", type=int, default=7)
+    options = parser.parse_args()
+    torch.manual_seed(0)
+    print("# gdlab.watch at its defaults against the same loop without it, turn about")
+    print(f"# {machine()}")
+    table = Table()
+    import warnings
+
+    warnings.simplefilter("ignore")  # the diagnoses of random data are not the point here
+    for name, build in (("MLP 60000x784", mlp), ("CNN 3 conv 32x32x3", cnn),
+                        ("transformer 2 layers", transformer)):  # fmt: skip
+        for probe in (False, True):
+            model, batch = build()
+            plain, _ = loop(model, batch, options.steps, watched=False, probe=False)
+            watched, watcher = loop(model, batch, options.steps, watched=True, probe=probe)
+            assert watcher is not None
+            with watcher:
+                plain()
+                watched()  # warm-up: first calls, allocations
+                base, ours = interleaved_medians(plain, watched, options.repeats)
+            per = options.steps
+            case = f"{name}, {'probe every 50' if probe else 'no probe'}"
+            table.add(case, "the loop without it", base / per * 1e3, ours / per * 1e3, 1.05,
+                      unit="ms", higher_is_better=False)  # fmt: skip
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        held = size + watcher._buffer.numel() * watcher._buffer.element_size()
+        print(f"  {name}: the watcher holds {held / size:.3f}x the parameters' "
+              f"{size / 2**20:.2f} MiB (target: one extra copy, plus its block)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
