@@ -54,7 +54,7 @@ def test_norms_equal_the_norms_of_the_gradients_by_hand() -> None:
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     expected = []
-    with gdlab.watch(model, optimizer, block=4) as w:
+    with gdlab.watch(model, optimizer, block=4, ratio_every=1) as w:
         for x, y in batches(10):
             loss = nn.functional.mse_loss(model(x), y)
             optimizer.zero_grad()
@@ -347,6 +347,7 @@ def test_a_model_without_second_derivatives_falls_back_to_finite_differences() -
         (dict(model="not a model"), "torch.nn.Module"),
         (dict(optimizer=3), "torch.optim.Optimizer"),
         (dict(every=0), "whole numbers"),
+        (dict(ratio_every=-1), "whole numbers"),
         (dict(probe=5), "probe must be a function"),
         (dict(budget=2.0), "share of the training time"),
     ],

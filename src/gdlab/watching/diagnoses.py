@@ -95,10 +95,12 @@ def depth(steps: Steps, lr: float) -> Diagnosis | None:
                     f"lower the learning rate, or clip the gradient."
                 ))  # fmt: skip
         ratio = steps.update[row] / np.maximum(steps.weight[row], 1e-30)
+        if not np.isfinite(ratio).any():  # a step whose update was not measured: lr‖g‖/‖θ‖
+            ratio = lr * steps.grad[row] / np.maximum(steps.weight[row], 1e-30)
         if np.isfinite(ratio).any() and np.nanmax(ratio) > 1:
             j = int(np.nanargmax(ratio))
             return Diagnosis("exploding", step, names[j], (
-                f"exploding gradients at step {step}: one update moved layer {names[j]} by "
+                f"exploding gradients at step {step}: one step moves layer {names[j]} by "
                 f"{ratio[j]:.2g} times its own size (gradient {steps.grad[row, j]:.2g}, "
                 f"lr {lr:g}); initialise smaller (He or Xavier), lower the learning rate, or "
                 f"clip the gradient."

@@ -41,6 +41,7 @@ BLOCK = 64  # steps recorded on the device between copies to the host
 EVERY = 50  # steps between probes
 BUDGET = 0.05  # the most of the training time probes may take...
 FLOOR = 0.25  # ...once they have taken this many seconds (a tiny model's probes are free)
+RATIOS = 10  # steps between measures of the update Δθ (a copy and a pass over the parameters)
 
 
 class Watcher:
@@ -58,6 +59,7 @@ class Watcher:
         scaler: Any = None,
         block: int = BLOCK,
         budget: float | None = BUDGET,
+        ratio_every: int = RATIOS,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GdlabError(f"watch: model must be a torch.nn.Module, not {type(model).__name__}.")
@@ -65,8 +67,10 @@ class Watcher:
             raise GdlabError(
                 f"watch: optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}."
             )
-        if not (isinstance(every, int) and every >= 1 and isinstance(block, int) and block >= 1):
-            raise GdlabError("watch: `every` and `block` must be whole numbers of steps >= 1.")
+        if not all(isinstance(n, int) and n >= 1 for n in (every, block, ratio_every)):
+            raise GdlabError(
+                "watch: `every`, `block` and `ratio_every` must be whole numbers of steps >= 1."
+            )
         if budget is not None and not (isinstance(budget, float | int) and 0 < budget <= 1):
             raise GdlabError("watch: budget is a share of the training time in (0, 1], or None.")
         if probe is not None and not callable(probe):
@@ -76,6 +80,8 @@ class Watcher:
             raise GdlabError("watch: the model has no trainable parameters.")
         self.model, self.optimizer, self.probe, self.every = model, optimizer, probe, every
         self.scaler, self.block, self.budget = scaler, block, budget
+        self.ratio_every = ratio_every
+        self._snapped = False
         self.out = Path(out) if out is not None else None
         self.params: list[torch.Tensor] = [p for _, p in named]
         self.layers: list[str] = []
@@ -91,6 +97,7 @@ class Watcher:
         self.weighted = [weighted[layer] for layer in self.layers]
         device = self.params[0].device
         self._index = torch.tensor(index, device=device)
+        self._index2 = torch.cat([self._index, self._index + len(self.layers)])
         width = len(self.layers)
         self._buffer = torch.full((block, 1 + 3 * width), math.nan, device=device)
         self._filled = 0
@@ -135,11 +142,14 @@ class Watcher:
         with torch.no_grad():
             if self._grad_sq is not None:  # the optimizer stepped: its pre-hook measured
                 grad_sq, weight_sq = self._grad_sq, self._weight_sq
-                assert self._snapshot is not None and weight_sq is not None
-                torch._foreach_sub_(self._snapshot, self.params)  # θ_before - θ_after: -Δθ
-                update_sq = self._squares(self._snapshot)
+                assert weight_sq is not None
+                if self._snapped and self._snapshot is not None:
+                    torch._foreach_sub_(self._snapshot, self.params)  # θ_before - θ_after
+                    update_sq = self._squares(self._snapshot)
+                else:
+                    update_sq = torch.full_like(grad_sq, math.nan)
             else:  # no step (a GradScaler skipped it): the gradient and weights as they are
-                grad_sq, weight_sq = self._squares(self._grads()), self._squares(self.params)
+                grad_sq, weight_sq = self._squares([*self._grads(), *self.params]).chunk(2)
                 update_sq = torch.full_like(grad_sq, math.nan)
             value = loss.detach().reshape(1) if isinstance(loss, torch.Tensor) else (
                 torch.tensor([float(loss)]))  # fmt: skip
@@ -161,23 +171,36 @@ class Watcher:
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         with torch.no_grad():
-            self._grad_sq = self._squares(self._grads())
+            both = self._squares([*self._grads(), *self.params])  # one fused norm call
+            self._grad_sq, self._weight_sq = both.chunk(2)
             if self.scaler is not None and _scaled(self.scaler, optimizer):
                 self._grad_sq /= self.scaler._scale.to(self._grad_sq) ** 2
-            self._weight_sq = self._squares(self.params)  # θ before the step
+            self._snapped = self._measures_update(self.steps + 1)
+            if not self._snapped:
+                return
             if self._snapshot is None:
                 self._snapshot = [p.detach().clone() for p in self.params]
             else:
-                torch._foreach_copy_(self._snapshot, [p.detach() for p in self.params])
+                torch._foreach_copy_(self._snapshot, self.params)
+
+    def _measures_update(self, step: int) -> bool:
+        """Whether `step` measures its update Δθ (one copy and one pass more): every
+        `ratio_every` steps, and the two steps whose updates a probe's cosine compares."""
+        probing = self.probe is not None and step % self.every in (0, self.every - 1)
+        return step % self.ratio_every == 0 or probing
 
     def _grads(self) -> list[torch.Tensor]:
         return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
 
     def _squares(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        """The sum of squares of each layer's tensors, on the device: one fused norm call."""
+        """The sum of squares of each layer's tensors, on the device: one fused norm call.
+        Given two lists of the parameters' shapes one after the other (gradients, then
+        weights), the layers' sums of each, one after the other."""
         norms = torch.stack(torch._foreach_norm(tensors)).float()
-        sums = torch.zeros(len(self.layers), device=norms.device)
-        return sums.index_add_(0, self._index, norms * norms)
+        copies = len(tensors) // len(self.params)
+        index = self._index if copies == 1 else self._index2
+        sums = torch.zeros(copies * len(self.layers), device=norms.device)
+        return sums.index_add_(0, index, norms * norms)
 
     # -- probes ----------------------------------------------------------------------------
 
