@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from gdlab.atomic import write_text
-from gdlab.errors import GdlabError, GdlabWarning
+from gdlab.errors import GdlabError, GdlabWarning, caller_level
 from gdlab.watching import diagnoses as rules
 from gdlab.watching.probe import sharpness, threshold, untouched
 
@@ -296,7 +296,7 @@ class Watcher:
             ):
                 return
         self.diagnoses.append(diagnosis)
-        warnings.warn(f"gdlab watch: {diagnosis.message}", GdlabWarning, stacklevel=3)
+        warnings.warn(f"gdlab watch: {diagnosis.message}", GdlabWarning, stacklevel=caller_level())
 
     def summary(self) -> dict[str, Any]:
         """The run so far: steps, layers, diagnoses (kind, step, layer, message), probes and
