@@ -204,10 +204,11 @@ def join(device: str) -> World:
 
 
 def _attempt_store(restarts: int) -> dict[str, Any]:
-    """Under torchrun's agent store, one key space per restart: the store outlives the
+    """Under torchrun's agent store, one key space per attempt: the store outlives the
     workers, and a restarted group that reads the killed workers' gloo addresses from it
-    fails to connect ("Connection refused"). The first attempt uses torchrun's own set-up."""
-    if not restarts or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+    fails to connect ("Connection refused"). Launched by hand (rank 0 hosts the store,
+    started afresh with each launch), torch's own set-up from the environment."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return {}
     import torch.distributed as dist
 

@@ -7,7 +7,8 @@ initial point): a first layer's gradient ORDERS orders of magnitude from the las
 larger than its layer; an update-to-weight ratio below RATIO_LOW or above RATIO_HIGH (the
 usual range of a healthy layer is around 1e-3 a step); the sharpness above the optimizer's
 stability threshold on ABOVE probes in a row; a loss whose median improved by less than
-PLATEAU over the last PLATEAU_STEPS steps.
+PLATEAU over the last PLATEAU_STEPS steps. The watcher gives each rule the rows it needs: the
+block just copied for the per-step tests, the last steps for the windowed ones.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gdlab.analysis.gradients import ORDERS
 RATIO_LOW, RATIO_HIGH = 1e-6, 0.1
 ABOVE = 2  # probes in a row above the threshold
 PLATEAU, PLATEAU_STEPS = 1e-3, 200
+RATIO_STEPS = 400  # the window of steps whose median update ratio is judged
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,8 @@ def depth(steps: Steps, lr: float) -> Diagnosis | None:
 
 
 def update_ratios(steps: Steps, skip: set[str]) -> list[Diagnosis]:
-    """Layers whose median update-to-weight ratio over the steps so far is far outside the
-    usual range (once at least 20 updates are recorded)."""
+    """Layers whose median update-to-weight ratio over the given steps (the watcher passes
+    the last RATIO_STEPS) is far outside the usual range, once 20 updates are measured."""
     ratio = steps.update / np.maximum(steps.weight, 1e-30)
     if np.isfinite(ratio).all(1).sum() < 20:
         return []

@@ -265,26 +265,48 @@ class Watcher:
         self._buffer.fill_(math.nan)
         self._filled = 0
         self.host.append(block)
-        self._diagnose()
+        self._diagnose(len(block))
 
-    def recorded(self) -> rules.Steps:
-        rows = np.concatenate(self.host) if self.host else np.empty((0, 1 + 3 * len(self.layers)))
+    def recorded(self, last: int | None = None) -> rules.Steps:
+        """The recorded steps on the host (the `last` ones only: the blocks they lie in are
+        joined, not the whole run)."""
+        blocks, rows_in = [], 0
+        for block in reversed(self.host):
+            if last is not None and rows_in >= last:
+                break
+            blocks.append(block)
+            rows_in += len(block)
+        width = 1 + 3 * len(self.layers)
+        rows = np.concatenate(blocks[::-1]) if blocks else np.empty((0, width))
+        if last is not None:
+            rows = rows[-last:]
+        first = self.steps - self._filled - len(rows) + 1  # the step number of rows[0]
         k = len(self.layers)
         with np.errstate(invalid="ignore"):
             roots = np.sqrt(rows[:, 1:])
         return rules.Steps(
-            step=np.arange(1, len(rows) + 1), loss=rows[:, 0], grad=roots[:, :k],
+            step=np.arange(first, first + len(rows)), loss=rows[:, 0], grad=roots[:, :k],
             weight=roots[:, k : 2 * k], update=roots[:, 2 * k :], layers=self.layers,
             weighted=self.weighted,
         )  # fmt: skip
 
-    def _diagnose(self) -> None:
-        steps = self.recorded()
+    def _diagnose(self, new: int) -> None:
+        """The rules on the block just copied (rules over a window: on the last steps), each
+        kind until it has been said: a flush costs the same at step 100 and step 100,000."""
+        said = {d.kind for d in self.diagnoses}
+        fresh = self.recorded(last=new)
         lr = self.rates[-1][0] if self.rates else math.nan
-        found = [rules.non_finite(steps), rules.depth(steps, lr), rules.plateau(steps)]
-        named = {d.layer for d in self.diagnoses if d.kind in ("vanishing", "exploding")}
-        if not any(d and d.kind == "non_finite" for d in found):
-            found += rules.update_ratios(steps, skip={n for n in named if n})
+        found = []
+        if "non_finite" not in said:
+            found.append(rules.non_finite(fresh))
+        if not said & {"vanishing", "exploding"}:
+            found.append(rules.depth(fresh, lr))
+        if "plateau" not in said:
+            found.append(rules.plateau(self.recorded(last=2 * rules.PLATEAU_STEPS)))
+        if "non_finite" not in said and not any(d and d.kind == "non_finite" for d in found):
+            named = {d.layer for d in self.diagnoses if d.kind in ("vanishing", "exploding")}
+            window = self.recorded(last=rules.RATIO_STEPS)
+            found += rules.update_ratios(window, skip={n for n in named if n})
         for diagnosis in found:
             if diagnosis is not None:
                 self._say(diagnosis)
