@@ -100,6 +100,28 @@ def test_under_a_grad_scaler_the_norms_are_the_unscaled_ones() -> None:
     np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6)
 
 
+def test_the_norms_are_the_gradients_before_the_loop_clips_them() -> None:
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    before_clipping = []
+    with gdlab.watch(model, optimizer, scaler=scaler) as w:
+        for x, y in batches(6):
+            loss = nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            total = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1e-3)
+            before_clipping.append(float(total))  # clip_grad_norm_ returns the norm before
+            scaler.step(optimizer)
+            scaler.update()
+            w.step(loss)
+    recorded = np.sqrt((w.recorded().grad ** 2).sum(1))
+    assert min(before_clipping) > 10 * 1e-3  # the clip changed every step's gradient
+    np.testing.assert_allclose(recorded, before_clipping, rtol=1e-5)
+
+
 def exact_lambda_max(model: nn.Module, loss_of) -> float:
     params = list(model.parameters())
     shapes = [p.shape for p in params]

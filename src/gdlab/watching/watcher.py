@@ -1,15 +1,18 @@
 """`gdlab.watch`: measure and explain the descent of a user's own PyTorch training loop.
 
-Each step costs a few fused calls on the model's device and no host synchronisation: the
-optimizer's step pre-hook measures every gradient's norm (the final gradient, the one the
-step uses: all-reduced under DistributedDataParallel, unscaled under a GradScaler) and copies
-the parameters into one buffer; `step(loss)`, after the optimizer's step, turns that buffer into
-the update Δθ in place and measures it and the weights. The per-layer squares are summed on the
-device into one row of a block; a full block (BLOCK steps) is copied to the host at once, and
-the diagnoses (`watching.diagnoses`) read the host copy. Every `every` steps, with a `probe`, the
-sharpness on the probe batch is estimated (`watching.probe`) within a time budget: when probes
-have taken more than BUDGET of the time since the first step (and more than FLOOR seconds),
-they are spaced twice as far apart (`budget=None`: every `every` steps whatever they cost).
+Each step costs a few fused calls on the model's device and no host synchronisation: at the end
+of each backward pass (a callback the autograd engine runs once every gradient is accumulated,
+queued behind DistributedDataParallel's all-reduce) the watcher measures every gradient's norm
+and every weight's in one fused call: the gradient before any clipping the loop does next, all-
+reduced under DDP, unscaled under a GradScaler. (A loop that sets `.grad` without backward() is
+measured in the optimizer's step pre-hook instead.) The pre-hook copies the parameters into one
+buffer every `ratio_every` steps; `step(loss)`, after the optimizer's step, turns that buffer
+into the update Δθ in place and measures it. The per-layer squares are summed on the device into
+one row of a block; a full block (BLOCK steps) is copied to the host at once, and the diagnoses
+(`watching.diagnoses`) read the host copy. Every `every` steps, with a `probe`, the sharpness on
+the probe batch is estimated (`watching.probe`) within a time budget: when probes have taken
+more than BUDGET of the time since the first step (and more than FLOOR seconds), they are spaced
+twice as far apart (`budget=None`: every `every` steps whatever they cost).
 
 Memory: one copy of the trainable parameters (the update buffer); a probe step adds the power
 iteration's vector and, every `every` steps, the previous update for the cosine between
@@ -108,6 +111,9 @@ class Watcher:
         self._vector: list[torch.Tensor] | None = None
         self._method = "double backward"
         self._hook: Any = None
+        self._grad_hooks: list[Any] = []
+        self._queued = False  # a measure is queued behind the running backward pass
+        self._stepped = False  # the optimizer stepped since the last step(loss)
         self.steps = 0
         self.host: list[np.ndarray] = []
         self.rates: list[tuple[float, float]] = []  # the first group's (lr, momentum) a step
@@ -124,12 +130,19 @@ class Watcher:
 
     def __enter__(self) -> Watcher:
         self._hook = self.optimizer.register_step_pre_hook(self._before_step)
+        self._grad_hooks = [
+            p.register_post_accumulate_grad_hook(self._accumulated)  # type: ignore[no-untyped-call]
+            for p in self.params
+        ]
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        for hook in self._grad_hooks:
+            hook.remove()
+        self._grad_hooks = []
         self._flush()
         self.write()
 
@@ -140,22 +153,21 @@ class Watcher:
         if self._started is None:
             self._started = time.perf_counter()
         with torch.no_grad():
-            if self._grad_sq is not None:  # the optimizer stepped: its pre-hook measured
-                grad_sq, weight_sq = self._grad_sq, self._weight_sq
-                assert weight_sq is not None
-                if self._snapped and self._snapshot is not None:
-                    torch._foreach_sub_(self._snapshot, self.params)  # θ_before - θ_after
-                    update_sq = self._squares(self._snapshot)
-                else:
-                    update_sq = torch.full_like(grad_sq, math.nan)
-            else:  # no step (a GradScaler skipped it): the gradient and weights as they are
-                grad_sq, weight_sq = self._squares([*self._grads(), *self.params]).chunk(2)
+            if self._grad_sq is None:  # neither a backward pass nor a step: as they are
+                self._measure()
+            grad_sq, weight_sq = self._grad_sq, self._weight_sq
+            assert grad_sq is not None and weight_sq is not None
+            if self._stepped and self._snapped and self._snapshot is not None:
+                torch._foreach_sub_(self._snapshot, self.params)  # θ_before - θ_after
+                update_sq = self._squares(self._snapshot)
+            else:  # no update measured this step (or a GradScaler skipped it)
                 update_sq = torch.full_like(grad_sq, math.nan)
             value = loss.detach().reshape(1) if isinstance(loss, torch.Tensor) else (
                 torch.tensor([float(loss)]))  # fmt: skip
             row = torch.cat([value.to(grad_sq), grad_sq, weight_sq, update_sq])
             self._buffer[self._filled].copy_(row, non_blocking=True)
         self._grad_sq = None
+        self._stepped = self._queued = False  # (a failed backward pass ran no callback)
         self._filled += 1
         self.steps += 1
         group = self.optimizer.param_groups[0]
@@ -169,12 +181,33 @@ class Watcher:
         if self._filled == self.block:
             self._flush()
 
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _accumulated(self, param: torch.Tensor) -> None:
+        """A parameter's gradient is accumulated: measure them all once the pass ends."""
+        if self._queued:
+            return
+        self._queued = True
+        engine = torch.autograd.Variable._execution_engine
+        # Queued from within a callback, the measure runs after every callback queued during
+        # the pass, among them DistributedDataParallel's wait for its all-reduce.
+        engine.queue_callback(lambda: engine.queue_callback(self._after_backward))
+
+    def _after_backward(self) -> None:
+        self._queued = False
         with torch.no_grad():
-            both = self._squares([*self._grads(), *self.params])  # one fused norm call
-            self._grad_sq, self._weight_sq = both.chunk(2)
-            if self.scaler is not None and _scaled(self.scaler, optimizer):
-                self._grad_sq /= self.scaler._scale.to(self._grad_sq) ** 2
+            self._measure()
+
+    def _measure(self) -> None:
+        """Gradient and weight norms by layer, on the device: one fused call."""
+        both = self._squares([*self._grads(), *self.params])
+        self._grad_sq, self._weight_sq = both.chunk(2)
+        if self.scaler is not None and _scaled(self.scaler, self.optimizer):
+            self._grad_sq /= self.scaler._scale.to(self._grad_sq) ** 2
+
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._stepped = True
+        with torch.no_grad():
+            if self._grad_sq is None:  # gradients set without a backward pass
+                self._measure()
             self._snapped = self._measures_update(self.steps + 1)
             if not self._snapped:
                 return
