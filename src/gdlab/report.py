@@ -101,14 +101,14 @@ td, th { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: left; }
 """
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON without NaN or infinity (null instead), from numpy or plain values."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -144,7 +144,7 @@ def report_data(
             "start": list(start or (math.nan, math.nan)),
             "lowest": list(surface.lowest),
         }
-    cleaned: dict[str, Any] = _clean(data)
+    cleaned: dict[str, Any] = json_safe(data)
     return cleaned
 
 

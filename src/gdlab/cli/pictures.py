@@ -43,6 +43,8 @@ def plot(run_dir: Path, params: str | None, data: str | None, animate: bool) -> 
 
     if not run_dir.is_dir():
         raise GdlabError(f"{run_dir}: no such run folder.")
+    if _watched(run_dir, params=params, data=data, animate=animate):
+        return _plot_watched(run_dir)
     with RunLock(run_dir):
         result, state = load_run(run_dir)
         history = result.history
@@ -106,6 +108,8 @@ def report(
         raise GdlabError(f"{run_dir}: no such run folder.")
     if out is not None:  # the default, RUN_DIR/report.html, is the report's own file
         check_out_file(out, overwrite=overwrite)
+    if _watched(run_dir, params=params, data=data):
+        return _report_watched(run_dir, out)
     with RunLock(run_dir):
         result, state = load_run(run_dir)
         if out is not None:  # never the run's own files, nor its data
@@ -130,6 +134,56 @@ def report(
                       plotly_js=get_plotlyjs())  # fmt: skip
         target = out or run_dir / "report.html"
         write_text(target, page)
+    click.echo(f"wrote {target}")
+
+
+def _watched(run_dir: Path, **options: Any) -> bool:
+    """Whether `run_dir` is a `gdlab.watch` folder; options that only a fit run has are refused."""
+    from gdlab.watching.folder import is_watch_folder
+
+    if not is_watch_folder(run_dir):
+        return False
+    given = [f"--{name}" for name, value in options.items() if value]
+    if given:
+        raise GdlabError(
+            f"{run_dir} is a gdlab.watch folder: {', '.join(given)} applies to gdlab fit runs "
+            f"only; leave it out."
+        )
+    return True
+
+
+def _plot_watched(run_dir: Path) -> None:
+    from gdlab.plot import watch
+    from gdlab.plot.training import save
+    from gdlab.watching.folder import read
+
+    run = read(run_dir)
+    if not len(run.step):
+        raise GdlabError(f"{run_dir} has no steps in its history; nothing to plot.")
+    figures = {"loss.png": watch.loss_figure(run), "depth.png": watch.depth_heatmap(run),
+               "update_ratios.png": watch.update_ratio_figure(run)}  # fmt: skip
+    if watch.has_sharpness(run):
+        figures["sharpness.png"] = watch.sharpness_figure(run)
+    else:
+        reasons = [s for s in run.summary.get("skipped", []) if s.startswith("sharpness")]
+        click.echo(f"skipped sharpness.png: {reasons[0] if reasons else 'no probe ran'}")
+    for name, figure in figures.items():
+        save(figure, run_dir / name)
+    click.echo(f"wrote {', '.join(str(run_dir / name) for name in figures)}")
+
+
+def _report_watched(run_dir: Path, out: Path | None) -> None:
+    from plotly.offline import get_plotlyjs
+
+    from gdlab.atomic import write_text
+    from gdlab.watching.folder import read
+    from gdlab.watching.page import render
+
+    run = read(run_dir)
+    if not len(run.step):
+        raise GdlabError(f"{run_dir} has no steps in its history; nothing to report.")
+    target = out or run_dir / "report.html"
+    write_text(target, render(f"gdlab watch {run_dir}", run, plotly_js=get_plotlyjs()))
     click.echo(f"wrote {target}")
 
 

@@ -38,6 +38,7 @@ from torch import nn
 from gdlab.atomic import write_text
 from gdlab.errors import GdlabError, GdlabWarning, caller_level
 from gdlab.watching import diagnoses as rules
+from gdlab.watching.folder import HISTORY, SOURCE, SUMMARY
 from gdlab.watching.probe import sharpness, threshold, untouched
 
 BLOCK = 64  # steps recorded on the device between copies to the host
@@ -361,6 +362,7 @@ class Watcher:
         last = {name: float(steps.grad[-1, i]) for i, name in enumerate(self.layers)} if len(
             steps.loss) else {}  # fmt: skip
         return {
+            "source": SOURCE,
             "steps": self.steps,
             "layers": self.layers,
             "loss": float(steps.loss[-1]) if len(steps.loss) else math.nan,
@@ -369,6 +371,12 @@ class Watcher:
             "probes": self.probes,
             "skipped": self.skipped,
             "probe_seconds": self._probe_seconds,
+            "settings": {
+                "every": self.every,
+                "budget": self.budget,
+                "block": self.block,
+                "ratio_every": self.ratio_every,
+            },
         }
 
     def write(self) -> None:
@@ -392,8 +400,8 @@ class Watcher:
                              f"{lr:.9g}", f"{momentum:.9g}",
                              *(f"{v:.6g}" for v in steps.grad[i]),
                              *(f"{v:.6g}" for v in ratio[i])])  # fmt: skip
-        write_text(self.out / "history.csv", text.getvalue())
-        write_text(self.out / "summary.json", json.dumps(self.summary(), indent=2, default=str))
+        write_text(self.out / HISTORY, text.getvalue())
+        write_text(self.out / SUMMARY, json.dumps(self.summary(), indent=2, default=str))
 
     def _repr_html_(self) -> str:
         from html import escape
