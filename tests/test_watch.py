@@ -122,7 +122,7 @@ def test_the_norms_are_the_gradients_before_the_loop_clips_them() -> None:
     np.testing.assert_allclose(recorded, before_clipping, rtol=1e-5)
 
 
-def exact_lambda_max(model: nn.Module, loss_of) -> float:
+def exact_hessian(model: nn.Module, loss_of) -> torch.Tensor:
     params = list(model.parameters())
     shapes = [p.shape for p in params]
     sizes = [p.numel() for p in params]
@@ -134,8 +134,11 @@ def exact_lambda_max(model: nn.Module, loss_of) -> float:
                   zip(model.named_parameters(), pieces, shapes, strict=True)}  # fmt: skip
         return loss_of(lambda x: torch.func.functional_call(model, values, (x,)))
 
-    hessian = torch.autograd.functional.hessian(loss_at, flat)
-    return float(torch.linalg.eigvalsh(hessian)[-1])
+    return torch.autograd.functional.hessian(loss_at, flat)
+
+
+def exact_lambda_max(model: nn.Module, loss_of) -> float:
+    return float(torch.linalg.eigvalsh(exact_hessian(model, loss_of))[-1])
 
 
 @pytest.mark.parametrize("method", ["double backward", "finite differences"])
@@ -155,6 +158,43 @@ def test_sharpness_is_within_two_percent_of_the_exact_eigenvalue(method: str) ->
     assert found.residual < 0.1
     warm, _ = sharpness(lambda: loss_of(model), params, vector, steps=5, method=method)
     assert warm.value == pytest.approx(exact, rel=0.02)  # warm-started: a few products suffice
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_under_adam_the_probe_measures_the_preconditioned_sharpness(amsgrad: bool) -> None:
+    torch.manual_seed(1)
+    model = mlp(depth=2, width=4).double()
+    x = torch.randn(64, 4, dtype=torch.float64)
+    y = x.sum(1, keepdim=True).sin()
+    lr, steps = 0.01, 5
+
+    def loss_of(forward):
+        return nn.functional.mse_loss(forward(x), y)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, amsgrad=amsgrad)
+    with gdlab.watch(model, optimizer, probe=lambda: loss_of(model), every=steps,
+                     budget=None) as w:  # fmt: skip
+        for _ in range(steps):
+            loss = loss_of(model)
+            optimizer.zero_grad()
+            loss.backward()
+            before = [p.detach().clone() for p in model.parameters()]
+            optimizer.step()
+            w.step(loss)
+    # P = (1 - β1^t)(√v̂ + ε) is Adam's preconditioner: its last step was lr · P⁻¹ m
+    diagonal = []
+    for p, old in zip(model.parameters(), before, strict=True):
+        state = optimizer.state[p]
+        v = state["max_exp_avg_sq" if amsgrad else "exp_avg_sq"] / (1 - 0.999**steps)
+        pre = (1 - 0.9**steps) * (v.sqrt() + 1e-8)
+        torch.testing.assert_close(old - p.detach(), lr * state["exp_avg"] / pre)
+        diagonal.append(pre.reshape(-1))
+    scale = torch.cat(diagonal).rsqrt()
+    hessian = exact_hessian(model, loss_of)
+    exact = float(torch.linalg.eigvalsh(scale[:, None] * hessian * scale[None, :])[-1])
+    (probe,) = w.probes
+    assert probe["preconditioned"] and probe["sharpness"] == pytest.approx(exact, rel=0.02)
+    assert probe["threshold"] == pytest.approx((2 + 2 * 0.9) / ((1 - 0.9) * lr))  # 38/lr
 
 
 def test_a_deep_sigmoid_network_is_diagnosed_vanishing_naming_its_first_layer() -> None:

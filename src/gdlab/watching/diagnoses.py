@@ -143,9 +143,10 @@ def sharpness(probes: list[dict[str, Any]]) -> Diagnosis | None:
         limit, value = probe["threshold"], probe["sharpness"]
         run = run + 1 if math.isfinite(limit) and value > limit else 0
         if run >= ABOVE:
+            what = "preconditioned sharpness" if probe.get("preconditioned") else "sharpness"
             return Diagnosis("lr_above_threshold", probe["step"], None, (
                 f"the learning rate is above the stability threshold: at step {probe['step']} "
-                f"the sharpness on the probe is {value:.3g}, above {probe['rule']} = "
+                f"the {what} on the probe is {value:.3g}, above {probe['rule']} = "
                 f"{limit:.3g} on {run} probes in a row, so the steps overshoot and the loss "
                 f"oscillates or grows; lower the learning rate below "
                 f"{probe['lr'] * limit / value:.2g}."

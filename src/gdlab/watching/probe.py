@@ -6,6 +6,12 @@ supports it, and by central differences of gradients, (g(θ + εv) - g(θ - εv)
 does not (a kernel without a second derivative). The residual ‖Hv - λv‖ / |λ| of the last
 iterate is the estimate's quality.
 
+For Adam and AdamW the raw sharpness has no stability bound: their step is preconditioned,
+θ -= lr · P⁻¹ m with P = (1 - β1^t)(√v̂ + ε), and the quantity that meets a threshold is the
+preconditioned sharpness λmax(P⁻¹H), stable below (2 + 2β1) / ((1 - β1) lr) (38/lr at
+β1 = 0.9; Cohen et al. 2022, "Adaptive gradient methods at the edge of stability"). Power
+iteration then runs on the symmetric P^-1/2 H P^-1/2, which has the same eigenvalues.
+
 `untouched` is the promise that a probe never changes the run: it saves and restores the
 global RNG states (CPU and CUDA), every module's train/eval mode (the probe runs in eval
 mode, so dropout draws nothing and BatchNorm neither uses nor updates batch statistics),
@@ -76,9 +82,11 @@ def sharpness(
     *,
     steps: int = STEPS,
     method: str = "double backward",
+    scale: list[torch.Tensor] | None = None,
 ) -> tuple[Sharpness, list[torch.Tensor]]:
     """λmax on the probe by power iteration from `start` (random the first time), and the
-    last iterate to warm-start the next estimate. The caller holds `untouched`."""
+    last iterate to warm-start the next estimate; with `scale` (P^-1/2, see `preconditioner`)
+    λmax of P^-1/2 H P^-1/2. The caller holds `untouched`."""
     vector = start if start is not None else [torch.randn_like(p) for p in params]
     vector = _normalised(vector)
     product: Callable[[list[torch.Tensor]], list[torch.Tensor]]
@@ -101,6 +109,13 @@ def sharpness(
         product = second
     else:
         product = _finite_differences(probe, params)
+    if scale is not None:
+        plain, d = product, scale
+
+        def product(v: list[torch.Tensor]) -> list[torch.Tensor]:
+            image = plain([x * y for x, y in zip(v, d, strict=True)])
+            return [x * y for x, y in zip(image, d, strict=True)]
+
     value, residual = math.nan, math.nan
     for _ in range(steps):
         image = product(vector)
@@ -152,10 +167,34 @@ def _normalised(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return [t / norm for t in tensors] if norm > 0 else tensors
 
 
+ADAPTIVE = ("Adam", "AdamW")  # the optimizers whose preconditioner `preconditioner` reads
+
+
+def preconditioner(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
+) -> list[torch.Tensor] | None:
+    """P^-1/2 for each parameter of an Adam or AdamW optimizer, P = (1 - β1^t)(√v̂ + ε) from
+    its state (max v̂ with amsgrad); None for other optimizers or before its first step."""
+    if type(optimizer).__name__ not in ADAPTIVE:
+        return None
+    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    scales = []
+    for p in params:
+        state, group = optimizer.state.get(p, {}), groups.get(id(p))
+        if group is None or "exp_avg_sq" not in state:
+            return None
+        beta1, beta2 = group["betas"]
+        t = float(state["step"])
+        v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+        p_diag = (1 - beta1**t) * ((v / (1 - beta2**t)).sqrt() + group["eps"])
+        scales.append(p_diag.rsqrt())
+    return scales
+
+
 def threshold(optimizer: torch.optim.Optimizer) -> tuple[float, str]:
     """The largest sharpness at which the optimizer's step is stable on a quadratic, for its
-    first parameter group: 2/lr (SGD), 2(1+β)/lr (heavy-ball momentum β); for Adam the raw
-    sharpness has no such bound (its steps are preconditioned), so nan with the reason."""
+    first parameter group: 2/lr (SGD), 2(1+β)/lr (heavy-ball momentum β); for Adam and AdamW
+    the preconditioned sharpness's (2+2β1)/((1-β1)lr); nan with the reason for others."""
     group = optimizer.param_groups[0]
     lr = float(group["lr"])
     name = type(optimizer).__name__
@@ -164,4 +203,7 @@ def threshold(optimizer: torch.optim.Optimizer) -> tuple[float, str]:
         if group.get("nesterov"):
             return 2 * (1 + beta) / (lr * (1 + 2 * beta)), f"2(1+β)/((1+2β)lr), β={beta:g}"
         return (2 * (1 + beta) / lr, f"2(1+β)/lr, β={beta:g}") if beta else (2 / lr, "2/lr")
-    return math.nan, f"{name}: no threshold on the raw sharpness (its steps are preconditioned)"
+    if name in ADAPTIVE:
+        beta1 = float(group["betas"][0])
+        return (2 + 2 * beta1) / ((1 - beta1) * lr), f"(2+2β1)/((1-β1)lr), β1={beta1:g}"
+    return math.nan, f"{name}: no threshold known for its steps (only SGD, Adam and AdamW)"

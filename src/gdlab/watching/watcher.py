@@ -39,7 +39,7 @@ from gdlab.atomic import write_text
 from gdlab.errors import GdlabError, GdlabWarning, caller_level
 from gdlab.watching import diagnoses as rules
 from gdlab.watching.folder import HISTORY, SOURCE, SUMMARY
-from gdlab.watching.probe import sharpness, threshold, untouched
+from gdlab.watching.probe import preconditioner, sharpness, threshold, untouched
 
 BLOCK = 64  # steps recorded on the device between copies to the host
 EVERY = 50  # steps between probes
@@ -249,9 +249,10 @@ class Watcher:
         if self.budget is not None and self._probe_seconds > max(self.budget * elapsed, FLOOR):
             self.every *= 2  # over its budget: probe half as often
             return
+        scale = preconditioner(self.optimizer, self.params)
         try:
             with untouched(self.model, self.params):
-                found, self._vector = self._estimate()
+                found, self._vector = self._estimate(scale)
         except Exception as error:  # the user's probe: say why and keep training
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
             self.skipped.append(f"sharpness: the probe failed ({reason})")
@@ -262,21 +263,25 @@ class Watcher:
             "step": self.steps, "sharpness": found.value, "residual": found.residual,
             "method": found.method, "threshold": limit, "rule": rule,
             "lr": float(self.optimizer.param_groups[0]["lr"]), "cosine": self._cosine(),
+            "preconditioned": scale is not None,
         })  # fmt: skip
         self._probe_seconds += time.perf_counter() - began
         said = rules.sharpness(self.probes)
         if said is not None:
             self._say(said)
 
-    def _estimate(self) -> Any:
+    def _estimate(self, scale: list[torch.Tensor] | None) -> Any:
+        """λmax (of P^-1/2 H P^-1/2 with Adam's `scale`) by double backward, falling back to
+        finite differences for good once the model has no second derivative."""
+        assert self.probe is not None
         if self._method == "double backward":
             try:
-                return sharpness(self.probe, self.params, self._vector)  # type: ignore[arg-type]
+                return sharpness(self.probe, self.params, self._vector, scale=scale)
             except RuntimeError as error:
                 if "derivative" not in str(error) and "grad" not in str(error):
                     raise
                 self._method = "finite differences"
-        return sharpness(self.probe, self.params, self._vector, method=self._method)  # type: ignore[arg-type]
+        return sharpness(self.probe, self.params, self._vector, method=self._method, scale=scale)
 
     def _cosine(self) -> float:
         """cos(Δθ_t, Δθ_t-1) of the last two updates (-1: they oscillate, +1: they agree)."""
