@@ -6,10 +6,12 @@ defaults (with and without a probe) against the same loop without it, turn about
 - a 2-layer transformer encoder (d_model 64, 4 heads, LayerNorm, the fused
   scaled_dot_product_attention inside nn.TransformerEncoderLayer), sequences of 32, batch 32.
 
-The loops are identical apart from `w.step(loss)`; each repeat times STEPS steps of each turn
-about (`benchmarks.common.interleaved_medians`), so that a probe every 50 steps falls in it.
-The memory column is what the watcher holds: its copy of the parameters (the update buffer)
-and its block of rows, against the parameters' own size.
+The loops are identical apart from `w.step(loss)`, each on its own copy of the model; each
+repeat times STEPS steps of one, then of the other, and the ratio is the median of the repeats'
+own ratios, each pair in alternating order (a pair runs within a fraction of a second: a shared,
+noisy machine's drift falls on both), shown as the watched time beside the plain loop's median.
+The memory line is what the watcher holds: its copy of the parameters (the update buffer), and
+its block of rows on the device.
 
     python -m benchmarks.watch [--steps N] [--repeats N]
 """
@@ -17,15 +19,16 @@ and its block of rows, against the parameters' own size.
 from __future__ import annotations
 
 import argparse
+import copy
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 import gdlab
-from benchmarks.common import Table, interleaved_medians, machine
+from benchmarks.common import Table, machine
 
-STEPS = 100
+STEPS = 50
 
 
 def mlp() -> tuple[nn.Module, Callable[[int], tuple[torch.Tensor, torch.Tensor]]]:
@@ -104,10 +107,28 @@ def loop(model: nn.Module, batch: Callable, steps: int, *, watched: bool, probe:
     return run, watcher
 
 
+def paired(plain: Callable[[], None], watched: Callable[[], None], repeats: int):
+    """The median time of `plain`, and the median of watched/plain over adjacent pairs run in
+    alternating order (a pair's second run finds the caches the first left)."""
+    import statistics
+    import time
+
+    times, ratios = [], []
+    for i in range(repeats):
+        took = {}
+        for name, work in (("plain", plain), ("watched", watched))[:: 1 if i % 2 else -1]:
+            began = time.perf_counter()
+            work()
+            took[name] = time.perf_counter() - began
+        times.append(took["plain"])
+        ratios.append(took["watched"] / took["plain"])
+    return statistics.median(times), statistics.median(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=21)
     options = parser.parse_args()
     torch.manual_seed(0)
     print("# gdlab.watch at its defaults against the same loop without it, turn about")
@@ -121,20 +142,25 @@ def main() -> None:
         for probe in (False, True):
             model, batch = build()
             plain, _ = loop(model, batch, options.steps, watched=False, probe=False)
-            watched, watcher = loop(model, batch, options.steps, watched=True, probe=probe)
+            # its own copy: the watcher's gradient hooks sit on the parameters it watches
+            copied = copy.deepcopy(model)
+            watched, watcher = loop(copied, batch, options.steps, watched=True, probe=probe)
             assert watcher is not None
             with watcher:
                 plain()
                 watched()  # warm-up: first calls, allocations
-                base, ours = interleaved_medians(plain, watched, options.repeats)
+                base, ratio = paired(plain, watched, options.repeats)
+            ours = base * ratio
             per = options.steps
             case = f"{name}, {'probe every 50' if probe else 'no probe'}"
             table.add(case, "the loop without it", base / per * 1e3, ours / per * 1e3, 1.05,
                       unit="ms", higher_is_better=False)  # fmt: skip
         size = sum(p.numel() * p.element_size() for p in model.parameters())
-        held = size + watcher._buffer.numel() * watcher._buffer.element_size()
-        print(f"  {name}: the watcher holds {held / size:.3f}x the parameters' "
-              f"{size / 2**20:.2f} MiB (target: one extra copy, plus its block)")  # fmt: skip
+        copies = sum(t.numel() * t.element_size() for t in watcher._snapshot or [])
+        block = watcher._buffer.numel() * watcher._buffer.element_size()
+        print(f"  {name}: the watcher holds {copies / size:.3f}x the parameters' "
+              f"{size / 2**20:.2f} MiB (its update buffer; target: one extra copy) and a "
+              f"block of {block / 2**10:.0f} KiB")  # fmt: skip
 
 
 if __name__ == "__main__":

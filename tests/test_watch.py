@@ -100,6 +100,25 @@ def test_under_a_grad_scaler_the_norms_are_the_unscaled_ones() -> None:
     np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6)
 
 
+def test_a_step_the_grad_scaler_skips_is_not_a_non_finite_diagnosis() -> None:
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=5e-4)  # the loss is 100x
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # the first steps overflow
+    with gdlab.watch(model, optimizer, scaler=scaler) as w:
+        for x, y in batches(20):
+            loss = 100 * nn.functional.mse_loss(model(x), y)  # x 2^127 overflows float32
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            w.step(loss)
+    steps = w.recorded()
+    assert steps.skipped[:2].all() and not steps.skipped[-1]  # the scaler backed off
+    assert not np.isfinite(steps.grad[0]).all()  # recorded as it was...
+    assert "non_finite" not in [d["kind"] for d in w.summary()["diagnoses"]]  # ...not a fault
+
+
 def test_the_norms_are_the_gradients_before_the_loop_clips_them() -> None:
     torch.manual_seed(0)
     model = mlp()

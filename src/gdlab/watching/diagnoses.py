@@ -44,8 +44,9 @@ class Steps:
 
     step: np.ndarray  # (n,) the watcher's step numbers (1, 2, ...)
     loss: np.ndarray  # (n,)
+    skipped: np.ndarray  # (n,) bool: a GradScaler skipped the step (its gradient overflowed)
     grad: np.ndarray  # (n, layers) ‖g‖ per layer, unscaled
-    weight: np.ndarray  # (n, layers) ‖θ‖ per layer, before the step
+    weight: np.ndarray  # (n, layers) ‖θ‖ per layer, before the step (as last measured)
     update: np.ndarray  # (n, layers) ‖Δθ‖ per layer (nan before the first update)
     layers: list[str]
     weighted: list[bool]  # whether the layer holds a weight matrix (not a bias or norm only)
@@ -53,7 +54,7 @@ class Steps:
 
 def non_finite(steps: Steps) -> Diagnosis | None:
     bad = ~np.isfinite(steps.loss) | ~np.isfinite(steps.weight).all(1)
-    bad |= ~np.isfinite(steps.grad).all(1)
+    bad |= ~np.isfinite(steps.grad).all(1) & ~steps.skipped  # a scaler's overflow is no fault
     if not bad.any():
         return None
     i = int(np.argmax(bad))
@@ -76,47 +77,52 @@ def depth(steps: Steps, lr: float) -> Diagnosis | None:
         return None
     first, last = index[0], index[-1]
     names = steps.layers
-    for row in np.flatnonzero(finite):
-        g_first, g_last = steps.grad[row, first], steps.grad[row, last]
-        step = int(steps.step[row])
-        if g_first > 0 and g_last > 0:
-            orders = math.log10(g_last / g_first)
-            if orders >= ORDERS:
-                return Diagnosis("vanishing", step, names[first], (
-                    f"vanishing gradients at step {step}: layer {names[first]}'s gradient "
-                    f"({g_first:.2g}) is {orders:.1f} orders of magnitude below layer "
-                    f"{names[last]}'s ({g_last:.2g}), so the first layers barely learn; use "
-                    f"relu (or GELU) with He initialisation, normalisation layers, residual "
-                    f"connections, or fewer layers."
-                ))  # fmt: skip
-            if orders <= -ORDERS:
-                return Diagnosis("exploding", step, names[first], (
-                    f"exploding gradients at step {step}: layer {names[first]}'s gradient "
-                    f"({g_first:.2g}) is {-orders:.1f} orders of magnitude above layer "
-                    f"{names[last]}'s ({g_last:.2g}); initialise smaller (He or Xavier), "
-                    f"lower the learning rate, or clip the gradient."
-                ))  # fmt: skip
-        ratio = steps.update[row] / np.maximum(steps.weight[row], 1e-30)
-        if not np.isfinite(ratio).any():  # a step whose update was not measured: lr‖g‖/‖θ‖
-            ratio = lr * steps.grad[row] / np.maximum(steps.weight[row], 1e-30)
-        if np.isfinite(ratio).any() and np.nanmax(ratio) > 1:
-            j = int(np.nanargmax(ratio))
-            return Diagnosis("exploding", step, names[j], (
-                f"exploding gradients at step {step}: one step moves layer {names[j]} by "
-                f"{ratio[j]:.2g} times its own size (gradient {steps.grad[row, j]:.2g}, "
-                f"lr {lr:g}); initialise smaller (He or Xavier), lower the learning rate, or "
-                f"clip the gradient."
-            ))  # fmt: skip
-    return None
+    rows = np.flatnonzero(finite)  # the rows' tests at once; the first that holds is said
+    grad, weight = steps.grad[rows], np.maximum(steps.weight[rows], 1e-30)
+    g_first, g_last = grad[:, first], grad[:, last]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        orders = np.where((g_first > 0) & (g_last > 0), np.log10(g_last / g_first), 0.0)
+        ratio = steps.update[rows] / weight
+    unmeasured = ~np.isfinite(ratio).any(1)  # a step whose update was not measured: lr‖g‖/‖θ‖
+    ratio[unmeasured] = lr * grad[unmeasured] / weight[unmeasured]
+    largest = np.where(np.isfinite(ratio), ratio, -np.inf).max(1)
+    hits = np.flatnonzero((np.abs(orders) >= ORDERS) | (largest > 1))
+    if not len(hits):
+        return None
+    k = int(hits[0])
+    step, g_first_k, g_last_k = int(steps.step[rows[k]]), g_first[k], g_last[k]
+    if orders[k] >= ORDERS:
+        return Diagnosis("vanishing", step, names[first], (
+            f"vanishing gradients at step {step}: layer {names[first]}'s gradient "
+            f"({g_first_k:.2g}) is {orders[k]:.1f} orders of magnitude below layer "
+            f"{names[last]}'s ({g_last_k:.2g}), so the first layers barely learn; use "
+            f"relu (or GELU) with He initialisation, normalisation layers, residual "
+            f"connections, or fewer layers."
+        ))  # fmt: skip
+    if orders[k] <= -ORDERS:
+        return Diagnosis("exploding", step, names[first], (
+            f"exploding gradients at step {step}: layer {names[first]}'s gradient "
+            f"({g_first_k:.2g}) is {-orders[k]:.1f} orders of magnitude above layer "
+            f"{names[last]}'s ({g_last_k:.2g}); initialise smaller (He or Xavier), "
+            f"lower the learning rate, or clip the gradient."
+        ))  # fmt: skip
+    j = int(np.argmax(np.where(np.isfinite(ratio[k]), ratio[k], -np.inf)))
+    return Diagnosis("exploding", step, names[j], (
+        f"exploding gradients at step {step}: one step moves layer {names[j]} by "
+        f"{ratio[k, j]:.2g} times its own size (gradient {grad[k, j]:.2g}, "
+        f"lr {lr:g}); initialise smaller (He or Xavier), lower the learning rate, or "
+        f"clip the gradient."
+    ))  # fmt: skip
 
 
 def update_ratios(steps: Steps, skip: set[str]) -> list[Diagnosis]:
     """Layers whose median update-to-weight ratio over the given steps (the watcher passes
     the last RATIO_STEPS) is far outside the usual range, once 20 updates are measured."""
     ratio = steps.update / np.maximum(steps.weight, 1e-30)
-    if np.isfinite(ratio).all(1).sum() < 20:
+    measured = ratio[np.isfinite(ratio).all(1)]  # the steps that measured their update
+    if len(measured) < 20:
         return []
-    medians = np.nanmedian(np.where(np.isfinite(ratio), ratio, np.nan), axis=0)
+    medians = np.median(measured, axis=0)
     found = []
     step = int(steps.step[-1])
     for name, median, weighted in zip(steps.layers, medians, steps.weighted, strict=True):

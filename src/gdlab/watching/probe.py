@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-STEPS = 20  # Hessian-vector products an estimate (warm-started, so a few suffice later)
+STEPS = 20  # the most Hessian-vector products an estimate takes...
+TOLERANCE = 0.02  # ...stopping once the residual is below this (warm-started: a few suffice)
 EPSILON = 1e-3  # the finite-difference step, relative to ‖θ‖ (in float32: ~sqrt of eps)
 
 
@@ -81,6 +82,7 @@ def sharpness(
     start: list[torch.Tensor] | None,
     *,
     steps: int = STEPS,
+    tolerance: float = TOLERANCE,
     method: str = "double backward",
     scale: list[torch.Tensor] | None = None,
 ) -> tuple[Sharpness, list[torch.Tensor]]:
@@ -122,6 +124,8 @@ def sharpness(
         value = float(sum((v * i).sum() for v, i in zip(vector, image, strict=True)))
         residual = _norm([i - value * v for i, v in zip(image, vector, strict=True)])
         residual = residual / abs(value) if value else math.inf
+        if residual < tolerance:
+            break
         norm = _norm(image)
         if not (norm > 0 and math.isfinite(norm)):
             break

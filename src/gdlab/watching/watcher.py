@@ -1,22 +1,24 @@
 """`gdlab.watch`: measure and explain the descent of a user's own PyTorch training loop.
 
-Each step costs a few fused calls on the model's device and no host synchronisation: at the end
-of each backward pass (a callback the autograd engine runs once every gradient is accumulated,
-queued behind DistributedDataParallel's all-reduce) the watcher measures every gradient's norm
-and every weight's in one fused call: the gradient before any clipping the loop does next, all-
-reduced under DDP, unscaled under a GradScaler. (A loop that sets `.grad` without backward() is
-measured in the optimizer's step pre-hook instead.) The pre-hook copies the parameters into one
-buffer every `ratio_every` steps; `step(loss)`, after the optimizer's step, turns that buffer
-into the update Δθ in place and measures it. The per-layer squares are summed on the device into
-one row of a block; a full block (BLOCK steps) is copied to the host at once, and the diagnoses
-(`watching.diagnoses`) read the host copy. Every `every` steps, with a `probe`, the sharpness on
-the probe batch is estimated (`watching.probe`) within a time budget: when probes have taken
-more than BUDGET of the time since the first step (and more than FLOOR seconds), they are spaced
+Each step costs a fused norm call or two on the model's device and no host synchronisation.
+When a backward pass ends (a callback the autograd engine runs once every gradient is
+accumulated, queued behind DistributedDataParallel's all-reduce), each parameter's gradient
+norm goes into this step's row: before any clipping the loop does next, all-reduced under DDP,
+unscaled under a GradScaler (a loop that sets `.grad` without backward() is measured in the
+optimizer's step pre-hook instead). The weights' norms are measured with the updates, and on
+the CPU also whenever a gradient is not finite (a read there waits for nothing), so that the
+first non-finite layer is named; on a GPU, every step. Every `ratio_every` steps the pre-hook
+copies the parameters into one buffer, and `step(loss)`, after the optimizer's step, turns it
+into the update Δθ in place and measures it. A full block of rows (BLOCK steps on a GPU,
+CPU_BLOCK on the CPU) is copied to the host at once, summed into layers there, and read by
+the diagnoses (`watching.diagnoses`). Every `every` steps, with a `probe`, the sharpness on the
+probe batch is estimated (`watching.probe`) within a time budget: when probes have taken more
+than BUDGET of the time since the first step (and more than FLOOR seconds), they are spaced
 twice as far apart (`budget=None`: every `every` steps whatever they cost).
 
-Memory: one copy of the trainable parameters (the update buffer); a probe step adds the power
-iteration's vector and, every `every` steps, the previous update for the cosine between
-successive updates.
+Memory: one copy of the trainable parameters (the update buffer) and the block (3 numbers a
+parameter tensor a step); a probe adds the power iteration's vector and the previous update
+for the cosine between successive updates.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ from gdlab.watching import diagnoses as rules
 from gdlab.watching.folder import HISTORY, SOURCE, SUMMARY
 from gdlab.watching.probe import preconditioner, sharpness, threshold, untouched
 
-BLOCK = 64  # steps recorded on the device between copies to the host
+BLOCK = 64  # steps recorded on a GPU between copies to the host (a copy waits for the device)
+CPU_BLOCK = 256  # on the CPU a copy waits for nothing: fewer, larger blocks cost less per step
 EVERY = 50  # steps between probes
-BUDGET = 0.05  # the most of the training time probes may take...
-FLOOR = 0.25  # ...once they have taken this many seconds (a tiny model's probes are free)
+BUDGET = 0.02  # the most of the training time probes may take...
+FLOOR = 0.05  # ...once they have taken this many seconds (a tiny model's probes are free)
 RATIOS = 10  # steps between measures of the update Δθ (a copy and a pass over the parameters)
 
 
@@ -61,7 +64,7 @@ class Watcher:
         probe: Callable[[], torch.Tensor] | None = None,
         every: int = EVERY,
         scaler: Any = None,
-        block: int = BLOCK,
+        block: int | None = None,
         budget: float | None = BUDGET,
         ratio_every: int = RATIOS,
     ) -> None:
@@ -71,6 +74,9 @@ class Watcher:
             raise GdlabError(
                 f"watch: optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}."
             )
+        if block is None:
+            first = next((p for p in model.parameters() if p.requires_grad), None)
+            block = CPU_BLOCK if first is not None and first.device.type == "cpu" else BLOCK
         if not all(isinstance(n, int) and n >= 1 for n in (every, block, ratio_every)):
             raise GdlabError(
                 "watch: `every`, `block` and `ratio_every` must be whole numbers of steps >= 1."
@@ -100,14 +106,24 @@ class Watcher:
             index.append(self.layers.index(layer))
         self.weighted = [weighted[layer] for layer in self.layers]
         device = self.params[0].device
-        self._index = torch.tensor(index, device=device)
-        self._index2 = torch.cat([self._index, self._index + len(self.layers)])
-        width = len(self.layers)
-        self._buffer = torch.full((block, 1 + 3 * width), math.nan, device=device)
+        n = len(self.params)
+        # each layer's parameters (a matrix product would spread one nan to every layer)
+        self._members = [np.flatnonzero(np.array(index) == k) for k in range(len(self.layers))]
+        # A row a step: the loss, then each parameter's gradient, weight and update norm.
+        self._buffer = torch.empty((block, 1 + 3 * n), device=device)
+        self._columns = (slice(1, 1 + n), slice(1 + n, 1 + 2 * n), slice(1 + 2 * n, 1 + 3 * n))
+        # each row's views (loss, gradients, weights, updates), made once: a step indexes none
+        self._views = [(row[0], *(row[c] for c in self._columns)) for row in self._buffer]
+        self._clear()
+        # On the CPU reading a value costs no synchronisation: the weights are measured when
+        # a gradient is not finite (to name the layer) and with the updates; on a GPU, every
+        # step, as reading back would stall the device.
+        self._weights_always = device.type != "cpu"
+        self._last_weights = np.full(n, math.nan)
+        self._skips: list[bool] = []  # a GradScaler skipped the step (inf/NaN gradients)
         self._filled = 0
         self._snapshot: list[torch.Tensor] | None = None
-        self._grad_sq: torch.Tensor | None = None
-        self._weight_sq: torch.Tensor | None = None
+        self._measured = False  # this step's gradient norms are in its row
         self._previous_update: list[torch.Tensor] | None = None
         self._vector: list[torch.Tensor] | None = None
         self._method = "double backward"
@@ -154,21 +170,18 @@ class Watcher:
         if self._started is None:
             self._started = time.perf_counter()
         with torch.no_grad():
-            if self._grad_sq is None:  # neither a backward pass nor a step: as they are
+            if not self._measured:  # neither a backward pass nor a step: as they are
                 self._measure()
-            grad_sq, weight_sq = self._grad_sq, self._weight_sq
-            assert grad_sq is not None and weight_sq is not None
+            value, _, _, updates = self._views[self._filled]
+            if isinstance(loss, torch.Tensor):
+                value.copy_(loss.detach().reshape(()), non_blocking=True)
+            else:
+                value.fill_(float(loss))
             if self._stepped and self._snapped and self._snapshot is not None:
                 torch._foreach_sub_(self._snapshot, self.params)  # θ_before - θ_after
-                update_sq = self._squares(self._snapshot)
-            else:  # no update measured this step (or a GradScaler skipped it)
-                update_sq = torch.full_like(grad_sq, math.nan)
-            value = loss.detach().reshape(1) if isinstance(loss, torch.Tensor) else (
-                torch.tensor([float(loss)]))  # fmt: skip
-            row = torch.cat([value.to(grad_sq), grad_sq, weight_sq, update_sq])
-            self._buffer[self._filled].copy_(row, non_blocking=True)
-        self._grad_sq = None
-        self._stepped = self._queued = False  # (a failed backward pass ran no callback)
+                self._norms(self._snapshot, updates)
+        self._skips.append(self.scaler is not None and not self._stepped)
+        self._measured = self._stepped = self._queued = False  # (a failed backward: no callback)
         self._filled += 1
         self.steps += 1
         group = self.optimizer.param_groups[0]
@@ -198,16 +211,28 @@ class Watcher:
             self._measure()
 
     def _measure(self) -> None:
-        """Gradient and weight norms by layer, on the device: one fused call."""
-        both = self._squares([*self._grads(), *self.params])
-        self._grad_sq, self._weight_sq = both.chunk(2)
+        """Each gradient's norm into this step's row, on the device (one fused call); the
+        weights' too where `_weights_always`, on update steps, or for a non-finite gradient."""
+        _, grads, weights, _ = self._views[self._filled]
         if self.scaler is not None and _scaled(self.scaler, self.optimizer):
-            self._grad_sq /= self.scaler._scale.to(self._grad_sq) ** 2
+            # in float64: a scaled gradient's square overflows float32 long before it does
+            norms = torch._foreach_norm(self._grads(), 2, dtype=torch.float64)
+            grads.copy_(torch.stack(norms).div_(self.scaler._scale.double()))
+        else:
+            self._norms(self._grads(), grads)
+        if (
+            self._weights_always
+            or self.steps == 0
+            or self._measures_update(self.steps + 1)
+            or not math.isfinite(float(grads.sum()))  # CPU: a read, no synchronisation
+        ):
+            self._norms(self.params, weights)
+        self._measured = True
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._stepped = True
         with torch.no_grad():
-            if self._grad_sq is None:  # gradients set without a backward pass
+            if not self._measured:  # gradients set without a backward pass
                 self._measure()
             self._snapped = self._measures_update(self.steps + 1)
             if not self._snapped:
@@ -226,15 +251,19 @@ class Watcher:
     def _grads(self) -> list[torch.Tensor]:
         return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
 
-    def _squares(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        """The sum of squares of each layer's tensors, on the device: one fused norm call.
-        Given two lists of the parameters' shapes one after the other (gradients, then
-        weights), the layers' sums of each, one after the other."""
-        norms = torch.stack(torch._foreach_norm(tensors)).float()
-        copies = len(tensors) // len(self.params)
-        index = self._index if copies == 1 else self._index2
-        sums = torch.zeros(copies * len(self.layers), device=norms.device)
-        return sums.index_add_(0, index, norms * norms)
+    @staticmethod
+    def _norms(tensors: list[torch.Tensor], out: torch.Tensor) -> None:
+        """Each tensor's norm (accumulated in float32 at least) into `out`: one fused call."""
+        low = tensors[0].dtype in (torch.float16, torch.bfloat16)
+        norms = torch._foreach_norm(tensors, 2, dtype=torch.float32) if low else (
+            torch._foreach_norm(tensors))  # fmt: skip
+        torch.stack(norms, out=out)
+
+    def _clear(self) -> None:
+        """An empty block: nan (not measured) everywhere, -1 where weights were not measured
+        (the host carries the last measured weights forward; nan there means non-finite)."""
+        self._buffer.fill_(math.nan)
+        self._buffer[:, self._columns[1]] = -1.0
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -300,9 +329,20 @@ class Watcher:
     def _flush(self) -> None:
         if not self._filled:
             return
-        block = self._buffer[: self._filled].double().cpu().numpy().copy()
-        self._buffer.fill_(math.nan)
+        rows = self._buffer[: self._filled].double().cpu().numpy().copy()
+        self._clear()
         self._filled = 0
+        grads, weights, updates = (rows[:, c] for c in self._columns)
+        unmeasured = weights < 0  # the weights as last measured (they move slowly)
+        latest = np.where(unmeasured, -1, np.arange(len(rows))[:, None])
+        np.maximum.accumulate(latest, axis=0, out=latest)
+        carried = np.take_along_axis(weights, np.maximum(latest, 0), axis=0)
+        weights = np.where(latest >= 0, carried, self._last_weights)
+        self._last_weights = weights[-1].copy()
+        by_layer = [np.sqrt(np.column_stack([(norms[:, m] ** 2).sum(1) for m in self._members]))
+                    for norms in (grads, weights, updates)]  # fmt: skip
+        skips, self._skips = np.array(self._skips, dtype=float), []
+        block = np.column_stack([rows[:, 0], skips, *by_layer])
         self.host.append(block)
         self._diagnose(len(block))
 
@@ -315,18 +355,16 @@ class Watcher:
                 break
             blocks.append(block)
             rows_in += len(block)
-        width = 1 + 3 * len(self.layers)
+        width = 2 + 3 * len(self.layers)
         rows = np.concatenate(blocks[::-1]) if blocks else np.empty((0, width))
         if last is not None:
             rows = rows[-last:]
         first = self.steps - self._filled - len(rows) + 1  # the step number of rows[0]
         k = len(self.layers)
-        with np.errstate(invalid="ignore"):
-            roots = np.sqrt(rows[:, 1:])
         return rules.Steps(
-            step=np.arange(first, first + len(rows)), loss=rows[:, 0], grad=roots[:, :k],
-            weight=roots[:, k : 2 * k], update=roots[:, 2 * k :], layers=self.layers,
-            weighted=self.weighted,
+            step=np.arange(first, first + len(rows)), loss=rows[:, 0], skipped=rows[:, 1] > 0,
+            grad=rows[:, 2 : 2 + k], weight=rows[:, 2 + k : 2 + 2 * k], update=rows[:, 2 + 2 * k :],
+            layers=self.layers, weighted=self.weighted,
         )  # fmt: skip
 
     def _diagnose(self, new: int) -> None:
