@@ -51,6 +51,12 @@ class FitResult:
     reading: str = "in memory"  # or "streamed from FILE": how the data were read
     ranks: dict[str, Any] | None = None  # a data-parallel run's ranks and costs (train/parallel)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: status, loss and coefficients beside the loss curve."""
+        from gdlab.notebook import fit_html
+
+        return fit_html(self)
+
     def __getstate__(self) -> dict[str, Any]:
         """Picklable: a torch.Generator is stored as its state tensor."""
         state = dict(self.__dict__)

@@ -44,6 +44,19 @@ class WatchedRun:
         return list(self.summary.get("probes", []))
 
 
+def in_memory(watcher: Any) -> WatchedRun:
+    """A running watcher's steps as a WatchedRun (what the folder would hold), for charts."""
+    steps = watcher.recorded()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = steps.update / steps.weight
+    lr = np.array([rate[0] for rate in watcher.rates[: len(steps.step)]])
+    return WatchedRun(
+        path=Path("."), step=steps.step.astype(float), loss=steps.loss,
+        grad_norm=np.sqrt((steps.grad**2).sum(1)), lr=lr, layers=list(watcher.layers),
+        grad=steps.grad, ratio=ratio, summary=watcher.summary(),
+    )  # fmt: skip
+
+
 def is_watch_folder(path: Path) -> bool:
     """Whether `path` was written by `gdlab.watch` (its summary.json says so)."""
     try:

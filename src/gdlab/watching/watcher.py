@@ -447,20 +447,9 @@ class Watcher:
         write_text(self.out / SUMMARY, json.dumps(self.summary(), indent=2, default=str))
 
     def _repr_html_(self) -> str:
-        from html import escape
+        from gdlab.notebook import watch_html
 
-        summary = self.summary()
-        items = (
-            "".join(
-                f"<li><b>{escape(d['kind'])}</b> (step {d['step']}): {escape(d['message'])}</li>"
-                for d in summary["diagnoses"]
-            )
-            or "<li>nothing wrong found</li>"
-        )
-        return (
-            f"<div><b>gdlab watch</b>: {summary['steps']} steps, {len(self.layers)} layers, "
-            f"loss {summary['loss']:.4g}<ul>{items}</ul></div>"
-        )
+        return watch_html(self)
 
 
 def _scaled(scaler: Any, optimizer: Any) -> bool:
