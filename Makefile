@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: run test lint typecheck unit bench docs clean
+.PHONY: run test lint typecheck unit bench bench-cockpit docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.stream
 	$(BIN)/python -m benchmarks.parallel
 	$(BIN)/python -m benchmarks.watch
+
+# gdlab.watch beside cockpit-for-pytorch's lightest configuration (an optional extra)
+bench-cockpit: $(VENV)/.installed-dev
+	$(PIP) -e ".[dev,cockpit]"
+	$(BIN)/python -m benchmarks.watch --cockpit
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

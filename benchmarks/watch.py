@@ -13,7 +13,13 @@ noisy machine's drift falls on both), shown as the watched time beside the plain
 The memory line is what the watcher holds: its copy of the parameters (the update buffer), and
 its block of rows on the device.
 
-    python -m benchmarks.watch [--steps N] [--repeats N]
+With `--cockpit` (cockpit-for-pytorch installed under the constraints file:
+`pip install -c constraints.txt cockpit-for-pytorch 'setuptools<81'`), its lightest
+configuration, "economy", tracked every step, runs on the same loops (its own copy of each
+model, extended by BackPACK) over COCKPIT_STEPS steps, with its published 1.5x (GPU, CIFAR-10
+3C3D) beside it; where BackPACK cannot extend a model the row says why.
+
+    python -m benchmarks.watch [--steps N] [--repeats N] [--cockpit]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import gdlab
 from benchmarks.common import Table, machine
 
 STEPS = 50
+COCKPIT_STEPS, COCKPIT_REPEATS = 6, 3  # its steps cost hundreds of times more on a CPU
 
 
 def mlp() -> tuple[nn.Module, Callable[[int], tuple[torch.Tensor, torch.Tensor]]]:
@@ -107,6 +114,37 @@ def loop(model: nn.Module, batch: Callable, steps: int, *, watched: bool, probe:
     return run, watcher
 
 
+def cockpit_loop(model: nn.Module, batch: Callable, steps: int) -> Callable[[], None]:
+    """The same loop under Cockpit's "economy" quantities, tracked every step."""
+    from backpack import extend
+    from cockpit import Cockpit
+    from cockpit.utils import schedules
+    from cockpit.utils.configuration import configuration
+
+    model = extend(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn, each = extend(nn.CrossEntropyLoss()), nn.CrossEntropyLoss(reduction="none")
+    quantities = configuration("economy", track_schedule=schedules.linear(1))
+    cockpit = Cockpit(model.parameters(), quantities=quantities)
+    counter = [0]
+
+    def run() -> None:
+        for _ in range(steps):
+            x, y = batch(counter[0])
+            step = counter[0]
+            counter[0] += 1
+            out = model(x)
+            loss = loss_fn(out, y)
+            info = {"batch_size": len(x), "individual_losses": each(out, y), "loss": loss,
+                    "optimizer": optimizer}  # fmt: skip
+            optimizer.zero_grad()
+            with cockpit(step, info=info):
+                loss.backward(create_graph=cockpit.create_graph(step))
+            optimizer.step()
+
+    return run
+
+
 def paired(plain: Callable[[], None], watched: Callable[[], None], repeats: int):
     """The median time of `plain`, and the median of watched/plain over adjacent pairs run in
     alternating order (a pair's second run finds the caches the first left)."""
@@ -129,6 +167,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--cockpit", action="store_true",
+                        help="also time cockpit-for-pytorch's economy configuration")  # fmt: skip
     options = parser.parse_args()
     torch.manual_seed(0)
     print("# gdlab.watch at its defaults against the same loop without it, turn about")
@@ -155,12 +195,32 @@ def main() -> None:
             case = f"{name}, {'probe every 50' if probe else 'no probe'}"
             table.add(case, "the loop without it", base / per * 1e3, ours / per * 1e3, 1.05,
                       unit="ms", higher_is_better=False)  # fmt: skip
+        if options.cockpit:
+            _cockpit_row(table, name, build)
         size = sum(p.numel() * p.element_size() for p in model.parameters())
         copies = sum(t.numel() * t.element_size() for t in watcher._snapshot or [])
         block = watcher._buffer.numel() * watcher._buffer.element_size()
         print(f"  {name}: the watcher holds {copies / size:.3f}x the parameters' "
               f"{size / 2**20:.2f} MiB (its update buffer; target: one extra copy) and a "
               f"block of {block / 2**10:.0f} KiB")  # fmt: skip
+
+
+def _cockpit_row(table: Table, name: str, build: Callable) -> None:
+    model, batch = build()
+    plain, _ = loop(model, batch, COCKPIT_STEPS, watched=False, probe=False)
+    try:
+        theirs = cockpit_loop(copy.deepcopy(model), batch, COCKPIT_STEPS)
+        theirs()  # warm-up, and BackPACK's refusal of a module comes here
+    except Exception as error:  # BackPACK: a module it has no extension for
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:90]
+        print(f"  {name}, cockpit economy: fails ({reason})")
+        return
+    plain()
+    base, ratio = paired(plain, theirs, COCKPIT_REPEATS)
+    per = COCKPIT_STEPS
+    table.add(f"{name}, cockpit economy", "the loop without it", base / per * 1e3,
+              base * ratio / per * 1e3, 1.5, unit="ms", higher_is_better=False)  # fmt: skip
+    print("    (the 1.5x target column is cockpit's own published figure, GPU)")
 
 
 if __name__ == "__main__":

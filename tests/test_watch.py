@@ -227,6 +227,42 @@ def test_a_deep_sigmoid_network_is_diagnosed_vanishing_naming_its_first_layer() 
     assert "orders of magnitude" in kinds["vanishing"]["message"]
 
 
+def test_with_a_probe_vanishing_names_the_saturated_layers_and_their_share() -> None:
+    torch.manual_seed(0)
+    model = mlp(depth=5, width=16, activation=nn.Sigmoid)
+    with torch.no_grad():
+        for layer in model[::2]:
+            layer.bias.fill_(6.0)  # every sigmoid starts near 1, where it is flat
+    x_probe = torch.randn(64, 4)
+    y_probe = x_probe.sum(1, keepdim=True).sin()
+
+    def probe() -> torch.Tensor:
+        return nn.functional.mse_loss(model(x_probe), y_probe)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with gdlab.watch(model, optimizer, block=4, probe=probe) as w:
+        train(model, optimizer, batches(8), w)
+    (vanishing,) = [d for d in w.summary()["diagnoses"] if d["kind"] == "vanishing"]
+    with torch.no_grad():  # the share by hand, on the weights of the step it was said at
+        first = torch.sigmoid(model[0](x_probe))
+    share = float(((first <= 0.01) | (first >= 0.99)).float().mean())
+    assert share > 0.5
+    assert "Layers saturated on the probe batch" in vanishing["message"]
+    assert f": 1 ({share:.0%}), 3 (" in vanishing["message"]
+
+
+def test_dead_relu_units_are_counted_on_the_probe_batch() -> None:
+    from gdlab.watching.probe import activations
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    with torch.no_grad():
+        model[0].bias[:6] = -100.0  # 6 of 8 units can never fire
+    x = torch.randn(32, 4)
+    said = activations(model, lambda: model(x).pow(2).mean())
+    assert said == "dead ReLU units, 0 on every probe row: 1 (75% of units)"
+
+
 def test_a_large_initialisation_is_diagnosed_exploding() -> None:
     torch.manual_seed(0)
     model = mlp(depth=4, width=32, activation=nn.ReLU)

@@ -67,6 +67,54 @@ def untouched(model: nn.Module, params: list[torch.Tensor]) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda)
 
 
+SATURATING = {"Sigmoid": (0.01, 0.99), "Tanh": (-0.99, 0.99), "Hardtanh": (-0.99, 0.99)}
+SATURATED = 0.5  # the share of a squashing layer's outputs near its bounds that is named
+
+
+def activations(model: nn.Module, probe: Callable[[], torch.Tensor]) -> str:
+    """What the probe batch's forward pass shows of the activations, as one clause: squashing
+    layers (sigmoid, tanh) whose outputs sit mostly at their flat ends, and ReLU layers with
+    units that are 0 for every row (dead); "" when none. The caller holds `untouched`."""
+    saturated: dict[str, float] = {}
+    dead: dict[str, float] = {}
+    hooks = []
+
+    def watch(name: str, kind: str) -> Callable[..., None]:
+        def hook(_: nn.Module, __: object, out: torch.Tensor) -> None:
+            if not isinstance(out, torch.Tensor) or not out.numel():
+                return
+            y = out.detach().float()
+            if kind in SATURATING:
+                low, high = SATURATING[kind]
+                saturated.setdefault(name, float(((y <= low) | (y >= high)).float().mean()))
+            elif y.ndim >= 2:  # a ReLU unit dead on every row
+                dead.setdefault(name, float((y.reshape(len(y), -1) <= 0).all(0).float().mean()))
+
+        return hook
+
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        if kind in (*SATURATING, "ReLU"):
+            hooks.append(module.register_forward_hook(watch(name, kind)))
+    try:
+        with torch.no_grad():
+            probe()
+    finally:
+        for handle in hooks:
+            handle.remove()
+    said = []
+    shown = {n: v for n, v in saturated.items() if v >= SATURATED}
+    if shown:
+        listed = ", ".join(f"{n} ({v:.0%})" for n, v in shown.items())
+        said.append(f"saturated on the probe batch, with that share of outputs at the flat "
+                    f"ends where the derivative is near 0: {listed}")  # fmt: skip
+    shown = {n: v for n, v in dead.items() if v >= SATURATED}
+    if shown:
+        listed = ", ".join(f"{n} ({v:.0%} of units)" for n, v in shown.items())
+        said.append(f"dead ReLU units, 0 on every probe row: {listed}")
+    return "; ".join(said)
+
+
 def gradient_of(
     probe: Callable[[], torch.Tensor], params: list[torch.Tensor], *, graph: bool
 ) -> list[torch.Tensor]:

@@ -24,6 +24,7 @@ for the cosine between successive updates.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -41,7 +42,13 @@ from gdlab.atomic import write_text
 from gdlab.errors import GdlabError, GdlabWarning, caller_level
 from gdlab.watching import diagnoses as rules
 from gdlab.watching.folder import HISTORY, SOURCE, SUMMARY
-from gdlab.watching.probe import preconditioner, sharpness, threshold, untouched
+from gdlab.watching.probe import (
+    activations,
+    preconditioner,
+    sharpness,
+    threshold,
+    untouched,
+)
 
 BLOCK = 64  # steps recorded on a GPU between copies to the host (a copy waits for the device)
 CPU_BLOCK = 256  # on the CPU a copy waits for nothing: fewer, larger blocks cost less per step
@@ -394,8 +401,22 @@ class Watcher:
                 diagnosis.kind != "update_ratio" or said.layer == diagnosis.layer
             ):
                 return
+        if diagnosis.kind == "vanishing" and self.probe is not None:
+            diagnosis = self._with_activations(diagnosis)
         self.diagnoses.append(diagnosis)
         warnings.warn(f"gdlab watch: {diagnosis.message}", GdlabWarning, stacklevel=caller_level())
+
+    def _with_activations(self, diagnosis: rules.Diagnosis) -> rules.Diagnosis:
+        """The diagnosis with what the probe batch shows of the activations (saturated or dead
+        layers), where the model's activations are modules a forward hook sees."""
+        try:
+            with untouched(self.model, self.params):
+                seen = activations(self.model, self.probe)  # type: ignore[arg-type]
+        except Exception:  # the probe's own failure is said when it next runs
+            return diagnosis
+        if not seen:
+            return diagnosis
+        return dataclasses.replace(diagnosis, message=f"{diagnosis.message} Layers {seen}.")
 
     def summary(self) -> dict[str, Any]:
         """The run so far: steps, layers, diagnoses (kind, step, layer, message), probes and
