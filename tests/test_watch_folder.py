@@ -162,3 +162,29 @@ def test_the_watch_report_draws_every_figure_in_chromium(
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 4")
     cells = page.evaluate("document.getElementById('depth').data[0].z.length")
     assert cells == len(read(out).layers) and errors == []
+
+
+def test_each_parameter_group_has_its_scheduled_lr_and_momentum(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    optimizer = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.1, "momentum": 0.9},
+                                 {"params": model[2].parameters(), "lr": 0.01}])  # fmt: skip
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    expected = []
+    with watch(model, optimizer, out=tmp_path / "run") as w:
+        for _ in range(7):
+            x = torch.randn(8, 3)
+            loss = model(x).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            expected.append([g["lr"] for g in optimizer.param_groups])
+            w.step(loss)
+            schedule.step()
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(tmp_path / "run" / "history.csv").to_pydict()
+    np.testing.assert_allclose(table["lr"], [e[0] for e in expected])
+    np.testing.assert_allclose(table["lr:group1"], [e[1] for e in expected])
+    assert table["lr"][:4] == [0.1, 0.1, 0.1, 0.05]  # StepLR halves it after 3 steps
+    assert set(table["momentum"]) == {0.9} and set(table["momentum:group1"]) == {0.0}

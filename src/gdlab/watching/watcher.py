@@ -140,7 +140,7 @@ class Watcher:
         self._stepped = False  # the optimizer stepped since the last step(loss)
         self.steps = 0
         self.host: list[np.ndarray] = []
-        self.rates: list[tuple[float, float]] = []  # the first group's (lr, momentum) a step
+        self.rates: list[tuple[float, ...]] = []  # each group's lr and momentum, a step
         self.probes: list[dict[str, Any]] = []
         self.skipped: list[str] = [] if probe else [
             "sharpness and the stability threshold: no probe given (watch(..., probe=lambda: "
@@ -191,10 +191,8 @@ class Watcher:
         self._measured = self._stepped = self._queued = False  # (a failed backward: no callback)
         self._filled += 1
         self.steps += 1
-        group = self.optimizer.param_groups[0]
-        betas = group.get("betas")
-        momentum = float(betas[0]) if betas is not None else float(group.get("momentum", 0.0))
-        self.rates.append((float(group["lr"]), momentum))
+        self.rates.append(tuple(value for group in self.optimizer.param_groups
+                                for value in _rate(group)))  # fmt: skip
         if self.probe is not None and self.steps % self.every == self.every - 1:
             self._keep_update()
         if self.probe is not None and self.steps % self.every == 0:
@@ -452,16 +450,19 @@ class Watcher:
         steps = self.recorded()
         text = io.StringIO()
         writer = csv.writer(text)
+        groups = len(self.rates[0]) // 2 if self.rates else 1
         writer.writerow(["step", "loss", "grad_norm", "lr", "momentum",
+                         *(f"{name}:group{g}" for g in range(1, groups)
+                           for name in ("lr", "momentum")),
                          *(f"grad_norm:{n}" for n in self.layers),
                          *(f"update_ratio:{n}" for n in self.layers)])  # fmt: skip
         with np.errstate(invalid="ignore", divide="ignore"):
             total = np.sqrt((steps.grad**2).sum(1))
             ratio = steps.update / steps.weight
         for i in range(len(steps.loss)):
-            lr, momentum = self.rates[i]
+            rates = self.rates[i][: 2 * groups] + (math.nan,) * (2 * groups - len(self.rates[i]))
             writer.writerow([int(steps.step[i]), f"{steps.loss[i]:.9g}", f"{total[i]:.9g}",
-                             f"{lr:.9g}", f"{momentum:.9g}",
+                             *(f"{v:.9g}" for v in rates),
                              *(f"{v:.6g}" for v in steps.grad[i]),
                              *(f"{v:.6g}" for v in ratio[i])])  # fmt: skip
         write_text(self.out / HISTORY, text.getvalue())
@@ -471,6 +472,13 @@ class Watcher:
         from gdlab.notebook import watch_html
 
         return watch_html(self)
+
+
+def _rate(group: dict[str, Any]) -> tuple[float, float]:
+    """A parameter group's lr as it stands (after any scheduler) and momentum (β1 for Adam)."""
+    betas = group.get("betas")
+    momentum = float(betas[0]) if betas is not None else float(group.get("momentum", 0.0))
+    return float(group["lr"]), momentum
 
 
 def _scaled(scaler: Any, optimizer: Any) -> bool:
