@@ -52,11 +52,14 @@ class AutogradGradient:
         y: torch.Tensor,
     ) -> None:
         self.model, self.loss_fn, self.X, self.y = model, loss_fn, X, y
+        # model.zero_grad() walks the module tree each step: a tiny model's epoch notices
+        self.params = list(model.parameters())
 
     def step_gradient(self, rows: torch.Tensor | None) -> float:
         X = self.X if rows is None else self.X.index_select(0, rows)
         y = self.y if rows is None else self.y.index_select(0, rows)
         loss = self.loss_fn(self.model(X), y)
-        self.model.zero_grad()
+        for p in self.params:
+            p.grad = None
         loss.backward()  # type: ignore[no-untyped-call]
         return loss.item()
