@@ -44,10 +44,14 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.parallel
 	$(BIN)/python -m benchmarks.watch
 
-# gdlab.watch beside cockpit-for-pytorch's lightest configuration (an optional extra)
-bench-cockpit: $(VENV)/.installed-dev
-	$(PIP) -e ".[dev,cockpit]"
-	$(BIN)/python -m benchmarks.watch --cockpit
+# gdlab.watch beside cockpit-for-pytorch's lightest configuration (an optional extra), in a
+# venv of its own: BackPACK pulls in a torchvision whose kernels do not load with the CPU torch
+# and that breaks Lightning's import in the main venv
+COCKPIT := .venv-cockpit
+bench-cockpit:
+	test -x $(COCKPIT)/bin/python || $(PYTHON) -m venv $(COCKPIT)
+	$(COCKPIT)/bin/python -m pip install --quiet -c constraints.txt -e ".[cockpit]"
+	$(COCKPIT)/bin/python -m benchmarks.watch --cockpit
 
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info
+	rm -rf $(VENV) $(COCKPIT) runs build src/*.egg-info

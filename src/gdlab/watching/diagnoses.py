@@ -115,31 +115,50 @@ def depth(steps: Steps, lr: float) -> Diagnosis | None:
     ))  # fmt: skip
 
 
-def update_ratios(steps: Steps, skip: set[str]) -> list[Diagnosis]:
+def update_ratios(steps: Steps, skip: set[str], *, slow: bool = True) -> list[Diagnosis]:
     """Layers whose median update-to-weight ratio over the given steps (the watcher passes
-    the last RATIO_STEPS) is far outside the usual range, once 20 updates are measured."""
+    the last RATIO_STEPS) is far outside the usual range, once 20 updates are measured: one
+    diagnosis for the layers that barely move (unless `slow` is False: a vanishing gradient
+    already explains them), one for those that move too far, each naming its first layer."""
     ratio = steps.update / np.maximum(steps.weight, 1e-30)
     measured = ratio[np.isfinite(ratio).all(1)]  # the steps that measured their update
     if len(measured) < 20:
         return []
     medians = np.median(measured, axis=0)
-    found = []
-    step = int(steps.step[-1])
+    low, high = [], []
     for name, median, weighted in zip(steps.layers, medians, steps.weighted, strict=True):
         if name in skip or not weighted or not np.isfinite(median):
             continue
-        if median < RATIO_LOW:
-            found.append(Diagnosis("update_ratio", step, name, (
-                f"layer {name} barely moves: its median update is {median:.1g} of its size "
-                f"a step (usual: about 1e-3); raise its learning rate, or check that it is "
-                f"in the optimizer and receives a gradient."
-            )))  # fmt: skip
+        if median < RATIO_LOW and slow:
+            low.append((name, float(median)))
         elif median > RATIO_HIGH:
-            found.append(Diagnosis("update_ratio", step, name, (
-                f"layer {name} changes by {median:.2g} of its size a step (usual: about "
-                f"1e-3); lower its learning rate, or warm it up."
-            )))  # fmt: skip
+            high.append((name, float(median)))
+    step = int(steps.step[-1])
+    found = []
+    if low:
+        names, values = _listed(low)
+        found.append(Diagnosis("update_ratio", step, low[0][0], (
+            f"{names} barely move: median updates of {values} of their size a step (usual: "
+            f"about 1e-3); raise the learning rate, or check that they are in the optimizer "
+            f"and receive a gradient."
+        )))  # fmt: skip
+    if high:
+        names, values = _listed(high)
+        found.append(Diagnosis("update_ratio", step, high[0][0], (
+            f"{names} change by {values} of their size a step (usual: about 1e-3); lower the "
+            f"learning rate, or warm it up."
+        )))  # fmt: skip
     return found
+
+
+def _listed(layers: list[tuple[str, float]]) -> tuple[str, str]:
+    """'layer a' or 'layers a, b and c', and their values (a range when there are several)."""
+    names = [name for name, _ in layers]
+    values = [value for _, value in layers]
+    if len(names) == 1:
+        return f"layer {names[0]}", f"{values[0]:.2g}"
+    return (f"layers {', '.join(names[:-1])} and {names[-1]}",
+            f"{min(values):.2g} to {max(values):.2g}")  # fmt: skip
 
 
 def sharpness(probes: list[dict[str, Any]]) -> Diagnosis | None:

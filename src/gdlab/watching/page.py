@@ -24,11 +24,14 @@ const marks = D.diagnoses.map((d) => ({type: 'line', x0: d.step, x1: d.step, yre
 Plotly.newPlot('loss', [{x: D.step, y: D.loss, mode: 'lines', name: 'loss'}],
   {title: T('Loss by step (dotted: a diagnosis)'), xaxis: axis('step'),
    yaxis: axis('loss', {type: D.log_loss ? 'log' : 'linear'}), shapes: marks}, config);
+// layer names such as "0" or "12" are names, not numbers: a category axis keeps each row
 Plotly.newPlot('depth', [{type: 'heatmap', x: D.heat.step, y: D.layers, z: D.heat.log10,
-  colorscale: 'RdBu', reversescale: true, colorbar: {title: T('log10 ‖g‖')},
-  hovertemplate: 'step %{x}<br>%{y}<br>log10 ‖g‖ %{z:.2f}<extra></extra>'}],
-  {title: T('Gradient norm by depth over time'), xaxis: axis('step'),
-   yaxis: axis('layer (input side at the top)', {autorange: 'reversed'})}, config);
+  colorscale: 'Viridis', colorbar: {title: T('log10 ‖g‖')},
+  hovertemplate: 'step %{x}<br>layer %{y}<br>log10 ‖g‖ %{z:.2f}<extra></extra>'}],
+  {title: T('Gradient norm by depth over time (grey: zero or not finite)'),
+   xaxis: axis('step'), plot_bgcolor: '#bbbbbb',
+   yaxis: axis('layer (input side at the top)', {type: 'category', autorange: 'reversed'})},
+  config);
 if (D.probes.step.length) {
   const p = D.probes;
   const traces = [{x: p.step, y: p.sharpness, mode: 'lines+markers', name: 'sharpness λmax'}];

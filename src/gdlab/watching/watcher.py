@@ -386,9 +386,12 @@ class Watcher:
         if "plateau" not in said:
             found.append(rules.plateau(self.recorded(last=2 * rules.PLATEAU_STEPS)))
         if "non_finite" not in said and not any(d and d.kind == "non_finite" for d in found):
-            named = {d.layer for d in self.diagnoses if d.kind in ("vanishing", "exploding")}
+            kinds = ("vanishing", "exploding")
+            depth = [d for d in [*self.diagnoses, *found] if d and d.kind in kinds]
             window = self.recorded(last=rules.RATIO_STEPS)
-            found += rules.update_ratios(window, skip={n for n in named if n})
+            vanishing = any(d.kind == "vanishing" for d in depth)
+            found += rules.update_ratios(window, skip={d.layer for d in depth if d.layer},
+                                         slow=not vanishing)  # fmt: skip
         for diagnosis in found:
             if diagnosis is not None:
                 self._say(diagnosis)
