@@ -187,8 +187,9 @@ def main() -> None:
             watched, watcher = loop(copied, batch, options.steps, watched=True, probe=probe)
             assert watcher is not None
             with watcher:
-                plain()
-                watched()  # warm-up: first calls, allocations
+                for _ in range(3):  # warm-up: first calls, allocations, the clock settling
+                    plain()
+                    watched()
                 base, ratio = paired(plain, watched, options.repeats)
             ours = base * ratio
             per = options.steps

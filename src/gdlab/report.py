@@ -225,6 +225,18 @@ def render(
     panels += ["surface"] if data["surface"] else []
     panels += ["line"] if data["line"] else []
     divs = "".join(f'<div id="{name}" class="plot"></div>' for name in panels)
+    body = f"""<div id="slider"><input type="range" id="epoch" min="0" max="{last}" value="{last}"
+ aria-label="epoch" style="width: 60%"> <span id="epoch-label"></span></div>
+<div class="grid">{divs}</div>
+<h2>Summary</h2><table>{fact_rows}</table>
+<h2>Warnings</h2><ul>{warnings or "<li>none</li>"}</ul>
+<h2>Options</h2><table>{rows}</table>"""
+    return html_page(title, body, payload, SCRIPT, plotly_js)
+
+
+def html_page(title: str, body: str, payload: str, script: str, plotly_js: str) -> str:
+    """A self-contained page: plotly.js and the style inline, the body, the run's numbers as
+    one JSON block (`payload`, from `embedded_json`) and the script that draws them."""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{html.escape(title)}</title>
@@ -232,13 +244,8 @@ def render(
 <script>{plotly_js}</script>
 </head><body>
 <h1>{html.escape(title)}</h1>
-<div id="slider"><input type="range" id="epoch" min="0" max="{last}" value="{last}"
- aria-label="epoch" style="width: 60%"> <span id="epoch-label"></span></div>
-<div class="grid">{divs}</div>
-<h2>Summary</h2><table>{fact_rows}</table>
-<h2>Warnings</h2><ul>{warnings or "<li>none</li>"}</ul>
-<h2>Options</h2><table>{rows}</table>
+{body}
 <script type="application/json" id="gdlab-data">{payload}</script>
-<script>{SCRIPT}</script>
+<script>{script}</script>
 </body></html>
 """

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from gdlab.plot.watch import POINTS, binned_log
-from gdlab.report import STYLE, embedded_json, json_safe, readable
+from gdlab.report import embedded_json, html_page, json_safe, readable
 from gdlab.watching.folder import WatchedRun
 
 SCRIPT = """
@@ -97,18 +97,8 @@ def render(title: str, run: WatchedRun, *, plotly_js: str) -> str:
     )
     panels = ["loss", "depth", *(["sharpness"] if data["probes"]["step"] else []), "ratios"]
     divs = "".join(f'<div id="{name}" class="plot"></div>' for name in panels)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{html.escape(title)}</title>
-<style>{STYLE}</style>
-<script>{plotly_js}</script>
-</head><body>
-<h1>{html.escape(title)}</h1>
-<h2>Diagnoses</h2><ul>{said or "<li>nothing wrong found</li>"}</ul>
+    body = f"""<h2>Diagnoses</h2><ul>{said or "<li>nothing wrong found</li>"}</ul>
 <div class="grid">{divs}</div>
 <h2>Run</h2><table>{rows}</table>
-<h2>Skipped measures</h2><ul>{skipped or "<li>none</li>"}</ul>
-<script type="application/json" id="gdlab-data">{embedded_json(data)}</script>
-<script>{SCRIPT}</script>
-</body></html>
-"""
+<h2>Skipped measures</h2><ul>{skipped or "<li>none</li>"}</ul>"""
+    return html_page(title, body, embedded_json(data), SCRIPT, plotly_js)
