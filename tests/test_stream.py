@@ -387,3 +387,19 @@ def test_predict_checks_the_columns_before_it_prints_a_line(
     for flag in ("--stream", "--no-stream"):
         run = gdlab("predict", str(run_dir), str(other), flag)
         assert run.code == 2 and run.out == "" and "feature column 'c' not found" in run.err
+
+
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 4097])
+def test_the_pass_column_extremes_and_digest_weights_are_numpy_s(rows: int) -> None:
+    from gdlab.data.passes import _column_extremes, _weights
+
+    rng = np.random.default_rng(rows)
+    values = rng.standard_normal((rows, 3))
+    if rows > 2:
+        values[rows // 2, 1] = np.nan  # a nan propagates, as in numpy's min and max
+    low, high = _column_extremes(values)
+    np.testing.assert_array_equal(low, values.min(axis=0))
+    np.testing.assert_array_equal(high, values.max(axis=0))
+    for first in (0, 9972, 123_456_789):
+        expected = np.arange(first, first + rows, dtype=np.float64) % 9973.0
+        np.testing.assert_array_equal(_weights(first, rows), expected)
