@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import gdlab
+from tests.test_watch import batches, mlp, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning")
 
@@ -37,19 +38,10 @@ def test_a_fit_result_shows_its_status_coefficients_and_loss_curve() -> None:
 
 def test_a_watcher_shows_its_diagnoses_and_charts() -> None:
     torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for i in range(8):
-        layers += [nn.Linear(4 if i == 0 else 8, 8), nn.Sigmoid()]
-    model = nn.Sequential(*layers, nn.Linear(8, 1))
+    model = mlp(depth=9, activation=nn.Sigmoid)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with gdlab.watch(model, optimizer) as w:
-        for _ in range(20):
-            x = torch.randn(16, 4)
-            loss = nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            w.step(loss)
+        train(model, optimizer, batches(20), w)
     page = w._repr_html_()
     assert "<b>vanishing</b> (step 1)" in page
     assert "skipped: sharpness and the stability threshold: no probe given" in page

@@ -19,6 +19,7 @@ from gdlab import watch
 from gdlab.plot.watch import binned_log
 from gdlab.watching.folder import is_watch_folder, read
 from tests.conftest import CliRun
+from tests.test_watch import batches, mlp, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::gdlab.GdlabWarning")
 
@@ -99,16 +100,10 @@ def test_without_a_probe_plot_says_why_there_is_no_sharpness_figure(
     tmp_path: Path, gdlab: Callable[..., CliRun]
 ) -> None:
     torch.manual_seed(0)
-    model = nn.Linear(3, 1)
+    model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with watch(model, optimizer, out=tmp_path / "run") as w:
-        for _ in range(30):
-            x = torch.randn(8, 3)
-            loss = model(x).pow(2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            w.step(loss)
+        train(model, optimizer, batches(30), w)
     result = gdlab("plot", str(tmp_path / "run"))
     assert result.code == 0, result.err
     assert "skipped sharpness.png: sharpness and the stability threshold: no probe" in result.out

@@ -77,6 +77,6 @@ def watch_html(watcher: Watcher) -> str:
     charts = []
     if len(run.step):
         charts = [inline_png(watch.loss_figure(run)), inline_png(watch.depth_heatmap(run))]
-        if watch.has_sharpness(run):
+        if run.estimates:
             charts.append(inline_png(watch.sharpness_figure(run)))
     return _page("gdlab watch", facts, items, charts)

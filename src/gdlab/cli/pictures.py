@@ -162,7 +162,7 @@ def _plot_watched(run_dir: Path) -> None:
         raise GdlabError(f"{run_dir} has no steps in its history; nothing to plot.")
     figures = {"loss.png": watch.loss_figure(run), "depth.png": watch.depth_heatmap(run),
                "update_ratios.png": watch.update_ratio_figure(run)}  # fmt: skip
-    if watch.has_sharpness(run):
+    if run.estimates:
         figures["sharpness.png"] = watch.sharpness_figure(run)
     else:
         reasons = [s for s in run.summary.get("skipped", []) if s.startswith("sharpness")]

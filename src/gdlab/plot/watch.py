@@ -79,24 +79,18 @@ def depth_heatmap(run: WatchedRun) -> Figure:
     return figure
 
 
-def has_sharpness(run: WatchedRun) -> bool:
-    return any(_finite(p.get("sharpness")) for p in run.probes)
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, float | int) and math.isfinite(value)
-
-
 def sharpness_figure(run: WatchedRun) -> Figure:
     """The sharpness on the probe batch and the optimizer's threshold (2/lr for SGD), per probe;
     above the line the step grows along the sharpest direction and the loss oscillates."""
     figure = _figure(7.0, 4.0)
     axes = figure.axes[0]
-    probes = [p for p in run.probes if _finite(p.get("sharpness"))]
+    from gdlab.watching.folder import finite
+
+    probes = run.estimates
     steps = [p["step"] for p in probes]
     axes.plot(steps, [p["sharpness"] for p in probes], "o-", markersize=3,
               label=f"sharpness λmax ({probes[0]['method']})")  # fmt: skip
-    limits = [p["threshold"] if _finite(p.get("threshold")) else math.nan for p in probes]
+    limits = [p["threshold"] if finite(p.get("threshold")) else math.nan for p in probes]
     if any(math.isfinite(v) for v in limits):
         axes.plot(steps, limits, "--", color="tab:red", label=f"threshold {probes[0]['rule']}")
     else:

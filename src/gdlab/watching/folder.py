@@ -10,6 +10,7 @@ diagnoses, the probes (sharpness against the optimizer's threshold) and what was
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,16 @@ class WatchedRun:
     @property
     def probes(self) -> list[dict[str, Any]]:
         return list(self.summary.get("probes", []))
+
+    @property
+    def estimates(self) -> list[dict[str, Any]]:
+        """The probes that found a finite sharpness: the ones a figure draws."""
+        return [p for p in self.probes if finite(p.get("sharpness"))]
+
+
+def finite(value: object) -> bool:
+    """A finite number (summary.json may hold nan, null or nothing)."""
+    return isinstance(value, float | int) and math.isfinite(value)
 
 
 def in_memory(watcher: Any) -> WatchedRun:

@@ -57,7 +57,7 @@ def page_data(run: WatchedRun) -> dict[str, Any]:
     edges, cells = binned_log(run.grad)
     measured = np.isfinite(run.ratio).any(1)
     ratio_rows = np.flatnonzero(measured)[:: max(1, -(-int(measured.sum()) // POINTS))]
-    probes = [p for p in run.probes if isinstance(p.get("sharpness"), float | int)]
+    probes = run.estimates
     finite = run.loss[np.isfinite(run.loss)]
     data = {
         "step": run.step[drawn], "loss": run.loss[drawn],

@@ -41,7 +41,7 @@ from torch import nn
 from gdlab.atomic import write_text
 from gdlab.errors import GdlabError, GdlabWarning, caller_level
 from gdlab.watching import diagnoses as rules
-from gdlab.watching.folder import HISTORY, SOURCE, SUMMARY
+from gdlab.watching.folder import HISTORY, SOURCE, SUMMARY, in_memory
 from gdlab.watching.probe import (
     activations,
     preconditioner,
@@ -81,10 +81,8 @@ class Watcher:
             raise GdlabError(
                 f"watch: optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}."
             )
-        if block is None:
-            first = next((p for p in model.parameters() if p.requires_grad), None)
-            block = CPU_BLOCK if first is not None and first.device.type == "cpu" else BLOCK
-        if not all(isinstance(n, int) and n >= 1 for n in (every, block, ratio_every)):
+        counts = (every, ratio_every) if block is None else (every, block, ratio_every)
+        if not all(isinstance(n, int) and n >= 1 for n in counts):
             raise GdlabError(
                 "watch: `every`, `block` and `ratio_every` must be whole numbers of steps >= 1."
             )
@@ -95,6 +93,8 @@ class Watcher:
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise GdlabError("watch: the model has no trainable parameters.")
+        if block is None:
+            block = CPU_BLOCK if named[0][1].device.type == "cpu" else BLOCK
         self.model, self.optimizer, self.probe, self.every = model, optimizer, probe, every
         self.scaler, self.block, self.budget = scaler, block, budget
         self.ratio_every = ratio_every
@@ -221,8 +221,7 @@ class Watcher:
         _, grads, weights, _ = self._views[self._filled]
         if self.scaler is not None and _scaled(self.scaler, self.optimizer):
             # in float64: a scaled gradient's square overflows float32 long before it does
-            norms = torch._foreach_norm(self._grads(), 2, dtype=torch.float64)
-            grads.copy_(torch.stack(norms).div_(self.scaler._scale.double()))
+            self._norms(self._grads(), grads, scale=self.scaler._scale)
         else:
             self._norms(self._grads(), grads)
         if (
@@ -257,8 +256,15 @@ class Watcher:
         return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
 
     @staticmethod
-    def _norms(tensors: list[torch.Tensor], out: torch.Tensor) -> None:
-        """Each tensor's norm (accumulated in float32 at least) into `out`: one fused call."""
+    def _norms(
+        tensors: list[torch.Tensor], out: torch.Tensor, scale: torch.Tensor | None = None
+    ) -> None:
+        """Each tensor's norm into `out`, in one fused call: accumulated in float32 at least,
+        and in float64 and divided by `scale` for a GradScaler's scaled gradients."""
+        if scale is not None:
+            norms = torch._foreach_norm(tensors, 2, dtype=torch.float64)
+            out.copy_(torch.stack(norms).div_(scale.double()))
+            return
         low = tensors[0].dtype in (torch.float16, torch.bfloat16)
         norms = torch._foreach_norm(tensors, 2, dtype=torch.float32) if low else (
             torch._foreach_norm(tensors))  # fmt: skip
@@ -450,7 +456,7 @@ class Watcher:
         if self.out is None or not _leader():
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        steps = self.recorded()
+        run = in_memory(self)
         text = io.StringIO()
         writer = csv.writer(text)
         groups = len(self.rates[0]) // 2 if self.rates else 1
@@ -459,17 +465,14 @@ class Watcher:
                            for name in ("lr", "momentum")),
                          *(f"grad_norm:{n}" for n in self.layers),
                          *(f"update_ratio:{n}" for n in self.layers)])  # fmt: skip
-        with np.errstate(invalid="ignore", divide="ignore"):
-            total = np.sqrt((steps.grad**2).sum(1))
-            ratio = steps.update / steps.weight
-        for i in range(len(steps.loss)):
+        for i in range(len(run.step)):
             rates = self.rates[i][: 2 * groups] + (math.nan,) * (2 * groups - len(self.rates[i]))
-            writer.writerow([int(steps.step[i]), f"{steps.loss[i]:.9g}", f"{total[i]:.9g}",
+            writer.writerow([int(run.step[i]), f"{run.loss[i]:.9g}", f"{run.grad_norm[i]:.9g}",
                              *(f"{v:.9g}" for v in rates),
-                             *(f"{v:.6g}" for v in steps.grad[i]),
-                             *(f"{v:.6g}" for v in ratio[i])])  # fmt: skip
+                             *(f"{v:.6g}" for v in run.grad[i]),
+                             *(f"{v:.6g}" for v in run.ratio[i])])  # fmt: skip
         write_text(self.out / HISTORY, text.getvalue())
-        write_text(self.out / SUMMARY, json.dumps(self.summary(), indent=2, default=str))
+        write_text(self.out / SUMMARY, json.dumps(run.summary, indent=2, default=str))
 
     def _repr_html_(self) -> str:
         from gdlab.notebook import watch_html
