@@ -120,6 +120,17 @@ def test_fit_only_options_on_a_watch_folder_are_one_line_errors(
     assert len(result.err.strip().splitlines()) == 1
 
 
+def test_the_report_never_overwrites_the_watch_folder_s_own_files(
+    watched: tuple[Path, Any], gdlab: Callable[..., CliRun]
+) -> None:
+    out, _ = watched
+    before = (out / "history.csv").read_bytes()
+    result = gdlab("report", str(out), "--out", str(out / "history.csv"), "--overwrite")
+    assert result.code != 0 and "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert (out / "history.csv").read_bytes() == before
+
+
 def test_a_damaged_history_is_named(tmp_path: Path, gdlab: Callable[..., CliRun]) -> None:
     out = tmp_path / "run"
     deep_sigmoid_run(out, steps=10)

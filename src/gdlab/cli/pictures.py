@@ -100,7 +100,7 @@ def report(
     from plotly.offline import get_plotlyjs
 
     from gdlab.atomic import write_text
-    from gdlab.outputs import RunLock, check_not_input, check_out_file
+    from gdlab.outputs import RunLock, check_out_file
     from gdlab.report import render, report_data
     from gdlab.runs import load_run, read_summary
 
@@ -109,13 +109,12 @@ def report(
     if out is not None:  # the default, RUN_DIR/report.html, is the report's own file
         check_out_file(out, overwrite=overwrite)
     if _watched(run_dir, params=params, data=data):
+        _not_the_run(out, run_dir, [])
         return _report_watched(run_dir, out)
     with RunLock(run_dir):
         result, state = load_run(run_dir)
-        if out is not None:  # never the run's own files, nor its data
-            own = [path for path in run_dir.iterdir() if path.name != "report.html"]
-            inputs = [Path(state["data_path"])] if state.get("data_path") else []
-            check_not_input([out], [*own, *inputs, *([Path(data)] if data else [])])
+        inputs = [Path(state["data_path"])] if state.get("data_path") else []
+        _not_the_run(out, run_dir, [*inputs, *([Path(data)] if data else [])])
         if not len(result.history):
             raise GdlabError(f"{run_dir} has no epochs in its history; nothing to report.")
         summary = read_summary(run_dir)
@@ -135,6 +134,15 @@ def report(
         target = out or run_dir / "report.html"
         write_text(target, page)
     click.echo(f"wrote {target}")
+
+
+def _not_the_run(out: Path | None, run_dir: Path, inputs: list[Path]) -> None:
+    """--out is never one of the run's own files (its report.html aside) nor its data."""
+    from gdlab.outputs import check_not_input
+
+    if out is not None:
+        own = [path for path in run_dir.iterdir() if path.name != "report.html"]
+        check_not_input([out], [*own, *inputs])
 
 
 def _watched(run_dir: Path, **options: Any) -> bool:
