@@ -517,6 +517,7 @@ with gdlab.watch(model, optimizer, out=sys.argv[1]) as w:
         w.step(loss)
 print(json.dumps(w.recorded().grad.tolist()))
 if ranks > 1:
+    dist.barrier()  # neither rank tears down gloo while the other still talks to it
     dist.destroy_process_group()
 """
 
