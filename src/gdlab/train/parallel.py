@@ -20,6 +20,7 @@ ranks that no longer answer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import time
@@ -224,6 +225,9 @@ def _attempt_store(restarts: int) -> dict[str, Any]:
     }
 
 
+LEAVE_SECONDS = 300  # the longest a finished rank waits for the others (rank 0's last writes)
+
+
 def leave() -> None:
     """Close the process group (at the end of the run, or before a test opens another)."""
     global _world
@@ -231,6 +235,12 @@ def leave() -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            # Meet first: a rank that tore gloo down while another still talked to it was
+            # aborted at exit ("terminate called without an active exception", exit -6). A
+            # rank that never comes (it failed; torchrun ends the others) is waited for at
+            # most LEAVE_SECONDS.
+            with contextlib.suppress(RuntimeError):
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=LEAVE_SECONDS))
             dist.destroy_process_group()
     _world = World()
 
