@@ -50,10 +50,8 @@ class History:
         self.lr.append(lr)
         self.grad_norm.append(grad_norm)
         self.lambda_max.append(math.nan)  # set afterwards on the epochs it is estimated
-        for name, value in (params or {}).items():
-            self.params.setdefault(name, []).append(value)
-        for name, value in (grad_norms or {}).items():
-            self.grad_norms.setdefault(name, []).append(value)
+        _append(self.params, params)
+        _append(self.grad_norms, grad_norms)
         _extend(self.update_ratios, update_ratios or {}, len(self.epoch))
 
     def replay(self, on_epoch: Callable[[History], None]) -> History:
@@ -155,6 +153,16 @@ class History:
             )
             history.lambda_max[-1] = _parse(row.get(LAMBDA_MAX))
         return history
+
+
+def _append(columns: dict[str, list[float]], values: dict[str, float] | None) -> None:
+    """Append a row to columns every row has (one append per value: a tiny model's epoch
+    lasts microseconds, and setdefault would build a list for each)."""
+    for name, value in (values or {}).items():
+        try:
+            columns[name].append(value)
+        except KeyError:
+            columns[name] = [value]
 
 
 def _extend(columns: dict[str, list[float]], values: dict[str, float], rows: int) -> None:

@@ -240,7 +240,10 @@ class Loop:
     ) -> tuple[float, float]:
         """Record the epoch in the history; its validation loss and gradient norm."""
         state, stopping = self.state, self.stopping
-        val_loss = self.exact.validation_loss() if self.exact else self._evaluate()
+        if self.exact is not None:
+            val_loss = self.exact.validation_loss()
+        else:  # (with no validation rows, NaN without a call: a tiny epoch notices)
+            val_loss = self._evaluate() if self.validating else math.nan
         layer_norms, ratios = norms.layers, norms.ratios
         gradient = (
             penalized_norm(self.params, stopping.weight_decay)
@@ -340,7 +343,8 @@ class Loop:
         """The parameters when the epoch began: `last_good`, or the norms' flat copy."""
         if self.copied is None:
             return self.last_good
-        return list(_unflatten_dense_tensors(self.copied, self.values))  # type: ignore[no-untyped-call]
+        entries = self.copied[: sum(self.measure_norms.sizes)]
+        return list(_unflatten_dense_tensors(entries, self.values))  # type: ignore[no-untyped-call]
 
     def _full_gradient(self) -> float:
         data, shared = self.data, self.world.parallel and self.data.stream is not None

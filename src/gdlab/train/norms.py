@@ -33,7 +33,8 @@ class Norms(NamedTuple):
     ratios: list[float]  # ‖Δθ‖/‖θ‖ per tensor over the epoch (when asked)
     finite: bool  # every parameter finite
     entries: list[float] | None  # every parameter entry (small models)
-    copy: torch.Tensor | None = None  # the same entries as one flat tensor, on the device
+    # the same entries, on the device, at the start of one flat tensor (the gradients follow)
+    copy: torch.Tensor | None = None
 
 
 class EpochNorms:
@@ -76,15 +77,16 @@ class EpochNorms:
         return Norms(math.hypot(*layers), layers, ratios, finite, None)
 
     def _on_host(self, grads: list[torch.Tensor]) -> Norms:
-        flat = _flatten_dense_tensors([*grads, *self.values])  # type: ignore[no-untyped-call]
+        flat = _flatten_dense_tensors([*self.values, *grads])  # type: ignore[no-untyped-call]
         measured = flat.tolist()
-        n, layers, end = len(measured) // 2, [], 0
+        n = end = len(measured) // 2
+        layers = []
         for size in self.sizes:
             layers.append(math.hypot(*measured[end : end + size]))
             end += size
-        entries = measured[n:]
+        entries = measured[:n]
         finite = all(map(math.isfinite, entries))
-        return Norms(math.hypot(*layers), layers, [], finite, entries, flat[n:])
+        return Norms(math.hypot(*layers), layers, [], finite, entries, flat)
 
 
 def penalized_norm(params: list[torch.Tensor], weight_decay: float) -> float:

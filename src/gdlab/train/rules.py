@@ -229,6 +229,8 @@ def epoch_order(n: int, batch_size: int, generator: torch.Generator) -> torch.Te
     """The order in which an epoch visits the n rows in batches of `batch_size`: None (all
     rows at once, in place) for full batch, else a fresh permutation from `generator`. The
     loop and the sweep both draw it here, so equal seeds give equal batches."""
+    if batch_size >= n:
+        return None
     import torch  # here, so that the rules stay importable without torch
 
-    return None if batch_size >= n else torch.randperm(n, generator=generator)
+    return torch.randperm(n, generator=generator)
