@@ -240,6 +240,29 @@ def test_a_mini_batch_run_is_judged_by_its_full_gradient() -> None:
     assert (decaying.status == "converged") == measure.holds
 
 
+def test_a_mini_batch_run_passes_over_its_full_data_only_for_a_gradient_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The full gradient costs a pass over every row: measured at the start and the end when
+    the gradient test is on, never with gtol 0 (a loop timed against a plain one pays none)."""
+    from gdlab.train import loop
+
+    passes: list[float] = []
+    measure = loop.full_gradient_norm
+    monkeypatch.setattr(loop, "full_gradient_norm",
+                        lambda *a, **k: passes.append(0) or measure(*a, **k))  # fmt: skip
+    X, y = builtin("noisy-plane")
+    tested = gdlab.fit(X, y, batch_size=8, lr=0.01, epochs=3, patience=10, dtype="float64")
+    assert len(passes) == 2 and tested.verdict is not None
+    assert tested.verdict.measures[0].name == "gradient norm"
+    passes.clear()
+    untested = gdlab.fit(X, y, batch_size=8, lr=0.01, epochs=3, patience=10, dtype="float64",
+                         gtol=0)  # fmt: skip
+    assert passes == [] and untested.verdict is not None
+    assert [m.name for m in untested.verdict.measures] == ["loss improvement"]
+    assert untested.history.train_loss == tested.history.train_loss  # the same steps either way
+
+
 def test_validation_runs_report_the_kept_epochs_losses(gdlab, tmp_path: Path) -> None:
     run = gdlab("fit", "noisy-plane", "--val-fraction", "0.3", "--optimizer", "adam",
                 "--lr", "0.3", "--epochs", "400", "--out", str(tmp_path / "r"))  # fmt: skip

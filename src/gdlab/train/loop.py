@@ -138,8 +138,9 @@ class Loop:
 
     def run(self) -> Outcome:
         state = self.state
-        if self.mini_batch and state.start_grad is None and self.stopping.first_order:
-            state.start_grad = self._full_gradient()
+        gradient_test = self.stopping.first_order and self.stopping.tolerances.gtol > 0
+        if self.mini_batch and state.start_grad is None and gradient_test:
+            state.start_grad = self._full_gradient()  # (a pass over the data: when tested)
         while state.epoch < self.stopping.epochs:
             outcome = self._epoch()
             if outcome is not None:
@@ -320,7 +321,10 @@ class Loop:
         history, state = self.history, self.state
         if measure is None and status != "diverged":
             last = (history.grad_norm or [math.nan])[-1]
-            measure = self._measure(self._full_gradient() if self.mini_batch else last)
+            if not self.mini_batch or self.stopping.distance is not None:
+                measure = self._measure(last)
+            elif state.start_grad is not None:  # (else there is no test to measure for)
+                measure = self._measure(self._full_gradient())
         if status != "diverged" and first_order(measure):
             assert measure is not None
             status, test, reason = "converged", _test_of(measure), ""
