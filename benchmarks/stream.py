@@ -170,6 +170,8 @@ def worker(case: str, path: str) -> None:
     import pyarrow.parquet  # noqa: F401
 
     if case in ("least-squares", "logistic-full", "logistic-mini"):
+        import torch._dynamo  # noqa: F401  (imported by the first torch.optim optimizer: 2 s)
+
         import gdlab  # noqa: F401
     if case == "sklearn":
         import sklearn.linear_model  # noqa: F401
