@@ -368,3 +368,28 @@ def test_the_bad_input_table_through_the_python_api(tmp_path: Path, case: str) -
     assert "\n" not in message and not re.search(NO_FLAG, message), message
     for word in expected:
         assert word in message, (word, message)
+
+
+def test_every_non_finite_value_is_found_and_overflowing_finite_rows_are_not_one() -> None:
+    """The scan reads each block once through its row sums (BLAS), searching a block only
+    where a sum is not finite: a NaN or an infinity anywhere is named at its row and column;
+    finite rows whose sum overflows pass, without a warning."""
+    import warnings
+
+    from gdlab.data.arrays import as_matrix
+    from gdlab.errors import GdlabError
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40_000, 7))  # three blocks of the scan
+    for value in (np.nan, np.inf, -np.inf):
+        for row, column in ((0, 0), (16_383, 6), (16_384, 3), (39_999, 2)):
+            bad = X.copy()
+            bad[row, column] = value
+            with pytest.raises(GdlabError, match=f"at row {row + 1}, column {column};"):
+                as_matrix(bad)
+    huge = np.full((20_000, 3), 1e308)
+    huge[::2] *= -1  # rows of ±1e308: sums overflow to ±inf, none of the values is
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        matrix, names = as_matrix(huge)
+    assert names == ["x0", "x1", "x2"] and np.array_equal(matrix, huge)

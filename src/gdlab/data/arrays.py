@@ -116,7 +116,13 @@ def _to_numpy(values: Any, name: str) -> npt.NDArray[Any]:
 
 
 def _check_finite(array: FloatArray, name: str, columns: list[str] | None) -> None:
+    ones = np.ones(array.shape[1])
     for block in row_blocks(len(array)):
+        # A NaN or an infinity makes its row's sum NaN or infinite (one BLAS call reads the
+        # block): only then, or where finite values overflow, is the block searched.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(array[block] @ ones).all():
+                continue
         bad = ~np.isfinite(array[block])
         if bad.any():
             row, column = (int(i) for i in np.argwhere(bad)[0])
