@@ -260,6 +260,8 @@ def test_a_mini_batch_run_passes_over_its_full_data_only_for_a_gradient_test(
                          gtol=0)  # fmt: skip
     assert passes == [] and untested.verdict is not None
     assert [m.name for m in untested.verdict.measures] == ["loss improvement"]
+    assert "The gradient test is off (`gtol=0`)" in untested.message  # not "an L1 penalty"
+    assert "L1" not in untested.message and "gtol" not in tested.message
     assert untested.history.train_loss == tested.history.train_loss  # the same steps either way
 
 

@@ -56,12 +56,8 @@ def explain_outcome(
             f"for {opts.patience} epochs; the model of epoch {state.best_epoch} (its best) is "
             f"kept."
         )
-    first_order_note = (
-        ""
-        if outcome.verdict.measures and outcome.verdict.measures[0].name != "loss improvement"
-        else undetermined
-        or " No first-order test applies with an L1 penalty or AdamW's weight decay."
-    )
+    measured = outcome.verdict.measures and outcome.verdict.measures[0].name != "loss improvement"
+    first_order_note = "" if measured else undetermined or _no_first_order_test(opts)
     if verdict.status == "stalled":
         _, advice = stall_reason(
             state.recent,
@@ -94,3 +90,12 @@ def _epochs_needed(opts: FitOptions, curvature: Curvature | None) -> str:
         f"(λmin = {curvature.lambda_min:.3g}); lr={best:.3g} = 2/(λmax+λmin) needs about "
         f"{needed(best):.3g}."
     )
+
+
+def _no_first_order_test(opts: FitOptions) -> str:
+    """Why a run has no first-order measure beside its plateau measure."""
+    if opts.l1 or (opts.weight_decay and not kind_of(opts.optimizer).penalty_decay):
+        return " No first-order test applies with an L1 penalty or AdamW's weight decay."
+    if opts.gtol == 0:
+        return " The gradient test is off (`gtol=0`): with `gtol` above 0 a run can converge."
+    return ""
