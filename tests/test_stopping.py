@@ -262,6 +262,7 @@ def test_a_mini_batch_run_passes_over_its_full_data_only_for_a_gradient_test(
     assert [m.name for m in untested.verdict.measures] == ["loss improvement"]
     assert "The gradient test is off (`gtol=0`)" in untested.message  # not "an L1 penalty"
     assert "L1" not in untested.message and "gtol" not in tested.message
+    assert "xtol" not in tested.message + untested.message  # no distance test in mini-batch
     assert untested.history.train_loss == tested.history.train_loss  # the same steps either way
 
 

@@ -75,9 +75,9 @@ def explain_outcome(
 
 
 def _epochs_needed(opts: FitOptions, curvature: Curvature | None) -> str:
-    """For plain gd on least squares: how many epochs the rate needs (from λmin), and the
-    rate that needs fewest."""
-    plain = kind_of(opts.optimizer).plain
+    """For plain full-batch gd on least squares: how many epochs the rate needs (from λmin),
+    and the rate that needs fewest. (A mini-batch run has no distance test to count for.)"""
+    plain = kind_of(opts.optimizer).plain and opts.batch_size is None
     if curvature is None or not plain or curvature.lambda_min <= 0 or not opts.xtol > 0:
         return " Raise the epochs, or the rate."  # (xtol = 0: the distance test is off)
 
