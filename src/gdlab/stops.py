@@ -24,6 +24,7 @@ from gdlab.train.rules import (
     EPSILON,
     Tolerances,
     epochs_for_quadratic,
+    first_order_applies,
     quadratic_limit,
 )
 from gdlab.train.state import Stopping
@@ -67,9 +68,7 @@ def stopping_for(
     """The stop tests and what this run knows about itself (see `gdlab.train.rules`). Sets
     `problem.undetermined` when the data determine θ* too poorly for any test to certify it."""
     opts, kind = problem.opts, kind_of(problem.opts.optimizer)
-    # AdamW's decay is not the gradient of any penalty, and L1 has no gradient at 0: no
-    # first-order test can hold for them, so such runs stall or run out of epochs.
-    first_order = opts.l1 == 0 and (kind.penalty_decay or opts.weight_decay == 0)
+    first_order = first_order_applies(opts.optimizer, opts.l1, opts.weight_decay)
     stopping = Stopping(
         opts.budget,
         tolerances(opts),

@@ -9,7 +9,7 @@ from gdlab.analysis.curvature import Curvature
 from gdlab.analysis.divergence import explain_divergence
 from gdlab.config import FitOptions
 from gdlab.optim.kinds import kind_of
-from gdlab.train.rules import EPSILON, epochs_for_quadratic, stall_reason
+from gdlab.train.rules import EPSILON, epochs_for_quadratic, first_order_applies, stall_reason
 from gdlab.train.state import Outcome
 
 
@@ -94,7 +94,7 @@ def _epochs_needed(opts: FitOptions, curvature: Curvature | None) -> str:
 
 def _no_first_order_test(opts: FitOptions) -> str:
     """Why a run has no first-order measure beside its plateau measure."""
-    if opts.l1 or (opts.weight_decay and not kind_of(opts.optimizer).penalty_decay):
+    if not first_order_applies(opts.optimizer, opts.l1, opts.weight_decay):
         return " No first-order test applies with an L1 penalty or AdamW's weight decay."
     if opts.gtol == 0:
         return " The gradient test is off (`gtol=0`): with `gtol` above 0 a run can converge."

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gdlab.plot.training import _figure
+from gdlab.watching.folder import finite
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -84,8 +85,6 @@ def sharpness_figure(run: WatchedRun) -> Figure:
     above the line the step grows along the sharpest direction and the loss oscillates."""
     figure = _figure(7.0, 4.0)
     axes = figure.axes[0]
-    from gdlab.watching.folder import finite
-
     probes = run.estimates
     steps = [p["step"] for p in probes]
     axes.plot(steps, [p["sharpness"] for p in probes], "o-", markersize=3,

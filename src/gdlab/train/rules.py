@@ -130,6 +130,12 @@ def limit_formula(optimizer: str, momentum: float) -> str:
     return kind_of(optimizer).limit_formula(momentum)
 
 
+def first_order_applies(optimizer: str, l1: float, weight_decay: float) -> bool:
+    """Whether a first-order test can hold at all: AdamW's decay is not the gradient of any
+    penalty, and L1 has no gradient at 0, so runs with them stall or run out of epochs."""
+    return l1 == 0 and (kind_of(optimizer).penalty_decay or weight_decay == 0)
+
+
 def first_order(measure: Measure | None) -> bool:
     """The convergence test: a first-order measure at or below its threshold."""
     return measure is not None and measure.holds
