@@ -391,7 +391,7 @@ def test_predict_checks_the_columns_before_it_prints_a_line(
 
 @pytest.mark.parametrize("rows", [1, 63, 64, 65, 4097])
 def test_the_pass_column_extremes_and_digest_weights_are_numpy_s(rows: int) -> None:
-    from gdlab.data.passes import _column_extremes, _weights
+    from gdlab.data.passes import _column_extremes, _sum_weights
 
     rng = np.random.default_rng(rows)
     values = rng.standard_normal((rows, 3))
@@ -402,7 +402,7 @@ def test_the_pass_column_extremes_and_digest_weights_are_numpy_s(rows: int) -> N
     np.testing.assert_array_equal(high, values.max(axis=0))
     for first in (0, 9972, 123_456_789):
         expected = np.arange(first, first + rows, dtype=np.float64) % 9973.0
-        np.testing.assert_array_equal(_weights(first, rows), [np.ones(rows), expected])
-    both = _weights(5, rows) @ values  # the column sums and the weighted ones, in one call
+        np.testing.assert_array_equal(_sum_weights(first, rows), [np.ones(rows), expected])
+    both = _sum_weights(5, rows) @ values  # the column sums and the weighted ones, in one call
     np.testing.assert_allclose(both[0], values.sum(axis=0), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(both[1], (np.arange(5, 5 + rows) % 9973.0) @ values, rtol=1e-12)

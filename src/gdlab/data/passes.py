@@ -150,7 +150,7 @@ class FirstPass:
 _WEIGHT_TABLE: list[FloatArray] = []  # [1, arange(m) % WEIGHTS], grown to the largest block
 
 
-def _weights(first: int, n: int) -> FloatArray:
+def _sum_weights(first: int, n: int) -> FloatArray:
     """Two rows over the block's rows: ones, and (first + i) mod WEIGHTS; a slice of one
     table, not a pass. Times the block, one BLAS call gives the column sums and the digest's
     weighted sums together (half the time of numpy's column sum alone)."""
@@ -194,7 +194,7 @@ def first_pass(
         np.subtract(values, centre, out=values)
         # the digest: the pass's own numbers, with a row-weighted sum so that order counts
         first = block.first
-        both = _weights(first, len(values)) @ values  # [Σ v, Σ weight·v]
+        both = _sum_weights(first, len(values)) @ values  # [Σ v, Σ weight·v]
         sums = both[0]
         parts.append((first, both.tobytes()))
         mask = held_out(raw)
