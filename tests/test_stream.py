@@ -116,6 +116,33 @@ def test_nist_longley_streamed_reaches_the_same_coefficients(tmp_path: Path) -> 
     assert streamed.status == memory.status == "converged"
 
 
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+@pytest.mark.parametrize("val_fraction", [0.0, 0.25])
+def test_a_stream_finds_the_constant_columns_in_memory_finds(
+    tmp_path: Path, suffix: str, val_fraction: float
+) -> None:
+    """`fixed` holds one value in every row; `late` holds one value through the first blocks
+    and another in the last rows, so it is not constant."""
+    data = frame()
+    data["fixed"], data["late"] = 7.25, -3.0
+    data.loc[1400:, "late"] = -2.0
+    path = tmp_path / f"data.{suffix}"
+    data.to_parquet(path, row_group_size=200) if suffix == "parquet" else data.to_csv(
+        path, index=False)  # fmt: skip
+    features = ["a", "fixed", "late"]
+    options = {"epochs": 50, "lr": 0.05, "val_fraction": val_fraction}
+    found = []
+    table = TableFile(path, "y", features, block_bytes=3000, batch_rows=97)
+    for source in ((data[features], data["y"].to_numpy(float)), (table, None)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = gdlab.fit(*source, **options)
+        found.append([str(w.message) for w in caught if "constant" in str(w.message)])
+        assert result.coef_[0][1] == 0.0 and result.coef_[0][2] != 0.0
+    assert found[0] == found[1] and len(found[1]) == 1
+    assert found[1][0].startswith("feature fixed is constant")
+
+
 @pytest.mark.parametrize(("model", "target"), [("logistic", "k"), ("mlp:4", "y")])
 def test_full_batch_gradient_summed_over_blocks_equals_in_memory(files, model, target) -> None:
     opts = make_options(model=model, lr=0.1)
@@ -389,20 +416,19 @@ def test_predict_checks_the_columns_before_it_prints_a_line(
         assert run.code == 2 and run.out == "" and "feature column 'c' not found" in run.err
 
 
-@pytest.mark.parametrize("rows", [1, 63, 64, 65, 4097])
-def test_the_pass_column_extremes_and_digest_weights_are_numpy_s(rows: int) -> None:
-    from gdlab.data.passes import _column_extremes, _sum_weights
+@pytest.mark.parametrize("rows", [1, 63, 4097])
+def test_the_pass_digest_weights_and_the_gram_in_a_blocks_spare_columns(rows: int) -> None:
+    from gdlab.data.passes import _gram_in_room, _sum_weights
 
     rng = np.random.default_rng(rows)
-    values = rng.standard_normal((rows, 3))
-    if rows > 2:
-        values[rows // 2, 1] = np.nan  # a nan propagates, as in numpy's min and max
-    low, high = _column_extremes(values)
-    np.testing.assert_array_equal(low, values.min(axis=0))
-    np.testing.assert_array_equal(high, values.max(axis=0))
+    values = rng.standard_normal((rows, 3))  # [x0, x1, y]
     for first in (0, 9972, 123_456_789):
         expected = np.arange(first, first + rows, dtype=np.float64) % 9973.0
         np.testing.assert_array_equal(_sum_weights(first, rows), [np.ones(rows), expected])
-    both = _sum_weights(5, rows) @ values  # the column sums and the weighted ones, in one call
+    room = np.empty((rows, 5), order="F")
+    room[:, :3] = values
+    K, both = _gram_in_room(room, 3, 5)
+    A = np.column_stack([values[:, :2], np.ones(rows), values[:, 2]])  # [x, 1, y]
+    np.testing.assert_allclose(K, A.T @ A, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(both[0], values.sum(axis=0), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(both[1], (np.arange(5, 5 + rows) % 9973.0) @ values, rtol=1e-12)

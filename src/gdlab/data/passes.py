@@ -42,17 +42,26 @@ class Sums:
     gram: FloatArray | None = None  # K of [x - c, 1, y - c_y], with `gram`
     linear: FloatArray | None = None  # Σ (x - c), Σ (y - c_y): without `gram`
     squares: FloatArray | None = None  # Σ (x - c)², Σ (y - c_y)²
-    low: FloatArray | None = None
-    high: FloatArray | None = None
+    first: FloatArray | None = None  # the part's first row [x, y], as read
+    same: np.ndarray[Any, Any] | None = None  # the columns equal to `first` in every row
+
+    def observe(self, raw: FloatArray) -> None:
+        """Follow the constant columns through rows [x, y] as read (before the centre is
+        taken off), as `constant_columns` does in memory: a column that varies within the
+        part's first block is settled there, only the others are compared further."""
+        if not len(raw):
+            return
+        if self.first is None or self.same is None:
+            self.first = raw[0].copy()
+            self.same = (raw == self.first).all(axis=0)
+        elif self.same.any():
+            candidates = np.flatnonzero(self.same)
+            self.same[candidates] = (raw[:, candidates] == self.first[candidates]).all(axis=0)
 
     def add(self, values: FloatArray, gram: bool, sums: FloatArray | None = None) -> None:
         """`values`: the block's [x - c, y - c_y]; `sums` its column sums when known."""
         if not len(values):
             return
-        self.n += len(values)
-        low, high = _column_extremes(values)
-        self.low = low if self.low is None else np.minimum(self.low, low)
-        self.high = high if self.high is None else np.maximum(self.high, high)
         linear = values.sum(axis=0) if sums is None else sums
         if gram:  # K of [u, 1, v] from VᵀV (BLAS syrk) and the sums: no copy of the block
             width = values.shape[1] - 1
@@ -62,11 +71,17 @@ class Sums:
             block[np.ix_(index, index)] = inner
             block[width, index] = block[index, width] = linear
             block[width, width] = len(values)
-            self.gram = block if self.gram is None else self.gram + block
+            self.add_gram(len(values), block)
         else:
+            self.n += len(values)
             squares = np.einsum("ij,ij->j", values, values)
             self.linear = linear if self.linear is None else self.linear + linear
             self.squares = squares if self.squares is None else self.squares + squares
+
+    def add_gram(self, n: int, block: FloatArray) -> None:
+        """A block's K of [x - c, 1, y - c_y], taken by the caller."""
+        self.n += n
+        self.gram = block if self.gram is None else self.gram + block
 
     def merged(self, other: Sums) -> Sums:
         """The sums of both parts' rows (another rank's, in a data-parallel run)."""
@@ -74,16 +89,17 @@ class Sums:
         def plus(a: FloatArray | None, b: FloatArray | None) -> FloatArray | None:
             return b if a is None else a if b is None else a + b
 
-        def extreme(a: FloatArray | None, b: FloatArray | None, pick: Any) -> FloatArray | None:
-            return b if a is None else a if b is None else pick(a, b)
-
+        same = self.same if other.same is None else other.same
+        if self.same is not None and other.same is not None:
+            assert self.first is not None and other.first is not None
+            same = self.same & other.same & (self.first == other.first)
         return Sums(
             self.n + other.n,
             plus(self.gram, other.gram),
             plus(self.linear, other.linear),
             plus(self.squares, other.squares),
-            extreme(self.low, other.low, np.minimum),
-            extreme(self.high, other.high, np.maximum),
+            self.first if self.first is not None else other.first,
+            same,
         )
 
     def moments(self) -> tuple[FloatArray, FloatArray]:
@@ -94,21 +110,6 @@ class Sums:
             return self.gram[width, index], np.diag(self.gram)[index]
         assert self.linear is not None and self.squares is not None
         return self.linear, self.squares
-
-
-def _column_extremes(values: FloatArray, slabs: int = 64) -> tuple[FloatArray, FloatArray]:
-    """Each column's min and max, the same values (nan included) as numpy's column reductions
-    over rows but about 7x faster: the block's rows as `slabs` contiguous slabs, reduced
-    elementwise into one slab, then that slab's columns (and the few rows left over)."""
-    whole = len(values) - len(values) % slabs
-    if whole == 0:
-        return values.min(axis=0), values.max(axis=0)
-    stacked = values[:whole].reshape(slabs, -1, values.shape[1])
-    low, high = stacked.min(axis=0).min(axis=0), stacked.max(axis=0).max(axis=0)
-    if whole < len(values):
-        rest = values[whole:]
-        low, high = np.minimum(low, rest.min(axis=0)), np.maximum(high, rest.max(axis=0))
-    return low, high
 
 
 WEIGHTS = 9973  # the digest weighs row i by i mod WEIGHTS
@@ -138,13 +139,13 @@ class FirstPass:
         mean = self.centre[index] + offset
         variance = np.maximum(squares / n - offset * offset, 0.0)
         spread = np.sqrt(variance if center else variance + mean * mean)
-        assert self.train.low is not None and self.train.high is not None
-        constant = self.train.low[index] == self.train.high[index]
+        assert self.train.same is not None
+        constant = self.train.same[index]
         return Scaler.of_moments(mean, spread, constant, center=center, target=target)
 
     def constant(self) -> np.ndarray[Any, Any]:
-        assert self.train.low is not None and self.train.high is not None
-        return (self.train.low == self.train.high)[:-1]  # type: ignore[no-any-return]
+        assert self.train.same is not None
+        return self.train.same[:-1]
 
 
 _WEIGHT_TABLE: list[FloatArray] = []  # [1, arange(m) % WEIGHTS], grown to the largest block
@@ -159,6 +160,19 @@ def _sum_weights(first: int, n: int) -> FloatArray:
         _WEIGHT_TABLE[:] = [np.vstack([np.ones(width), np.arange(width) % WEIGHTS])]
     start = first % WEIGHTS
     return _WEIGHT_TABLE[0][:, start : start + n]
+
+
+def _gram_in_room(room: FloatArray, width: int, first: int) -> tuple[FloatArray, FloatArray]:
+    """(K of [x - c, 1, y - c_y], [Σ v, Σ weight·v]) of a block whose centred [x, y] are the
+    first `width` columns of `room`: its two spare columns take the ones and the digest's
+    weights, and one BLAS call (syrk, WᵀW) gives the Gram matrix, the column sums, the row
+    count and the weighted sums together."""
+    n = len(room)
+    room[:, width : width + 2] = _sum_weights(first, n).T
+    G = room.T @ room  # [x, y, 1, weight]
+    features = width - 1
+    index = [*range(features), width, features]  # [x, 1, y]
+    return G[np.ix_(index, index)], G[width : width + 2, :width]
 
 
 def first_pass(
@@ -191,19 +205,28 @@ def first_pass(
             centre = values.mean(axis=0)
             if world is not None:
                 centre = world.broadcast(centre)
-        np.subtract(values, centre, out=values)
-        # the digest: the pass's own numbers, with a row-weighted sum so that order counts
-        first = block.first
-        both = _sum_weights(first, len(values)) @ values  # [Σ v, Σ weight·v]
-        sums = both[0]
-        parts.append((first, both.tobytes()))
-        mask = held_out(raw)
-        if mask.any():
-            validation.add(values[mask], gram)
-            train.add(values[~mask], gram)
-        else:
-            train.add(values, gram, sums)
+        first, mask = block.first, held_out(raw)
         rows += len(values)
+        if not mask.any():
+            train.observe(values)
+            np.subtract(values, centre, out=values)
+            if gram and block.room is not None:  # a block as read: K with no copy
+                K, both = _gram_in_room(block.room, values.shape[1], first)
+                train.add_gram(len(values), K)
+            else:
+                both = _sum_weights(first, len(values)) @ values  # [Σ v, Σ weight·v]
+                train.add(values, gram, both[0])
+        else:
+            held, kept = values[mask], values[~mask]
+            validation.observe(held)
+            train.observe(kept)
+            for part, sums in ((held, validation), (kept, train)):
+                np.subtract(part, centre, out=part)
+                sums.add(part, gram)
+            np.subtract(values, centre, out=values)
+            both = _sum_weights(first, len(values)) @ values
+        # the digest: the pass's own numbers, with a row-weighted sum so that order counts
+        parts.append((first, both.tobytes()))
     assert centre is not None, "TableFile.blocks refuses a file without rows"
     local = (train.n, validation.n)
     if world is not None and world.parallel:
@@ -211,7 +234,7 @@ def first_pass(
             world.gather((train, validation, rows, labels, parts))
         )
         labels = set().union(*every)
-    digest = hashlib.sha256(b"gdlab stream 2")  # 2: the sums from BLAS, not numpy's sum
+    digest = hashlib.sha256(b"gdlab stream 3")  # 3: a block's sums from its syrk
     for _, part in sorted(parts, key=lambda item: item[0]):
         digest.update(part)
     digest.update(str(rows).encode())

