@@ -54,3 +54,18 @@ def test_a_subset_of_rows_scales_as_those_rows_copied_out() -> None:
     np.testing.assert_array_equal(subset.scale[2], np.inf)  # constant within the subset
     np.testing.assert_allclose(subset.scale[:2], copied.scale[:2], rtol=1e-13)
     assert RowSubset.of(values, np.arange(60)).rows is None  # all rows in order: a view
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transform_as_is_transform_in_the_dtype_and_order_asked(order: str, dtype: type) -> None:
+    """In chunks through a small buffer (40,000 rows: three chunks), the values that the
+    whole-array transform gives, rounded once to `dtype`, in the input's memory order."""
+    rng = np.random.default_rng(1)
+    values = np.asarray(rng.normal(size=(40_000, 3)) * [1.0, 1e-3, 1e4] + [3.0, 0.0, -1e6],
+                        order=order)  # fmt: skip
+    scaler = Scaler.fit(values, center=True, enabled=True)
+    got = scaler.transform_as(values, dtype)
+    assert got.dtype == dtype and got.shape == values.shape
+    assert got.flags.f_contiguous == (order == "F") and got.flags.c_contiguous == (order == "C")
+    np.testing.assert_array_equal(got, scaler.transform(values).astype(dtype))

@@ -432,3 +432,29 @@ def test_the_pass_digest_weights_and_the_gram_in_a_blocks_spare_columns(rows: in
     np.testing.assert_allclose(K, A.T @ A, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(both[0], values.sum(axis=0), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(both[1], (np.arange(5, 5 + rows) % 9973.0) @ values, rtol=1e-12)
+
+
+def test_a_block_whose_rows_are_all_kept_is_not_copied(files) -> None:
+    block = next(files().blocks())
+    assert block.where(np.ones(len(block), dtype=bool)) is block
+    some = block.where(np.arange(len(block)) % 2 == 0)
+    np.testing.assert_array_equal(some.X, block.X[::2])
+    np.testing.assert_array_equal(some.y, block.y[::2])
+
+
+def test_a_streamed_run_trains_with_one_torch_thread_fewer_and_gives_them_back(
+    files,
+) -> None:
+    """The file's reader needs a core: torch's threads, one fewer during the run, are the
+    caller's again after it."""
+    before, during = torch.get_num_threads(), []
+    try:
+        torch.set_num_threads(2)
+        gdlab.fit(files("k"), None, model="logistic", epochs=3, lr=0.5,
+                  on_epoch=lambda history: during.append(torch.get_num_threads()))  # fmt: skip
+        assert during == [1, 1, 1] and torch.get_num_threads() == 2
+        gdlab.fit(*in_memory("k"), model="logistic", epochs=2, lr=0.5,
+                  on_epoch=lambda history: during.append(torch.get_num_threads()))  # fmt: skip
+        assert during[3:] == [2, 2]
+    finally:
+        torch.set_num_threads(before)

@@ -413,11 +413,13 @@ class Problem:
         assert self.table is not None
         x_scaler, y_scaler = self.x_scaler, self.y_scaler
         classes = np.asarray(self.classes) if self.classes is not None else None
+        if classes is not None and np.array_equal(classes, np.arange(len(classes))):
+            classes = None  # labels 0, 1, ... are their own codes: no lookup
         dtype = getattr(torch, self.opts.dtype)
         long_target = wants_class_indices(loss)
 
         def tensors(block: Block) -> tuple[torch.Tensor, torch.Tensor]:
-            X = torch.from_numpy(x_scaler.transform(block.X)).to(device=device, dtype=dtype)
+            X = torch.from_numpy(x_scaler.transform_as(block.X, self.opts.dtype)).to(device)
             y = block.y if classes is None else np.searchsorted(classes, block.y).astype(float)
             target = y_scaler.transform(y[:, None])
             if long_target:

@@ -53,6 +53,7 @@ from gdlab.train.rules import (
     Verdict,
 )
 from gdlab.train.state import LoopState, LossFunction, Outcome, Split
+from gdlab.train.streamed import beside_the_reader
 
 CLOSED_FORM = "closed-form"
 logger = logging.getLogger("gdlab")
@@ -120,19 +121,14 @@ def fit(
         previous=resume,
         classes=classes,
     )
-    if stop is not None:
-        return training.run(
-            custom_loss, on_epoch, stop, checkpoint, checkpoint_every, on_step=on_step
-        )
-    with Interrupts() as interrupts:
-        return training.run(
-            custom_loss,
-            on_epoch,
-            interrupts.requested,
-            checkpoint,
-            checkpoint_every,
-            on_step=on_step,
-        )
+    with beside_the_reader(training.table is not None):
+        if stop is not None:
+            return training.run(
+                custom_loss, on_epoch, stop, checkpoint, checkpoint_every, on_step=on_step
+            )
+        with Interrupts() as interrupts:
+            return training.run(custom_loss, on_epoch, interrupts.requested, checkpoint,
+                                checkpoint_every, on_step=on_step)  # fmt: skip
 
 
 class Training(Problem):

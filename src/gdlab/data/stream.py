@@ -81,7 +81,10 @@ class Block:
         return np.column_stack([self.X, self.y])
 
     def where(self, keep: np.ndarray[Any, Any]) -> Block:
-        """The rows where `keep` is true, with `first` kept (they are no longer consecutive)."""
+        """The rows where `keep` is true, with `first` kept (they are no longer consecutive
+        unless `keep` keeps every row: then the block itself, not a copy)."""
+        if keep.all():
+            return self
         return Block(self.first, self.X[keep], self.y[keep])
 
 
