@@ -494,6 +494,10 @@ class Problem:
             activation=opts.activation,
             init=opts.init,
         )
+        if isinstance(net, nn.Linear):  # a model linear in its parameters
+            with torch.no_grad():  # a constant feature is 0 in training space: its weight's
+                vanished = torch.from_numpy(np.isinf(self.x_scaler.scale))  # gradient is 0,
+                net.weight[:, vanished] = 0.0  # so it starts where θ* has it, and stays
         return net.to(device=device, dtype=getattr(torch, opts.dtype))
 
     def loss_scale(self) -> float:

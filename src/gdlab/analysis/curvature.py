@@ -47,8 +47,14 @@ def least_squares_curvature(X: FloatArray, *, intercept: bool) -> Curvature:
 
 
 def hessian_curvature(hessian: FloatArray) -> Curvature:
-    """λmax and λmin of a symmetric positive semi-definite Hessian such as 2AᵀA/n."""
+    """λmax and λmin of a symmetric positive semi-definite Hessian such as 2AᵀA/n, over the
+    parameters that move: one whose row is exactly zero (a constant feature once
+    standardized, its column of A all zeros) has a gradient of exactly zero at every point,
+    so it never moves, and its zero eigenvalue is not the problem's conditioning."""
     if not np.isfinite(hessian).all():  # values near 1e154 or more: their squares overflow
         return Curvature(float("inf"), 0.0)
+    moving = np.diag(hessian) != 0  # (positive semi-definite: a zero diagonal, a zero row)
+    if moving.any():
+        hessian = hessian[np.ix_(moving, moving)]
     eigenvalues = np.linalg.eigvalsh(hessian)
     return Curvature(float(eigenvalues[-1]), max(float(eigenvalues[0]), 0.0))
