@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import gdlab
 from tests.conftest import CliRun
 
 GOOD = "x1,x2,y\n1,2,3\n2,1,4\n3,5,2\n4,4,8\n5,0,1\n"
@@ -204,6 +205,44 @@ def test_a_constant_feature_warns_and_gets_finite_coefficients(gdlab, tmp_path: 
     summary = json.loads(run.out)
     assert summary["coef"]["k"] == 0.0
     assert summary["coef"]["x"] == pytest.approx(2.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_constant_feature_does_not_keep_a_run_from_converging(tmp_path: Path, stream) -> None:
+    """The constant column is 0 once standardized: its weight starts at θ*'s 0 and never moves,
+    and its zero eigenvalue is not the conditioning, so the distance test certifies the
+    optimum (numpy's lstsq on the other columns) in a few epochs."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((500, 2))
+    y = X @ [1.5, -2.0] + 0.25 + 0.1 * rng.standard_normal(500)
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"a": X[:, 0], "k": 3.5, "b": X[:, 1], "y": y}).to_csv(path, index=False)
+    with pytest.warns(gdlab.GdlabWarning, match="feature k is constant"):
+        result = gdlab.fit(str(path), "y", stream=stream)
+    assert result.status == "converged" and len(result.history) < 100
+    expected = np.linalg.lstsq(np.column_stack([X, np.ones(500)]), y, rcond=None)[0]
+    np.testing.assert_allclose(result.coef_[0], [expected[0], 0.0, expected[1]], atol=1e-10)
+    assert result.intercept_[0] == pytest.approx(expected[2], abs=1e-10)
+
+
+@pytest.mark.parametrize("flag", ["--stream", "--no-stream"])
+def test_a_word_deep_in_a_long_column_is_one_line_without_pandas_warning(
+    gdlab, tmp_path: Path, flag: str
+) -> None:
+    """pandas reads a long file in chunks and warns of a column of mixed types; the column
+    check names the cell, and that line is all a new user sees."""
+    import warnings
+
+    lines = ["x,y", *(f"{i % 7}.5,{i % 5}.25" for i in range(300_000))]
+    lines[280_001] = "oops,1.0"
+    path = tmp_path / "long.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = gdlab("fit", str(path), "--target", "y", flag, "--out", str(tmp_path / "r"))
+    assert run.code == 2 and not (tmp_path / "r").exists()
+    assert "column 'x', row 280001 (line 280002): non-numeric value 'oops'" in run.err
+    assert [str(w.message) for w in caught if "mixed types" in str(w.message)] == []
 
 
 def _npy_declaring(path: Path, rows: int) -> None:

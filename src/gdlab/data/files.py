@@ -6,7 +6,7 @@ import csv
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gdlab.errors import GdlabError
 
@@ -96,7 +96,7 @@ def _read_delimited(path: Path, delimiter: str) -> pd.DataFrame:
     import pandas as pd
 
     try:
-        return pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", skip_blank_lines=True)
+        return read_csv_quietly(path, sep=delimiter, encoding="utf-8-sig", skip_blank_lines=True)
     except pd.errors.EmptyDataError:
         raise GdlabError(f"{path} is empty; give a file with a header row and data rows.") from None
     except (pd.errors.ParserError, ValueError) as error:
@@ -318,3 +318,16 @@ def _read_npz(path: Path) -> pd.DataFrame:
     if not columns:
         raise GdlabError(f"{path} holds no arrays; save X and y with numpy.savez.")
     return pd.DataFrame(columns)
+
+
+def read_csv_quietly(source: Any, **options: Any) -> pd.DataFrame:
+    """pandas.read_csv without its DtypeWarning for a column of mixed types: the column checks
+    that follow name the cell that is not a number, in one line."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+        frame: pd.DataFrame = pd.read_csv(source, **options)
+    return frame

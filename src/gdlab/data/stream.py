@@ -44,6 +44,7 @@ from gdlab.data.files import (
     check_data_file,
     check_fields,
     delimiter_of,
+    read_csv_quietly,
 )
 from gdlab.errors import GdlabError, listed
 
@@ -338,8 +339,8 @@ class TableFile:
         check_fields(self.path, text.splitlines(keepends=True), self.delimiter,
                      first_line=line, header=self.columns)  # fmt: skip
         try:
-            frame = pd.read_csv(io.StringIO(text), sep=self.delimiter, names=self.columns,
-                                header=None, skip_blank_lines=True)  # fmt: skip
+            frame = read_csv_quietly(io.StringIO(text), sep=self.delimiter, names=self.columns,
+                                     header=None, skip_blank_lines=True)  # fmt: skip
         except (pd.errors.ParserError, ValueError) as error:
             raise GdlabError(
                 f"{self.path} could not be parsed as CSV: {error}".replace("\n", " ")
