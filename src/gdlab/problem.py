@@ -494,7 +494,7 @@ class Problem:
             activation=opts.activation,
             init=opts.init,
         )
-        if isinstance(net, nn.Linear):  # a model linear in its parameters
+        if self.custom_model is None and isinstance(net, nn.Linear):  # linear in its parameters
             with torch.no_grad():  # a constant feature is 0 in training space: its weight's
                 vanished = torch.from_numpy(np.isinf(self.x_scaler.scale))  # gradient is 0,
                 net.weight[:, vanished] = 0.0  # so it starts where θ* has it, and stays
