@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from gdlab.optim.gd import GradientDescent
-from gdlab.optim.registry import OPTIMIZERS, make_optimizer
+from gdlab.optim.registry import OPTIMIZERS, bare_step, make_optimizer
 from gdlab.optim.schedules import make_schedule
 
 
@@ -109,3 +110,58 @@ def test_every_optimizer_reaches_the_known_minimum(name: str, problem: str) -> N
 )
 def test_schedules_are_functions_of_the_epoch(spec: str, epoch: int, expected: float) -> None:
     assert make_schedule(spec, 0.1, 100)(epoch) == pytest.approx(expected)
+
+
+Stepper = Callable[[torch.optim.Optimizer], Callable[[], object]]
+
+
+def adam_run(
+    steps: int, step: Stepper, during: Callable[[int, torch.optim.Optimizer], None] | None = None
+) -> list[torch.Tensor]:
+    """The parameters after `steps` Adam steps made by `step(optimizer)`."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    go = step(optimizer)
+    X, y = torch.randn(16, 3), torch.randn(16, 1)
+    for k in range(steps):
+        if during is not None:
+            during(k, optimizer)
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(net(X), y).backward()
+        go()
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def test_bare_step_takes_the_same_steps_as_optimizer_step() -> None:
+    plain = adam_run(50, lambda optimizer: optimizer.step)
+    bare = adam_run(50, bare_step)
+    assert all(torch.equal(a, b) for a, b in zip(plain, bare, strict=True))
+    assert bare_step(GradientDescent([torch.zeros(1)], lr=0.1)).__name__ == "update"
+
+
+def test_bare_step_still_runs_hooks_registered_before_or_during_the_run() -> None:
+    seen: list[str] = []
+
+    def hooks(k: int, optimizer: torch.optim.Optimizer) -> None:
+        if k == 0:
+            optimizer.register_step_pre_hook(lambda *_: seen.append("own pre"))
+        if k == 3:
+            optimizer.register_step_post_hook(lambda *_: seen.append("own post"))
+
+    adam_run(5, bare_step, hooks)
+    assert seen.count("own pre") == 5 and seen.count("own post") == 2
+    seen.clear()
+    handle = register_optimizer_step_pre_hook(lambda *_: seen.append("global"))
+    try:
+        adam_run(4, bare_step)
+    finally:
+        handle.remove()
+    assert seen == ["global"] * 4
+
+
+def test_bare_step_leaves_each_step_in_a_profile() -> None:
+    with torch.profiler.profile() as profile:
+        adam_run(3, bare_step)
+    names = [event.name for event in profile.events()]
+    assert names.count("Optimizer.step#Adam.step") == 3

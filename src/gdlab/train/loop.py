@@ -20,7 +20,7 @@ from torch._utils import _unflatten_dense_tensors
 
 from gdlab.history import History
 from gdlab.losses import add_l1_gradient
-from gdlab.optim.gd import GradientDescent
+from gdlab.optim.registry import bare_step
 from gdlab.optim.schedules import Schedule
 from gdlab.train.analytic import AnalyticGradient
 from gdlab.train.exact import ExactGradient
@@ -133,8 +133,7 @@ class Loop:
         self.batch: Callable[[torch.Tensor, int, int], torch.Tensor | Batch] = (
             self._rows if data.stream is None else data.stream.batch
         )
-        # gdlab's own gd has no per-step hooks to run: skip torch's profiler wrapper of step().
-        self.step = optimizer.update if isinstance(optimizer, GradientDescent) else optimizer.step
+        self.step = bare_step(optimizer)  # (no profiler wrapper while no step hook is set)
 
     def run(self) -> Outcome:
         state = self.state
