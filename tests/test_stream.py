@@ -368,7 +368,7 @@ def test_a_stream_trains_under_a_memory_limit_well_below_the_data(tmp_path: Path
                            ("stream", "exact streamed 1")):  # fmt: skip
         run = subprocess.run([sys.executable, "-c", script, mode], capture_output=True,
                              text=True, env=env, timeout=300)  # fmt: skip
-        assert expected in run.stdout, (mode, run.stdout, run.stderr[-2000:])
+        assert expected in run.stdout, (mode, run.stdout, run.err[-2000:])
 
 
 @pytest.mark.parametrize(
@@ -458,3 +458,54 @@ def test_a_streamed_run_trains_with_one_torch_thread_fewer_and_gives_them_back(
         assert during[3:] == [2, 2]
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e-170], ids=["huge", "tiny"])
+@pytest.mark.parametrize("options", [{"optimizer": "gd"}, {"optimizer": "momentum"},
+                                     {"model": "logistic", "target": "k"}],
+                         ids=["closed-form", "exact", "logistic"])  # fmt: skip
+def test_a_column_near_the_ends_of_float64_streams_as_it_fits_in_memory(
+    tmp_path: Path, scale: float, options: dict[str, str]
+) -> None:
+    """Column b scaled by 1e160 (its squares overflow) or 1e-170 (they vanish): the pass takes
+    it in a power of two, so the streamed fit is the in-memory one, coefficients in the
+    column's own units."""
+    data = frame().assign(b=lambda f: f["b"] * scale)
+    path = tmp_path / "far.parquet"
+    data.to_parquet(path, row_group_size=200)
+    target = options.get("target", "y")
+    opts = {"epochs": 200, "lr": 0.05} | {k: v for k, v in options.items() if k != "target"}
+    memory = gdlab.fit(data[["a", "b", "c"]].to_numpy(), data[target].to_numpy(float), **opts)
+    table = TableFile(path, target, ["a", "b", "c"], block_bytes=3000, batch_rows=97)
+    streamed = gdlab.fit(table, None, **opts)
+    assert np.isfinite(memory.coef_).all() and np.abs(memory.coef_).max() > 0
+    np.testing.assert_allclose(streamed.coef_, memory.coef_, rtol=1e-9)
+    assert streamed.loss == pytest.approx(memory.loss, rel=1e-9)
+
+
+def test_a_column_that_outgrows_float64_further_on_is_one_line_naming_it(tmp_path: Path) -> None:
+    data = frame()
+    data.loc[1200:, "c"] *= 1e200  # ordinary in the first blocks; its squares overflow later
+    path = tmp_path / "grows.parquet"
+    data.to_parquet(path, row_group_size=200)
+    table = TableFile(path, "y", ["a", "b", "c"], block_bytes=3000, batch_rows=97)
+    with pytest.raises(GdlabError) as error:
+        gdlab.fit(table, None)
+    line = str(error.value)
+    assert "\n" not in line and "'c' overflow float64" in line and "rescale" in line
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "in memory"])
+def test_squares_that_overflow_without_standardizing_are_one_line(
+    gdlab: Callable[..., CliRun], tmp_path: Path, stream: bool
+) -> None:
+    data = frame().assign(b=lambda f: f["b"] * 1e160)
+    path = tmp_path / "far.csv"
+    data.to_csv(path, index=False)
+    reading = "--stream" if stream else "--no-stream"
+    run = gdlab("fit", str(path), "--target", "y", "--features", "a,b,c", "--no-standardize",
+                reading, "--out", str(tmp_path / "run"))  # fmt: skip
+    assert run.code != 0 and "Traceback" not in run.err
+    line = run.err.strip()
+    assert "\n" not in line and "squares of b overflow float64" in line
+    assert "drop --no-standardize" in line and not (tmp_path / "run").exists()

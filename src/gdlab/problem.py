@@ -239,6 +239,7 @@ class Problem:
         return LeastSquaresStatistics.from_full(
             full, sums.n, intercept=self.opts.intercept, solve=solve,
             residuals=lambda theta: residual_squares(blocks, theta, self.opts.intercept, scaler),
+            names=self.names,
         )  # fmt: skip
 
     def _class_codes(self, y: FloatArray, known: list[int] | None) -> FloatArray:
@@ -353,7 +354,7 @@ class Problem:
         scaler = None if self.x_scaler.is_identity else self.x_scaler
         return LeastSquaresStatistics.from_blocks(
             blocks, intercept=self.opts.intercept, scaler=scaler, solve=solve, total=total,
-            width=self.source.width,
+            width=self.source.width, names=self.names,
         )  # fmt: skip
 
     def _to_raw_units(self, intercept: bool) -> FloatArray:

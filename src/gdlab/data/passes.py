@@ -11,6 +11,13 @@ against the variance). Standardized statistics are then Tᵀ K T for the affine 
 [x - c, 1, y - c_y] to [z, 1, t]: what the in-memory pass builds from the standardized rows,
 to rounding. Without XᵀX (another model, or too many features) the pass keeps the sums and
 sums of squares per column instead.
+
+A column whose first block lies beyond 2^±256 of its centre (1e77: its squares, summed over
+the rows, would overflow float64, or vanish below its smallest number) is taken in units of
+a power of two that brings it near 1, `FirstPass.unit` (exact: a power of two changes no
+digit); the scaler's mean and spread and T take it out again. Every other column's unit is 1
+and costs nothing. Sums that still overflow (a column far larger further on) stop the run
+with the column's name.
 """
 
 from __future__ import annotations
@@ -120,6 +127,7 @@ class FirstPass:
     """What the pass found (see the module docstring)."""
 
     centre: FloatArray  # c: features then target
+    unit: FloatArray  # each column's power of two, 1 but for a column near 2^±256 (see above)
     train: Sums
     validation: Sums
     labels: list[int] | None
@@ -133,12 +141,12 @@ class FirstPass:
         width = len(self.centre[index])
         if not enabled:
             return Scaler(np.zeros(width), np.ones(width))
-        n = self.train.n
+        n, unit = self.train.n, self.unit[index]
         linear, squares = (part[index] for part in self.train.moments())
-        offset = linear / n
-        mean = self.centre[index] + offset
+        offset = linear / n  # in the column's unit, as the sums
+        mean = self.centre[index] + offset / unit
         variance = np.maximum(squares / n - offset * offset, 0.0)
-        spread = np.sqrt(variance if center else variance + mean * mean)
+        spread = np.sqrt(variance if center else variance + (mean * unit) ** 2) / unit
         assert self.train.same is not None
         constant = self.train.same[index]
         return Scaler.of_moments(mean, spread, constant, center=center, target=target)
@@ -175,6 +183,7 @@ def _gram_in_room(room: FloatArray, width: int, first: int) -> tuple[FloatArray,
     return G[np.ix_(index, index)], G[width : width + 2, :width]
 
 
+@np.errstate(over="ignore")  # an overflow is said once, by _check_finite
 def first_pass(
     table: TableFile,
     prepare: Prepare,
@@ -193,6 +202,7 @@ def first_pass(
     taken block by block in the file's order, is the one a single process finds."""
     train, validation = Sums(), Sums()
     centre: FloatArray | None = None
+    unit: FloatArray | None = None
     labels: set[int] = set()
     rows = 0
     parts: list[tuple[int, bytes]] = []  # (first row, the block's digest input)
@@ -203,13 +213,18 @@ def first_pass(
         values = block.matrix()  # changed in place below: the block is not read again
         if centre is None:
             centre = values.mean(axis=0)
+            unit = _units(values, centre)
             if world is not None:
-                centre = world.broadcast(centre)
+                centre, unit = world.broadcast((centre, unit))
+            scaled = bool((unit != 1.0).any())
+        assert unit is not None
         first, mask = block.first, held_out(raw)
         rows += len(values)
         if not mask.any():
             train.observe(values)
             np.subtract(values, centre, out=values)
+            if scaled:
+                np.multiply(values, unit, out=values)
             if gram and block.room is not None:  # a block as read: K with no copy
                 K, both = _gram_in_room(block.room, values.shape[1], first)
                 train.add_gram(len(values), K)
@@ -222,12 +237,16 @@ def first_pass(
             train.observe(kept)
             for part, sums in ((held, validation), (kept, train)):
                 np.subtract(part, centre, out=part)
+                if scaled:
+                    np.multiply(part, unit, out=part)
                 sums.add(part, gram)
             np.subtract(values, centre, out=values)
+            if scaled:
+                np.multiply(values, unit, out=values)
             both = _sum_weights(first, len(values)) @ values
         # the digest: the pass's own numbers, with a row-weighted sum so that order counts
         parts.append((first, both.tobytes()))
-    assert centre is not None, "TableFile.blocks refuses a file without rows"
+    assert centre is not None and unit is not None, "TableFile.blocks refuses a file without rows"
     local = (train.n, validation.n)
     if world is not None and world.parallel:
         train, validation, rows, every, parts = _combined(
@@ -238,8 +257,38 @@ def first_pass(
     for _, part in sorted(parts, key=lambda item: item[0]):
         digest.update(part)
     digest.update(str(rows).encode())
-    return FirstPass(centre, train, validation, sorted(labels) if classifier else None,
+    _check_finite(table, train)
+    return FirstPass(centre, unit, train, validation, sorted(labels) if classifier else None,
                      STREAMED + digest.hexdigest(), rows, local)  # fmt: skip
+
+
+LIMIT = 2.0**256  # beyond 2^±256 of its centre, a column's sums are taken in a power of two
+
+
+def _units(values: FloatArray, centre: FloatArray) -> FloatArray:
+    """Each column's power of two: 2^-e for a column whose first block's largest distance
+    from the centre, m = f·2^e, lies beyond 2^±256; 1 for every other column."""
+    reach = np.abs(values - centre).max(axis=0)
+    far = np.isfinite(reach) & ((reach > LIMIT) | ((reach > 0) & (reach < 1 / LIMIT)))
+    unit = np.ones(len(centre))
+    unit[far] = np.ldexp(1.0, -np.frexp(reach[far])[1])
+    return unit
+
+
+def _check_finite(table: TableFile, sums: Sums) -> None:
+    """Sums that overflowed (every value read was finite) stop the run, naming the column."""
+    _, squares = sums.moments()
+    if np.isfinite(squares).all():
+        return
+    k = int(np.flatnonzero(~np.isfinite(squares))[0])
+    names = [*table.features, str(table.target)]
+    if len(names) != len(squares):  # the model's own features (poly:K)
+        names = [f"feature {i + 1} of the model" for i in range(len(squares) - 1)] + names[-1:]
+    raise GdlabError(
+        f"{table.source}: the sums of squares of column {names[k]!r} overflow float64 (its values "
+        f"reach 1e150 times those of its first block); rescale the column, or read the file in "
+        f"memory (--no-stream)."
+    )
 
 
 def _combined(
@@ -267,6 +316,7 @@ def _labels(block: Block, source: str) -> set[int]:
     return set(np.unique(block.y).astype(np.int64).tolist())
 
 
+@np.errstate(over="ignore")  # an overflow is said once, by _check_finite
 def standardized_gram(
     found: FirstPass, sums: Sums, x_scaler: Scaler, y_scaler: Scaler
 ) -> FloatArray:
@@ -276,9 +326,10 @@ def standardized_gram(
     width = len(sums.gram) - 2
     centre_x, centre_y = found.centre[:-1], found.centre[-1]
     T = np.zeros((width + 2, width + 2))
-    T[np.arange(width), np.arange(width)] = 1.0 / x_scaler.scale
+    unit_x, unit_y = found.unit[:-1], found.unit[-1]
+    T[np.arange(width), np.arange(width)] = 1.0 / (x_scaler.scale * unit_x)
     T[width, :width] = (centre_x - x_scaler.shift) / x_scaler.scale
     T[width, width] = 1.0
-    T[width + 1, width + 1] = 1.0 / y_scaler.scale[0]
+    T[width + 1, width + 1] = 1.0 / (y_scaler.scale[0] * unit_y)
     T[width, width + 1] = (centre_y - y_scaler.shift[0]) / y_scaler.scale[0]
     return T.T @ sums.gram @ T

@@ -25,6 +25,7 @@ from torch import nn
 
 from gdlab.data.arrays import CHUNK_ROWS, FloatArray, row_blocks
 from gdlab.data.scaling import Scaler
+from gdlab.errors import GdlabError
 
 Blocks = Callable[[], Iterable[tuple[FloatArray, FloatArray]]]
 
@@ -39,6 +40,7 @@ class LeastSquaresStatistics:
     intercept: bool
 
     @classmethod
+    @np.errstate(over="ignore")  # an overflow is said once, by _check_finite
     def from_blocks(
         cls,
         blocks: Blocks,
@@ -48,6 +50,7 @@ class LeastSquaresStatistics:
         solve: bool = True,
         total: Callable[[FloatArray], FloatArray] | None = None,
         width: int | None = None,
+        names: list[str] | None = None,
     ) -> LeastSquaresStatistics:
         """One pass over `blocks()`, pairs (features, target) with the target in training
         units and the features raw: the model sees scaler.transform(features). Each block is
@@ -86,7 +89,9 @@ class LeastSquaresStatistics:
             full = total(full if full is not None else np.zeros((columns + 2, columns + 2)))
             n = round(float(full[columns, columns]))  # the ones column's square: the row count
         assert full is not None, "no rows"
-        return cls.from_full(full, n, intercept=intercept, solve=solve, residuals=residuals)
+        return cls.from_full(
+            full, n, intercept=intercept, solve=solve, residuals=residuals, names=names
+        )
 
     @classmethod
     def from_full(
@@ -97,11 +102,13 @@ class LeastSquaresStatistics:
         intercept: bool,
         solve: bool,
         residuals: Callable[[FloatArray], float],
+        names: list[str] | None = None,
     ) -> LeastSquaresStatistics:
         """From the Gram matrix of [z, 1, y] over n rows (features in training space, the
         target in training units); `residuals(θ*)` sums the squared residuals by a pass over
         the rows when yᵀy - θ*ᵀh is too small to trust."""
         width = len(full) - 2
+        _check_finite(full, names)
         squares = float(full[width + 1, width + 1])
         inputs = list(range(width + 1)) if intercept else list(range(width))
         gram, moment = full[np.ix_(inputs, inputs)], full[inputs, width + 1]
@@ -226,3 +233,19 @@ def residual_squares(
         residual = y - raw @ weights - bias
         squared += float(residual @ residual)
     return squared
+
+
+def _check_finite(full: FloatArray, names: list[str] | None) -> None:
+    """A Gram matrix that overflowed (from finite data) stops the run, naming the column."""
+    if np.isfinite(full).all():
+        return
+    width = len(full) - 2
+    labels = names if names is not None and len(names) == width else [
+        f"feature {i + 1}" for i in range(width)]  # fmt: skip
+    labels = [*labels, "the intercept's column", "the target"]
+    k = int(np.flatnonzero(~np.isfinite(full).all(axis=0))[0])
+    raise GdlabError(
+        f"the squares of {labels[k]} overflow float64 (values beyond about 1e154 in training "
+        f"space): keep the features standardized (drop --no-standardize), or rescale the "
+        f"column before fitting."
+    )
