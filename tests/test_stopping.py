@@ -406,3 +406,13 @@ def test_momentum_limits_on_least_squares_are_where_runs_start_to_diverge(optimi
     assert below.status in ("converged", "max_epochs")  # slow, oscillating, never a stall
     assert above.status == "diverged" and f"= {limit:.3g}" in above.message
     assert auto.status == "converged" and auto.options.lr == pytest.approx(limit / 2)
+
+
+def test_a_measure_not_taken_says_so_instead_of_failing_its_test() -> None:
+    from gdlab.train.rules import Measure
+
+    assert str(Measure("loss improvement", math.nan, 1e-8)) == (
+        "loss improvement: not measured yet (test: <= 1e-08)"
+    )
+    assert str(Measure("distance to optimum", math.inf, 1e-12)) == "distance to optimum inf > 1e-12"
+    assert str(Measure("distance to optimum", 1e-13, 1e-12)) == "distance to optimum 1e-13 <= 1e-12"

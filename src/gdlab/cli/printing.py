@@ -78,7 +78,10 @@ def print_result(result: FitResult, summary: dict[str, Any], out: Path) -> None:
     why = ""
     if verdict is not None and verdict.test:
         why = f" ({verdict.test} test{', ' + verdict.reason if verdict.reason else ''})"
-    echo_visible(f"status: {summary['status']} after {summary['epochs']} epochs{why}")
+    epochs = summary["epochs"]
+    echo_visible(
+        f"status: {summary['status']} after {epochs} epoch{'' if epochs == 1 else 's'}{why}"
+    )
     if verdict is not None:
         for measure in verdict.measures:
             echo_visible(f"  {measure}")

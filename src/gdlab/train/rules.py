@@ -93,6 +93,8 @@ class Measure:
         }
 
     def __str__(self) -> str:
+        if math.isnan(self.value):  # (the loss improvement of a run's first epoch)
+            return f"{self.name}: not measured yet (test: <= {self.threshold:.3g})"
         sign = "<=" if self.holds else ">"
         return f"{self.name} {self.value:.3g} {sign} {self.threshold:.3g}"
 
