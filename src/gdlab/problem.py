@@ -148,8 +148,9 @@ class Problem:
         if world.parallel:
             self._share_out(table, world)
         found = first_pass(
-            table, prepare, held_out=held, gram=gram, classifier=classify, world=world
-        )
+            table, prepare, held_out=held, gram=gram, classifier=classify, world=world,
+            names=self.model_names,
+        )  # fmt: skip
         self.first_pass = found
         saved = self.previous.fingerprint if self.previous is not None else None
         if saved is not None and saved.startswith(STREAMED) and saved != found.fingerprint:
@@ -210,6 +211,11 @@ class Problem:
         table.share = (world.rank, world.size)
 
     @property
+    def model_names(self) -> list[str]:
+        """The model's features: the columns, and with poly:K their powers."""
+        return power_names(self.names, self.spec.degree)
+
+    @property
     def reading(self) -> str:
         """How the data were read, in the words of the summary."""
         return "in memory" if self.table is None else f"streamed from {self.table.source}"
@@ -239,7 +245,7 @@ class Problem:
         return LeastSquaresStatistics.from_full(
             full, sums.n, intercept=self.opts.intercept, solve=solve,
             residuals=lambda theta: residual_squares(blocks, theta, self.opts.intercept, scaler),
-            names=self.names,
+            names=self.model_names,
         )  # fmt: skip
 
     def _class_codes(self, y: FloatArray, known: list[int] | None) -> FloatArray:
@@ -268,8 +274,7 @@ class Problem:
         )
 
     def _warn_constant(self, same: np.ndarray[Any, Any]) -> None:
-        names = power_names(self.names, self.spec.degree)
-        constant = [name for name, fixed in zip(names, same, strict=True) if fixed]
+        constant = [name for name, fixed in zip(self.model_names, same, strict=True) if fixed]
         if constant:
             self._warn(
                 f"feature {listed(constant)} is constant in the training rows; it cannot "
@@ -354,7 +359,7 @@ class Problem:
         scaler = None if self.x_scaler.is_identity else self.x_scaler
         return LeastSquaresStatistics.from_blocks(
             blocks, intercept=self.opts.intercept, scaler=scaler, solve=solve, total=total,
-            width=self.source.width, names=self.names,
+            width=self.source.width, names=self.model_names,
         )  # fmt: skip
 
     def _to_raw_units(self, intercept: bool) -> FloatArray:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gdlab.data.arrays import FloatArray
-from gdlab.data.scaling import original_units, power_names
+from gdlab.data.scaling import original_units
 from gdlab.train.record import RawRecord
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def recorder(problem: Problem, net: nn.Module) -> Callable[[], dict[str, float]]
     if sum(p.numel() for p in net.parameters()) > MAX_RECORDED_PARAMETERS:
         return None
     if isinstance(net, nn.Linear) and problem.custom_model is None:
-        names = power_names(problem.names, problem.spec.degree)
+        names = problem.model_names
         intercept_kept, classes = problem.opts.intercept, problem.classes
 
         def in_original_units() -> dict[str, float]:

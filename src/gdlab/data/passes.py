@@ -192,6 +192,7 @@ def first_pass(
     gram: bool,
     classifier: bool,
     world: World | None = None,
+    names: list[str] | None = None,
 ) -> FirstPass:
     """One pass over `table` (see the module docstring). `held_out(block)` marks the
     validation rows of a block; `classifier` collects the target's integer labels.
@@ -199,10 +200,11 @@ def first_pass(
     In a data-parallel run (`world`, the table reading this rank's row groups) every rank
     takes its sums about rank 0's centre, the first block of the file, and the ranks' sums
     are then added in rank order, so every rank holds the same numbers, and the fingerprint,
-    taken block by block in the file's order, is the one a single process finds."""
+    taken block by block in the file's order, is the one a single process finds. `names`: the
+    model's features (the table's by default), for a message."""
     train, validation = Sums(), Sums()
     centre: FloatArray | None = None
-    unit: FloatArray | None = None
+    unit = np.ones(0)
     labels: set[int] = set()
     rows = 0
     parts: list[tuple[int, bytes]] = []  # (first row, the block's digest input)
@@ -216,15 +218,11 @@ def first_pass(
             unit = _units(values, centre)
             if world is not None:
                 centre, unit = world.broadcast((centre, unit))
-            scaled = bool((unit != 1.0).any())
-        assert unit is not None
         first, mask = block.first, held_out(raw)
         rows += len(values)
         if not mask.any():
             train.observe(values)
-            np.subtract(values, centre, out=values)
-            if scaled:
-                np.multiply(values, unit, out=values)
+            _centre(values, centre, unit)
             if gram and block.room is not None:  # a block as read: K with no copy
                 K, both = _gram_in_room(block.room, values.shape[1], first)
                 train.add_gram(len(values), K)
@@ -236,17 +234,13 @@ def first_pass(
             validation.observe(held)
             train.observe(kept)
             for part, sums in ((held, validation), (kept, train)):
-                np.subtract(part, centre, out=part)
-                if scaled:
-                    np.multiply(part, unit, out=part)
+                _centre(part, centre, unit)
                 sums.add(part, gram)
-            np.subtract(values, centre, out=values)
-            if scaled:
-                np.multiply(values, unit, out=values)
+            _centre(values, centre, unit)
             both = _sum_weights(first, len(values)) @ values
         # the digest: the pass's own numbers, with a row-weighted sum so that order counts
         parts.append((first, both.tobytes()))
-    assert centre is not None and unit is not None, "TableFile.blocks refuses a file without rows"
+    assert centre is not None, "TableFile.blocks refuses a file without rows"
     local = (train.n, validation.n)
     if world is not None and world.parallel:
         train, validation, rows, every, parts = _combined(
@@ -257,7 +251,7 @@ def first_pass(
     for _, part in sorted(parts, key=lambda item: item[0]):
         digest.update(part)
     digest.update(str(rows).encode())
-    _check_finite(table, train)
+    _check_finite(table.source, [*(names or table.features), str(table.target)], train)
     return FirstPass(centre, unit, train, validation, sorted(labels) if classifier else None,
                      STREAMED + digest.hexdigest(), rows, local)  # fmt: skip
 
@@ -275,17 +269,22 @@ def _units(values: FloatArray, centre: FloatArray) -> FloatArray:
     return unit
 
 
-def _check_finite(table: TableFile, sums: Sums) -> None:
-    """Sums that overflowed (every value read was finite) stop the run, naming the column."""
+def _centre(values: FloatArray, centre: FloatArray, unit: FloatArray) -> None:
+    """(v - c) in each column's unit, in place (the multiply only where a unit is not 1)."""
+    np.subtract(values, centre, out=values)
+    if (unit != 1.0).any():
+        np.multiply(values, unit, out=values)
+
+
+def _check_finite(source: str, names: list[str], sums: Sums) -> None:
+    """Sums that overflowed (every value read was finite) stop the run, naming the column:
+    `names` are the model's features, then its target."""
     _, squares = sums.moments()
     if np.isfinite(squares).all():
         return
     k = int(np.flatnonzero(~np.isfinite(squares))[0])
-    names = [*table.features, str(table.target)]
-    if len(names) != len(squares):  # the model's own features (poly:K)
-        names = [f"feature {i + 1} of the model" for i in range(len(squares) - 1)] + names[-1:]
     raise GdlabError(
-        f"{table.source}: the sums of squares of column {names[k]!r} overflow float64 (its values "
+        f"{source}: the sums of squares of column {names[k]!r} overflow float64 (its values "
         f"reach 1e150 times those of its first block); rescale the column, or read the file in "
         f"memory (--no-stream)."
     )

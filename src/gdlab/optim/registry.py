@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+from torch.optim import optimizer as base
 
 from gdlab import compile_guards
 from gdlab.config import FitOptions
@@ -62,7 +63,6 @@ def bare_step(optimizer: torch.optim.Optimizer) -> Callable[[], object]:
     inner = getattr(step, "__wrapped__", None)
     if inner is None or not getattr(step, "hooked", False) or "step" in vars(optimizer):
         return optimizer.step
-    from torch.optim import optimizer as base
 
     def bare() -> object:
         if (

@@ -240,9 +240,8 @@ def _check_finite(full: FloatArray, names: list[str] | None) -> None:
     if np.isfinite(full).all():
         return
     width = len(full) - 2
-    labels = names if names is not None and len(names) == width else [
-        f"feature {i + 1}" for i in range(width)]  # fmt: skip
-    labels = [*labels, "the intercept's column", "the target"]
+    features = names if names is not None else [f"feature {i + 1}" for i in range(width)]
+    labels = [*features, "the intercept's column", "the target"]
     k = int(np.flatnonzero(~np.isfinite(full).all(axis=0))[0])
     raise GdlabError(
         f"the squares of {labels[k]} overflow float64 (values beyond about 1e154 in training "
