@@ -65,20 +65,23 @@ def test_norms_equal_the_norms_of_the_gradients_by_hand() -> None:
                 by_layer[layer] = by_layer.get(layer, 0.0) + float(p.grad.double().norm()) ** 2
             before = {n: p.detach().clone() for n, p in model.named_parameters()}
             optimizer.step()
-            moved = {}
+            moved, weights = {}, {}
             for name, p in model.named_parameters():
                 layer = name.rsplit(".", 1)[0]
                 change = float((p.detach() - before[name]).double().norm())
                 moved[layer] = moved.get(layer, 0.0) + change**2
-            expected.append((float(loss.detach()), by_layer, moved))
+                weights[layer] = weights.get(layer, 0.0) + float(before[name].double().norm()) ** 2
+            expected.append((float(loss.detach()), by_layer, moved, weights))
             w.step(loss)
     steps = w.recorded()
     assert w.layers == ["0", "2", "4"]
-    for i, (loss, by_layer, moved) in enumerate(expected):
+    for i, (loss, by_layer, moved, weights) in enumerate(expected):
         assert steps.loss[i] == pytest.approx(loss, rel=1e-6)
         for j, layer in enumerate(w.layers):
             assert steps.grad[i, j] == pytest.approx(math.sqrt(by_layer[layer]), rel=1e-5)
             assert steps.update[i, j] == pytest.approx(math.sqrt(moved[layer]), rel=1e-4)
+            # the weights the update moved: θ before the step
+            assert steps.weight[i, j] == pytest.approx(math.sqrt(weights[layer]), rel=1e-5)
 
 
 def test_under_a_grad_scaler_the_norms_are_the_unscaled_ones() -> None:

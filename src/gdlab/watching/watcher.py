@@ -176,15 +176,17 @@ class Watcher:
             raise GdlabError("watch: call step() inside `with gdlab.watch(...) as w:`.")
         if self._started is None:
             self._started = time.perf_counter()
-        with torch.no_grad():
-            if not self._measured:  # neither a backward pass nor a step: as they are
+        if not self._measured:  # neither a backward pass nor a step: as they are
+            with torch.no_grad():
                 self._measure()
-            value, _, _, updates = self._views[self._filled]
-            if isinstance(loss, torch.Tensor):
-                value.copy_(loss.detach().reshape(()), non_blocking=True)
-            else:
-                value.fill_(float(loss))
-            if self._stepped and self._snapped and self._snapshot is not None:
+        value, _, _, updates = self._views[self._filled]
+        # (a step's Python runs with cold caches after the model's kernels: each call counts)
+        if isinstance(loss, torch.Tensor):
+            value.copy_(loss.detach() if loss.ndim == 0 else loss.detach().reshape(()))
+        else:
+            value.fill_(float(loss))
+        if self._stepped and self._snapped and self._snapshot is not None:
+            with torch.no_grad():
                 torch._foreach_sub_(self._snapshot, self.params)  # θ_before - θ_after
                 self._norms(self._snapshot, updates)
         self._skips.append(self.scaler is not None and not self._stepped)
@@ -217,7 +219,8 @@ class Watcher:
 
     def _measure(self) -> None:
         """Each gradient's norm into this step's row, on the device (one fused call); the
-        weights' too where `_weights_always`, on update steps, or for a non-finite gradient."""
+        weights' too where `_weights_always`, at the first step, or for a non-finite gradient
+        (on update steps the step pre-hook measures them from its copy)."""
         _, grads, weights, _ = self._views[self._filled]
         if self.scaler is not None and _scaled(self.scaler, self.optimizer):
             # in float64: a scaled gradient's square overflows float32 long before it does
@@ -227,8 +230,7 @@ class Watcher:
         if (
             self._weights_always
             or self.steps == 0
-            or self._measures_update(self.steps + 1)
-            or not math.isfinite(float(grads.sum()))  # CPU: a read, no synchronisation
+            or not math.isfinite(sum(grads.tolist()))  # CPU: a read, no synchronisation
         ):
             self._norms(self.params, weights)
         self._measured = True
@@ -245,6 +247,8 @@ class Watcher:
                 self._snapshot = [p.detach().clone() for p in self.params]
             else:
                 torch._foreach_copy_(self._snapshot, self.params)
+            if not self._weights_always:  # the copy is in the cache: a cold read of θ saved
+                self._norms(self._snapshot, self._views[self._filled][2])
 
     def _measures_update(self, step: int) -> bool:
         """Whether `step` measures its update Δθ (one copy and one pass more): every
