@@ -237,10 +237,12 @@ class Watcher:
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._stepped = True
+        self._snapped = self._measures_update(self.steps + 1)
+        if self._measured and not self._snapped:  # most steps: nothing to do here
+            return
         with torch.no_grad():
             if not self._measured:  # gradients set without a backward pass
                 self._measure()
-            self._snapped = self._measures_update(self.steps + 1)
             if not self._snapped:
                 return
             if self._snapshot is None:
