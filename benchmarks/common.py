@@ -59,8 +59,9 @@ class Table:
     HEADER = ("case", "against", "baseline", "gdlab", "ratio", "target", "")
     WIDTHS = (34, 30, 10, 10, 9, 9, 6)
 
-    def __init__(self) -> None:
+    def __init__(self, case_width: int = WIDTHS[0]) -> None:
         self.rows: list[tuple[str, ...]] = []
+        self.widths = (case_width, *self.WIDTHS[1:])  # rows are printed as they come
         self._print(self.HEADER)
 
     def add(self, case: str, against: str, baseline: float, ours: float, target: float | None,
@@ -80,8 +81,8 @@ class Table:
         return ratio
 
     def _print(self, row: tuple[str, ...]) -> None:
-        cells = [row[0].ljust(self.WIDTHS[0]), row[1].ljust(self.WIDTHS[1])]
-        cells += [cell.rjust(width) for cell, width in zip(row[2:], self.WIDTHS[2:], strict=True)]
+        cells = [row[0].ljust(self.widths[0]), row[1].ljust(self.widths[1])]
+        cells += [cell.rjust(width) for cell, width in zip(row[2:], self.widths[2:], strict=True)]
         print(" ".join(cells), flush=True)
 
     def markdown(self) -> str:

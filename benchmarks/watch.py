@@ -11,7 +11,9 @@ repeat times STEPS steps of one, then of the other, and the ratio is the median 
 own ratios, each pair in alternating order (a pair runs within a fraction of a second: a shared,
 noisy machine's drift falls on both), shown as the watched time beside the plain loop's median.
 The memory line is what the watcher holds: its copy of the parameters (the update buffer), and
-its block of rows on the device.
+its block of rows on the device. A third row per model times the same loop with nothing but one
+fused norm of the gradients after backward: the floor that any watcher measuring every step's
+gradient norms pays (the first read of gradients fresh from backward).
 
 With `--cockpit` (cockpit-for-pytorch installed under the constraints file:
 `pip install -c constraints.txt cockpit-for-pytorch 'setuptools<81'`), its lightest
@@ -92,12 +94,16 @@ def transformer() -> tuple[nn.Module, Callable[[int], tuple[torch.Tensor, torch.
     return Encoder(), batch
 
 
-def loop(model: nn.Module, batch: Callable, steps: int, *, watched: bool, probe: bool):
+def loop(model: nn.Module, batch: Callable, steps: int, *, watched: bool, probe: bool,
+         read: bool = False):  # fmt: skip
+    """The loop, watched or not; `read`: with only the one read of the fresh gradients that
+    any per-step gradient norm makes (one fused norm after backward), the floor of a watcher."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     xb, yb = batch(0)
     options = {"probe": (lambda: loss_fn(model(xb), yb))} if probe else {}
     watcher = gdlab.watch(model, optimizer, **options) if watched else None
+    params = list(model.parameters())
     counter = [0]
 
     def run() -> None:
@@ -107,6 +113,8 @@ def loop(model: nn.Module, batch: Callable, steps: int, *, watched: bool, probe:
             loss = loss_fn(model(x), y)
             optimizer.zero_grad()
             loss.backward()
+            if read:
+                torch._foreach_norm([p.grad for p in params])
             optimizer.step()
             if watcher is not None:
                 watcher.step(loss)
@@ -173,7 +181,7 @@ def main() -> None:
     torch.manual_seed(0)
     print("# gdlab.watch at its defaults against the same loop without it, turn about")
     print(f"# {machine()}")
-    table = Table()
+    table = Table(case_width=40)
     import warnings
 
     warnings.simplefilter("ignore")  # the diagnoses of random data are not the point here
@@ -196,6 +204,7 @@ def main() -> None:
             case = f"{name}, {'probe every 50' if probe else 'no probe'}"
             table.add(case, "the loop without it", base / per * 1e3, ours / per * 1e3, 1.05,
                       unit="ms", higher_is_better=False)  # fmt: skip
+        _floor_row(table, name, build, options)
         if options.cockpit:
             _cockpit_row(table, name, build)
         size = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -204,6 +213,22 @@ def main() -> None:
         print(f"  {name}: the watcher holds {copies / size:.3f}x the parameters' "
               f"{size / 2**20:.2f} MiB (its update buffer; target: one extra copy) and a "
               f"block of {block / 2**10:.0f} KiB")  # fmt: skip
+
+
+def _floor_row(table: Table, name: str, build: Callable, options: argparse.Namespace) -> None:
+    """The loop with nothing but one fused norm of the gradients after backward: what any
+    watcher that measures every step's gradients pays at least (no target: a floor)."""
+    model, batch = build()
+    plain, _ = loop(model, batch, options.steps, watched=False, probe=False)
+    read, _ = loop(copy.deepcopy(model), batch, options.steps, watched=False, probe=False,
+                   read=True)  # fmt: skip
+    for _ in range(3):
+        plain()
+        read()
+    base, ratio = paired(plain, read, options.repeats)
+    per = options.steps
+    table.add(f"{name}, bare norm (floor)", "the loop without it", base / per * 1e3,
+              base * ratio / per * 1e3, None, unit="ms", higher_is_better=False)  # fmt: skip
 
 
 def _cockpit_row(table: Table, name: str, build: Callable) -> None:
