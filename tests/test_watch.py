@@ -414,6 +414,27 @@ def test_the_run_folder_holds_history_and_diagnoses(tmp_path) -> None:
     assert "vanishing" in w._repr_html_()
 
 
+def test_a_folder_is_checked_before_training_and_a_watched_run_there_is_kept(tmp_path) -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with gdlab.watch(model, optimizer, out=tmp_path / "mine") as w:
+        train(model, optimizer, batches(3), w)
+    kept = (tmp_path / "mine" / "summary.json").read_text()
+    with pytest.raises(GdlabError, match="already holds a watched run") as error:
+        gdlab.watch(model, optimizer, out=tmp_path / "mine")
+    assert "overwrite=True" in str(error.value) and "\n" not in str(error.value)
+    assert (tmp_path / "mine" / "summary.json").read_text() == kept
+    with gdlab.watch(model, optimizer, out=tmp_path / "mine", overwrite=True) as w:
+        train(model, optimizer, batches(5), w)
+    assert json.loads((tmp_path / "mine" / "summary.json").read_text())["steps"] == 5
+    (tmp_path / "file").write_text("mine")
+    for out, message in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "run",
+                         "cannot make the folder"), (7, "folder path, not int")):  # fmt: skip
+        with pytest.raises(GdlabError, match=message):
+            gdlab.watch(model, optimizer, out=out)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_a_probe_that_fails_is_skipped_with_its_reason_and_training_goes_on() -> None:
     torch.manual_seed(0)
     model = mlp()

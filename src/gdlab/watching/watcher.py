@@ -28,6 +28,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -74,6 +75,7 @@ class Watcher:
         block: int | None = None,
         budget: float | None = BUDGET,
         ratio_every: int = RATIOS,
+        overwrite: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GdlabError(f"watch: model must be a torch.nn.Module, not {type(model).__name__}.")
@@ -99,7 +101,7 @@ class Watcher:
         self.scaler, self.block, self.budget = scaler, block, budget
         self.ratio_every = ratio_every
         self._snapped = False
-        self.out = Path(out) if out is not None else None
+        self.out = _out_folder(out, overwrite) if out is not None else None
         self.params: list[torch.Tensor] = [p for _, p in named]
         self.layers: list[str] = []
         weighted: dict[str, bool] = {}
@@ -484,6 +486,29 @@ class Watcher:
         from gdlab.notebook import watch_html
 
         return watch_html(self)
+
+
+def _out_folder(out: Any, overwrite: bool) -> Path:
+    """`out` as a folder the watcher may write, made now on rank 0: a bad path is refused
+    before training, not after it, and another watched run there is kept unless `overwrite`."""
+    if not isinstance(out, str | os.PathLike):
+        raise GdlabError(f"watch: out is a folder path, not {type(out).__name__}.")
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise GdlabError(f"watch: out {folder} is a file; give a folder path.")
+    held = [name for name in (SUMMARY, HISTORY) if (folder / name).exists()]
+    if held and not overwrite:
+        raise GdlabError(
+            f"watch: {folder} already holds a watched run ({', '.join(held)}); choose another "
+            f"folder or pass overwrite=True."
+        )
+    if _leader():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise GdlabError(f"watch: cannot make the folder {folder} ({reason}).") from None
+    return folder
 
 
 def _rate(group: dict[str, Any]) -> tuple[float, float]:
