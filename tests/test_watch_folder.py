@@ -139,6 +139,18 @@ def test_a_damaged_history_is_named(tmp_path: Path, gdlab: Callable[..., CliRun]
     assert result.code != 0 and "history.csv is missing or damaged" in result.err
 
 
+@pytest.mark.parametrize("command", ["report", "plot"])
+def test_a_damaged_summary_is_named_not_taken_for_another_folder(
+    tmp_path: Path, gdlab: Callable[..., CliRun], command: str
+) -> None:
+    out = tmp_path / "run"
+    deep_sigmoid_run(out, steps=10)
+    (out / "summary.json").write_text('{"source": "gdlab.wat')  # cut off mid-write
+    result = gdlab(command, str(out))
+    assert result.code == 2 and "summary.json is missing or damaged" in result.err
+    assert "model.pt" not in result.err and "Traceback" not in result.err
+
+
 def test_the_report_lists_the_diagnoses_and_carries_the_figures(
     watched: tuple[Path, Any], gdlab: Callable[..., CliRun]
 ) -> None:

@@ -69,11 +69,17 @@ def in_memory(watcher: Any) -> WatchedRun:
 
 
 def is_watch_folder(path: Path) -> bool:
-    """Whether `path` was written by `gdlab.watch` (its summary.json says so)."""
+    """Whether `path` was written by `gdlab.watch`: its summary.json says so, or, that file
+    damaged, its history.csv has the watcher's columns (`read` then names the damage)."""
     try:
         summary = json.loads((path / SUMMARY).read_text())
     except (OSError, ValueError, UnicodeDecodeError):
-        return False
+        try:
+            with (path / HISTORY).open() as history:
+                header = history.readline().strip().split(",")
+        except (OSError, UnicodeDecodeError):
+            return False
+        return tuple(header[: len(LEADING)]) == LEADING
     return isinstance(summary, dict) and summary.get("source") == SOURCE
 
 
@@ -82,7 +88,13 @@ def read(path: Path) -> WatchedRun:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    summary = json.loads((path / SUMMARY).read_text())
+    try:
+        summary = json.loads((path / SUMMARY).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise GdlabError(
+            f"{path / SUMMARY} is missing or damaged ({type(error).__name__}); the watcher "
+            f"rewrites it when the `with gdlab.watch(...)` block ends."
+        ) from None
     history = path / HISTORY
     try:
         header = history.open().readline().strip().split(",")
