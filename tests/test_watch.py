@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,6 +83,50 @@ def test_norms_equal_the_norms_of_the_gradients_by_hand() -> None:
             assert steps.update[i, j] == pytest.approx(math.sqrt(moved[layer]), rel=1e-4)
             # the weights the update moved: θ before the step
             assert steps.weight[i, j] == pytest.approx(math.sqrt(weights[layer]), rel=1e-5)
+
+
+class Bag(nn.Module):
+    """A sparse embedding (its gradient a sparse COO tensor, uncoalesced) and a dense head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 6, sparse=True)
+        self.head = nn.Linear(6, 1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids).mean(1))
+
+
+def _sparse_run(watched: bool) -> tuple[list[torch.Tensor], list[list[float]], Any]:
+    torch.manual_seed(0)
+    model = Bag()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected = []
+    with gdlab.watch(model, optimizer, ratio_every=1) if watched else contextlib.nullcontext() as w:
+        for _ in range(12):
+            ids, y = torch.randint(0, 50, (16, 5)), torch.randn(16, 1)  # repeated ids
+            loss = nn.functional.mse_loss(model(ids), y)
+            optimizer.zero_grad()
+            loss.backward()
+            assert model.embed.weight.grad.is_sparse
+            embed = float(model.embed.weight.grad.to_dense().double().norm())
+            head = sum(float(p.grad.double().pow(2).sum()) for p in model.head.parameters())
+            expected.append([embed, math.sqrt(head)])
+            optimizer.step()
+            if w is not None:
+                w.step(loss)
+    return [p.detach().clone() for p in model.parameters()], expected, w
+
+
+def test_a_sparse_gradient_is_measured_and_training_is_unchanged() -> None:
+    plain, _, _ = _sparse_run(watched=False)
+    watched, expected, w = _sparse_run(watched=True)
+    for a, b in zip(plain, watched, strict=True):
+        assert torch.equal(a, b)
+    steps = w.recorded()
+    assert w.layers == ["embed", "head"]
+    np.testing.assert_allclose(steps.grad, np.array(expected), rtol=1e-5)
+    assert np.isfinite(steps.update).all() and (steps.update > 0).all()
 
 
 def test_under_a_grad_scaler_the_norms_are_the_unscaled_ones() -> None:

@@ -133,6 +133,7 @@ class Watcher:
         self._filled = 0
         self._snapshot: list[torch.Tensor] | None = None
         self._measured = False  # this step's gradient norms are in its row
+        self._sparse = False  # a gradient is sparse: norms are taken of the values
         self._previous_update: list[torch.Tensor] | None = None
         self._vector: list[torch.Tensor] | None = None
         self._method = "double backward"
@@ -224,11 +225,19 @@ class Watcher:
         weights' too where `_weights_always`, at the first step, or for a non-finite gradient
         (on update steps the step pre-hook measures them from its copy)."""
         _, grads, weights, _ = self._views[self._filled]
-        if self.scaler is not None and _scaled(self.scaler, self.optimizer):
-            # in float64: a scaled gradient's square overflows float32 long before it does
-            self._norms(self._grads(), grads, scale=self.scaler._scale)
-        else:
-            self._norms(self._grads(), grads)
+        # in float64 under a scaler: a scaled gradient's square overflows float32 long before
+        scaled = self.scaler is not None and _scaled(self.scaler, self.optimizer)
+        scale = self.scaler._scale if scaled else None
+        tensors = self._grads()
+        if self._sparse:
+            tensors = [_strided(g) for g in tensors]
+        try:
+            self._norms(tensors, grads, scale=scale)
+        except (NotImplementedError, RuntimeError):  # no fused norm for a sparse gradient
+            if self._sparse or all(g.layout == torch.strided for g in tensors):
+                raise
+            self._sparse = True  # nn.Embedding(sparse=True): from now on, by their values
+            self._norms([_strided(g) for g in tensors], grads, scale=scale)
         if (
             self._weights_always
             or self.steps == 0
@@ -486,6 +495,14 @@ class Watcher:
         from gdlab.notebook import watch_html
 
         return watch_html(self)
+
+
+def _strided(gradient: torch.Tensor) -> torch.Tensor:
+    """A tensor with the gradient's norm that the fused norm takes: a sparse gradient's
+    coalesced values (an uncoalesced one repeats rows), any other layout made dense."""
+    if gradient.is_sparse:
+        return gradient.coalesce().values()
+    return gradient if gradient.layout == torch.strided else gradient.to_dense()
 
 
 def _out_folder(out: Any, overwrite: bool) -> Path:
