@@ -311,6 +311,29 @@ def test_dead_relu_units_are_counted_on_the_probe_batch() -> None:
     assert said == "dead ReLU units, 0 on every probe row: 1 (75% of units)"
 
 
+def test_a_wrapped_model_s_layers_are_named_as_the_plain_model_s() -> None:
+    from gdlab.watching.probe import activations
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    with torch.no_grad():
+        model[0].bias[:6] = -100.0
+    x = torch.randn(32, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    nested = nn.Sequential(torch.compile(model))  # a compiled part of a larger model
+    layers = {
+        name: gdlab.watch(wrapped, optimizer).layers
+        for name, wrapped in [("plain", model), ("compiled", torch.compile(model)),
+                              ("parallel", nn.DataParallel(model)), ("nested", nested)]
+    }  # fmt: skip
+    assert layers["plain"] == ["0", "2"]
+    assert layers["compiled"] == layers["parallel"] == layers["plain"]
+    assert layers["nested"] == ["0.0", "0.2"]
+    wrapped = nn.DataParallel(model)  # on the CPU it calls the model: its hooks see the units
+    said = activations(wrapped, lambda: wrapped(x).pow(2).mean())
+    assert said == "dead ReLU units, 0 on every probe row: 1 (75% of units)"
+
+
 def test_a_large_initialisation_is_diagnosed_exploding() -> None:
     torch.manual_seed(0)
     model = mlp(depth=4, width=32, activation=nn.ReLU)

@@ -67,6 +67,27 @@ def untouched(model: nn.Module, params: list[torch.Tensor]) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda)
 
 
+WRAPPED = "_orig_mod"  # the attribute torch.compile keeps the user's module under
+
+
+def plain_name(model: nn.Module, name: str) -> str:
+    """A parameter's or module's name as the user wrote the model: without the `module.` of a
+    DistributedDataParallel or DataParallel wrapper, nor the `_orig_mod.` of torch.compile,
+    so that a wrapped run's layers are the plain run's (and the two compare)."""
+    parts = name.split(".")
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            attribute = "module"
+        elif isinstance(getattr(model, WRAPPED, None), nn.Module):
+            attribute = WRAPPED
+        else:
+            break
+        if parts[:1] == [attribute]:
+            parts = parts[1:]
+        model = getattr(model, attribute)
+    return ".".join(part for part in parts if part != WRAPPED)  # a compiled submodule too
+
+
 SATURATING = {"Sigmoid": (0.01, 0.99), "Tanh": (-0.99, 0.99), "Hardtanh": (-0.99, 0.99)}
 SATURATED = 0.5  # the share of a squashing layer's outputs near its bounds that is named
 
@@ -95,7 +116,7 @@ def activations(model: nn.Module, probe: Callable[[], torch.Tensor]) -> str:
     for name, module in model.named_modules():
         kind = type(module).__name__
         if kind in (*SATURATING, "ReLU"):
-            hooks.append(module.register_forward_hook(watch(name, kind)))
+            hooks.append(module.register_forward_hook(watch(plain_name(model, name), kind)))
     try:
         with torch.no_grad():
             probe()

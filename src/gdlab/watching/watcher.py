@@ -45,6 +45,7 @@ from gdlab.watching import diagnoses as rules
 from gdlab.watching.folder import HISTORY, SOURCE, SUMMARY, in_memory
 from gdlab.watching.probe import (
     activations,
+    plain_name,
     preconditioner,
     sharpness,
     threshold,
@@ -92,7 +93,8 @@ class Watcher:
             raise GdlabError("watch: budget is a share of the training time in (0, 1], or None.")
         if probe is not None and not callable(probe):
             raise GdlabError("watch: probe must be a function of no arguments returning a loss.")
-        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        named = [(plain_name(model, name), p) for name, p in model.named_parameters()
+                 if p.requires_grad]  # fmt: skip
         if not named:
             raise GdlabError("watch: the model has no trainable parameters.")
         if block is None:
