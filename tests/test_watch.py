@@ -518,6 +518,58 @@ def test_a_probe_that_fails_is_skipped_with_its_reason_and_training_goes_on() ->
     assert any("no batch here" in s for s in summary["skipped"])
 
 
+@pytest.mark.parametrize("where", [1, 2, 3], ids=["backward", "pre-hook", "step"])
+def test_a_measure_that_fails_stops_the_watcher_not_the_training(
+    where: int, tmp_path, monkeypatch
+) -> None:
+    """A failure the watcher does not foresee (here its fused norm raising from the 13th
+    step's backward callback, its step pre-hook or its step(), and on every later call) is
+    one warning: training goes on bit for bit as unwatched, and the 12 steps before are kept."""
+    from gdlab.watching.watcher import Watcher
+
+    def run(watched: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        watcher = gdlab.watch(model, optimizer, out=tmp_path / "w", ratio_every=1)
+        with watcher if watched else contextlib.nullcontext():
+            train(model, optimizer, batches(30), watcher if watched else None)
+        if watched:
+            runs.append(watcher)
+        return [p.detach().clone() for p in model.parameters()]
+
+    plain, runs = run(watched=False), []
+    measure, calls = Watcher._norms, []
+
+    def failing(tensors, out, scale=None) -> None:
+        calls.append(None)
+        # three calls a step (gradients, weights before the step, its update), and the first
+        # step's weights: 37 calls for 12 steps, then the 13th step's `where`-th call fails
+        if len(calls) >= 37 + where:
+            raise RuntimeError("Expected all tensors to be on the same device\nsecond line")
+        measure(tensors, out, scale)
+
+    monkeypatch.setattr(Watcher, "_norms", staticmethod(failing))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        watched = run(watched=True)
+    for a, b in zip(plain, watched, strict=True):
+        assert torch.equal(a, b)
+    (watcher,) = runs
+    said = [str(w.message) for w in caught if "stopped measuring" in str(w.message)]
+    assert said == [
+        "gdlab watch: stopped measuring at step 13 (RuntimeError: Expected all tensors to be on "
+        "the same device); training goes on unwatched, and the 12 steps recorded are kept. "
+        "Please report it with the model's layout."
+    ]
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert summary["steps"] == 12
+    assert "every measure from step 13 on: the watcher failed (RuntimeError" in (
+        summary["skipped"][-1])  # fmt: skip
+    steps = watcher.recorded()
+    assert list(steps.step) == list(range(1, 13)) and np.isfinite(steps.grad).all()
+
+
 def test_a_model_without_second_derivatives_falls_back_to_finite_differences() -> None:
     class Clamp(torch.autograd.Function):  # a kernel with a first derivative only
         @staticmethod

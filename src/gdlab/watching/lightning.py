@@ -37,6 +37,7 @@ class WatchCallback(Callback):
         self.out, self.probe, self.options = out, probe, options
         self.watcher: Watcher | None = None
         self._global_step = 0
+        self._closed = False
 
     def on_fit_start(self, trainer: Any, pl_module: torch.nn.Module) -> None:
         from gdlab.watching.watcher import Watcher
@@ -54,6 +55,7 @@ class WatchCallback(Callback):
         self.watcher = Watcher(pl_module, trainer.optimizers[0], out=self.out, probe=self.probe,
                                scaler=scaler, **self.options)  # fmt: skip
         self.watcher.__enter__()
+        self._closed = False
         self._global_step = trainer.global_step
 
     def on_train_batch_end(
@@ -66,7 +68,9 @@ class WatchCallback(Callback):
         self.watcher.step(loss if loss is not None else float("nan"))
 
     def _close(self) -> None:
-        if self.watcher is not None and self.watcher._hook is not None:
+        """Write the run once (an exception, then the end of fitting, both close it)."""
+        if self.watcher is not None and not self._closed:
+            self._closed = True
             self.watcher.__exit__(None, None, None)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

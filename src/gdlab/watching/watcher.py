@@ -135,6 +135,7 @@ class Watcher:
         self._filled = 0
         self._snapshot: list[torch.Tensor] | None = None
         self._measured = False  # this step's gradient norms are in its row
+        self.stopped: str | None = None  # why a measure failed, and measuring stopped
         self._sparse = False  # a gradient is sparse: norms are taken of the values
         self._previous_update: list[torch.Tensor] | None = None
         self._vector: list[torch.Tensor] | None = None
@@ -166,21 +167,50 @@ class Watcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._unhook()
+        self._flush()
+        self.write()
+
+    def _unhook(self) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
         for hook in self._grad_hooks:
             hook.remove()
         self._grad_hooks = []
-        self._flush()
-        self.write()
+
+    def _stop(self, error: Exception) -> None:
+        """A measure failed, in a case the watcher does not know (it runs inside the user's
+        backward() and step()): say so once and measure nothing more, so that training goes on
+        as it would unwatched; the steps recorded so far are kept and written."""
+        self._unhook()
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        self.stopped = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+        self.skipped.append(
+            f"every measure from step {self.steps + 1} on: the watcher failed ({self.stopped})"
+        )
+        warnings.warn(
+            f"gdlab watch: stopped measuring at step {self.steps + 1} ({self.stopped}); training "
+            f"goes on unwatched, and the {self.steps} steps recorded are kept. Please report it "
+            f"with the model's layout.",
+            GdlabWarning,
+            stacklevel=caller_level(),
+        )
 
     def step(self, loss: torch.Tensor | float) -> None:
         """Record the step just taken (call it after `optimizer.step()`)."""
+        if self.stopped is not None:  # a measure failed: training goes on unwatched
+            return
         if self._hook is None:
             raise GdlabError("watch: call step() inside `with gdlab.watch(...) as w:`.")
         if self._started is None:
             self._started = time.perf_counter()
+        try:
+            self._record(loss)
+        except Exception as error:
+            self._stop(error)
+
+    def _record(self, loss: torch.Tensor | float) -> None:
         if not self._measured:  # neither a backward pass nor a step: as they are
             with torch.no_grad():
                 self._measure()
@@ -219,8 +249,13 @@ class Watcher:
 
     def _after_backward(self) -> None:
         self._queued = False
-        with torch.no_grad():
-            self._measure()
+        if self.stopped is not None:
+            return
+        try:
+            with torch.no_grad():
+                self._measure()
+        except Exception as error:
+            self._stop(error)
 
     def _measure(self) -> None:
         """Each gradient's norm into this step's row, on the device (one fused call); the
@@ -249,6 +284,12 @@ class Watcher:
         self._measured = True
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        try:
+            self._copy_before_step()
+        except Exception as error:
+            self._stop(error)
+
+    def _copy_before_step(self) -> None:
         self._stepped = True
         self._snapped = self._measures_update(self.steps + 1)
         if self._measured and not self._snapped:  # most steps: nothing to do here
