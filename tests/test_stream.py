@@ -264,6 +264,33 @@ def test_a_stream_names_a_missing_or_non_numeric_column(tmp_path: Path) -> None:
         TableFile(tmp_path / "a.npy", "c0")
 
 
+@pytest.mark.parametrize("stream", [[], ["--stream"]], ids=["memory", "streamed"])
+def test_an_unreadable_parquet_file_says_why_and_what_to_do(
+    gdlab: Callable[..., CliRun], tmp_path: Path, stream: list[str]
+) -> None:
+    whole = tmp_path / "whole.parquet"  # values that compress: snappy can tell its damage
+    pd.DataFrame({"x": np.arange(20000.0) % 7, "y": np.arange(20000.0) % 5}).to_parquet(whole)
+    data = whole.read_bytes()
+    cases = {
+        "text.parquet": frame().to_csv(index=False).encode(),  # a CSV named .parquet
+        "cut.parquet": data[: len(data) // 2],  # a copy cut off
+        "damaged.parquet": data[:4] + b"\x07" * 996 + data[1000:],  # pages overwritten
+    }
+    said = {}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        run = gdlab("fit", str(tmp_path / name), "--target", "y", *stream)
+        assert run.code == 2 and "Traceback" not in run.err
+        (said[name],) = run.err.strip().splitlines()
+        assert (tmp_path / name).read_bytes() == content
+    footer = "does not end with a Parquet footer: it was cut off, or is in another format"
+    assert footer in said["text.parquet"] and footer in said["cut.parquet"]
+    assert said["text.parquet"].endswith("or if it holds CSV text, name it .csv.")
+    assert f"{tmp_path / 'damaged.parquet'} is not a readable Parquet file (" in said[
+        "damaged.parquet"]  # fmt: skip
+    assert said["damaged.parquet"].endswith("); write it again from its source.")
+
+
 def test_the_command_line_streams_when_asked_or_when_over_the_budget(
     gdlab: Callable[..., CliRun], tmp_path: Path
 ) -> None:

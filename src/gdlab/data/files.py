@@ -230,9 +230,20 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     except MemoryError:  # pyarrow's ArrowMemoryError is one
         raise GdlabError(out_of_memory(path)) from None
     except Exception as error:  # pyarrow raises several unrelated types for a bad file
-        raise GdlabError(
-            f"{path} is not a readable Parquet file ({type(error).__name__})."
-        ) from None
+        raise GdlabError(unreadable_parquet(path, error)) from None
+
+
+def unreadable_parquet(path: Path, error: Exception) -> str:
+    """The one line for a file pyarrow cannot read as Parquet: why, and the fix."""
+    reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    if "magic bytes" in reason:  # pyarrow's words for a file that does not end as Parquet does
+        return (
+            f"{path} is not a readable Parquet file (it does not end with a Parquet footer: it "
+            f"was cut off, or is in another format); write it again from its source, or if it "
+            f"holds CSV text, name it .csv."
+        )
+    said = f"{type(error).__name__}: {reason.rstrip('.')}" if reason else type(error).__name__
+    return f"{path} is not a readable Parquet file ({said}); write it again from its source."
 
 
 def out_of_memory(path: Path) -> str:

@@ -45,6 +45,7 @@ from gdlab.data.files import (
     check_fields,
     delimiter_of,
     read_csv_quietly,
+    unreadable_parquet,
 )
 from gdlab.errors import GdlabError, listed
 
@@ -152,9 +153,7 @@ class TableFile:
             # will visit, the whole file: measured, 344 MB held for a 290 MB file
             self._file = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
         except Exception as error:  # pyarrow raises several unrelated types for a bad file
-            raise GdlabError(
-                f"{self.path} is not a readable Parquet file ({type(error).__name__})."
-            ) from None
+            raise GdlabError(unreadable_parquet(self.path, error)) from None
         return [str(name) for name in self._file.schema_arrow.names]
 
     def _csv_header(self) -> list[str]:
@@ -227,10 +226,7 @@ class TableFile:
                 f"memory for the process."
             ) from None
         except Exception as error:  # a damaged page deep in the file
-            reason = str(error).splitlines()[0] if str(error) else ""
-            raise GdlabError(
-                f"{self.path} is not a readable Parquet file ({type(error).__name__}: {reason})."
-            ) from None
+            raise GdlabError(unreadable_parquet(self.path, error)) from None
 
     def _numbered_batches(self, groups: list[int] | None) -> Iterator[tuple[int, Any]]:
         """(file row number of its first row, record batch), in file order or by row group."""
