@@ -291,6 +291,33 @@ def test_an_unreadable_parquet_file_says_why_and_what_to_do(
     assert said["damaged.parquet"].endswith("); write it again from its source.")
 
 
+@pytest.mark.parametrize("stream", [[], ["--stream"]], ids=["memory", "streamed"])
+def test_a_page_whose_checksum_fails_is_refused_not_read_as_wrong_values(
+    gdlab: Callable[..., CliRun], tmp_path: Path, stream: list[str]
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.arange(2000.0)
+    table = pa.table({"x": x, "y": 3 * x + 1})
+    path, plain = tmp_path / "checked.parquet", tmp_path / "unchecked.parquet"
+    for name, checksum in ((path, True), (plain, False)):  # raw pages: every byte is a value
+        pq.write_table(table, name, compression="none", use_dictionary=False,
+                       write_page_checksum=checksum)  # fmt: skip
+    for name in (path, plain):  # eight values of x's page set to zero
+        data = bytearray(name.read_bytes())
+        data[2000:2064] = bytes(64)
+        name.write_bytes(bytes(data))
+    unchecked = pq.read_table(plain)["x"].to_numpy()
+    assert (unchecked != x).sum() == 8  # what a file without checksums reads, silently
+    run = gdlab("fit", str(path), "--target", "y", *stream)
+    assert run.code == 2 and "Traceback" not in run.err
+    assert run.err.strip() == (
+        f"gdlab: error: {path} is damaged: a page's bytes do not match the checksum written "
+        f"with them (a disk or a copy changed them); write it again from its source."
+    )
+
+
 def test_the_command_line_streams_when_asked_or_when_over_the_budget(
     gdlab: Callable[..., CliRun], tmp_path: Path
 ) -> None:

@@ -225,8 +225,8 @@ def check_fields(
 def _read_parquet(path: Path) -> pd.DataFrame:
     import pandas as pd
 
-    try:
-        return pd.read_parquet(path)
+    try:  # a page that carries a checksum is checked (pyarrow's default reads it unchecked)
+        return pd.read_parquet(path, page_checksum_verification=True)
     except MemoryError:  # pyarrow's ArrowMemoryError is one
         raise GdlabError(out_of_memory(path)) from None
     except Exception as error:  # pyarrow raises several unrelated types for a bad file
@@ -236,6 +236,11 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 def unreadable_parquet(path: Path, error: Exception) -> str:
     """The one line for a file pyarrow cannot read as Parquet: why, and the fix."""
     reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    if "CRC checksum verification failed" in reason:  # a page that is not what was written
+        return (
+            f"{path} is damaged: a page's bytes do not match the checksum written with them (a "
+            f"disk or a copy changed them); write it again from its source."
+        )
     if "magic bytes" in reason:  # pyarrow's words for a file that does not end as Parquet does
         return (
             f"{path} is not a readable Parquet file (it does not end with a Parquet footer: it "
